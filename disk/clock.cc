@@ -1,0 +1,36 @@
+#include "disk/clock.h"
+
+#include <time.h>
+
+#include <cerrno>
+
+namespace snapdisk {
+
+int64_t SystemClock::NowNs() const {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+void SystemClock::SleepUntilNs(int64_t deadline_ns) {
+  if (deadline_ns <= NowNs()) return;
+  timespec ts{static_cast<time_t>(deadline_ns / 1'000'000'000),
+              static_cast<long>(deadline_ns % 1'000'000'000)};
+  // Absolute sleep: an interrupted sleep resumes against the same deadline.
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+SystemClock& SystemClock::Get() {
+  static SystemClock clock;
+  return clock;
+}
+
+void ManualClock::SleepUntilNs(int64_t deadline_ns) {
+  int64_t now = now_ns_.load(std::memory_order_acquire);
+  while (now < deadline_ns &&
+         !now_ns_.compare_exchange_weak(now, deadline_ns, std::memory_order_acq_rel)) {
+  }
+}
+
+}  // namespace snapdisk

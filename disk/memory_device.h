@@ -1,0 +1,66 @@
+// MemoryDevice: a sparse in-memory BlockDevice for fast tests.
+//
+// Storage is allocated a page (4 KiB) at a time on first write, so a 1 TiB
+// device costs nothing until written; never-written and discarded ranges read
+// as zeros. Requests execute at Submit; their callbacks run at the next Poll.
+// Flush is a no-op (memory is "durable" for as long as the object lives): use
+// FaultDevice on top to model power loss.
+//
+// Thread safety: as BlockDevice (one driving thread at a time).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "disk/block_device.h"
+
+namespace snapdisk {
+
+class MemoryDevice final : public BlockDevice {
+ public:
+  static constexpr uint64_t kPageBytes = 4096;
+
+  // `sector_size_bytes` must be 512 or 4096; `size_bytes` a multiple of it.
+  static Result<std::unique_ptr<MemoryDevice>> Create(uint64_t size_bytes,
+                                                      uint32_t sector_size_bytes = 4096,
+                                                      uint32_t queue_depth = 256);
+
+  uint64_t size_bytes() const override { return size_bytes_; }
+  uint32_t sector_size_bytes() const override { return sector_size_bytes_; }
+  uint32_t queue_depth() const override { return queue_depth_; }
+  uint32_t in_flight() const override { return in_flight_; }
+  std::string name() const override { return "memory device"; }
+  Status Submit(IoRequest& request) override;
+  uint32_t Poll(uint32_t min_completions) override;
+  IoStats& stats() override { return stats_; }
+
+  // Bytes of pages currently holding data (what a sparse file would occupy).
+  uint64_t allocated_bytes() const { return pages_.size() * kPageBytes; }
+  // An independent copy of the contents (same size, sector size, queue depth).
+  std::unique_ptr<MemoryDevice> Clone() const;
+
+ private:
+  MemoryDevice(uint64_t size_bytes, uint32_t sector_size_bytes, uint32_t queue_depth);
+  void ReadBytes(uint64_t offset, uint64_t length, std::byte* out) const;
+  void WriteBytes(uint64_t offset, uint64_t length, const std::byte* in);
+  void ZeroBytes(uint64_t offset, uint64_t length);
+
+  struct Completion {
+    IoRequest* request;
+    int64_t submit_ns;
+  };
+
+  const uint64_t size_bytes_;
+  const uint32_t sector_size_bytes_;
+  const uint32_t queue_depth_;
+  std::unordered_map<uint64_t, std::unique_ptr<std::byte[]>> pages_;  // page index -> page
+  std::vector<Completion> completions_;  // capacity queue_depth_, reserved at creation
+  std::vector<Completion> running_;      // swapped with completions_ while callbacks run
+  uint32_t in_flight_ = 0;
+  bool polling_ = false;  // callbacks must not call Poll
+  IoStats stats_;
+};
+
+}  // namespace snapdisk
