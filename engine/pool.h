@@ -1,0 +1,295 @@
+// Pool: a snapdisk storage pool on one BlockDevice — volumes, snapshots and
+// clones as copy-on-write block maps over shared blocks (engine/FORMAT.md).
+//
+// Lifecycle: Create() formats a device, Open() opens a formatted one (reading
+// only the two superblocks and the catalog: no data scan), Close() commits and
+// lets go. Destroying a Pool without Close() commits too, unless the pool has
+// failed; uncommitted state is simply lost, as in a crash.
+//
+// Durability: Commit() (and a volume flush, which commits) makes everything
+// done before it durable and atomic. Catalog operations — create, delete,
+// grow, snapshot, clone, rollback — commit before they return. A write is
+// durable after the next commit; until then a crash keeps it or loses it
+// whole per block.
+//
+// Failure: if a device error or corruption interrupts an operation that was
+// changing metadata, the pool *fails*: every later call returns IOError
+// ("pool failed: ...; reopen it"), and the last commit on disk is intact.
+// Errors that leave memory consistent (bad arguments, not found, a read's
+// checksum mismatch, NoSpace before anything changed) do not fail the pool.
+//
+// Names: 1-128 characters of letters, digits, '.', '_' and '-'.
+//
+// Operations defined outside engine/: snapshots (create, delete, list, diff)
+// in snapshot/snapshot.cc, clone and rollback in restore/clone.cc.
+//
+// Thread safety: a Pool and its Volumes are driven by one thread at a time
+// (callers serialize every call, as with the device). The device must outlive
+// the Pool.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "disk/block_device.h"
+#include "disk/essd_profile.h"
+#include "engine/block_cache.h"
+#include "engine/block_map.h"
+#include "engine/format.h"
+#include "engine/space_map.h"
+#include "engine/volume.h"
+
+namespace snapdisk {
+
+class Volume;
+struct PendingIo;
+
+struct PoolOptions {
+  // Block size for Create(): a power of two from 4 KiB to 64 KiB. Open() takes
+  // it from the pool.
+  uint32_t block_bytes = 4096;
+  // Memory for cached metadata (map nodes, space-map and catalog blocks).
+  uint64_t cache_bytes = uint64_t{256} << 20;
+  // Volume requests accepted at once, over all volumes; Submit beyond is Busy.
+  uint32_t max_requests = 1024;
+  // Time source for creation times (ns since the Unix epoch); null: the real
+  // wall clock.
+  int64_t (*wall_clock_ns)() = nullptr;
+};
+
+struct PoolInfo {
+  uint32_t block_bytes = 0;
+  uint64_t pool_bytes = 0;       // the device's usable size
+  uint64_t used_bytes = 0;       // blocks in use (data and metadata)
+  uint64_t free_bytes = 0;
+  uint64_t metadata_bytes = 0;   // the space map's fixed region and the superblocks
+  uint64_t generation = 0;       // commits so far
+  uint64_t volumes = 0;
+  uint64_t snapshots = 0;
+  uint64_t cache_bytes = 0;      // metadata cached now
+};
+
+struct VolumeInfo {
+  std::string name;
+  uint64_t id = 0;
+  uint64_t size_bytes = 0;
+  EssdLevel profile = EssdLevel::kUnlimited;
+  int64_t created_unix_ns = 0;
+  uint64_t snapshots = 0;
+  uint64_t lsn = 0;         // writes so far (the log sequence number)
+  uint64_t lineage = 0;     // changes at every rollback
+  std::string origin;       // "VOL@SNAP" a clone was made from, else empty
+};
+
+struct SnapshotInfo {
+  std::string volume;
+  std::string name;
+  uint64_t id = 0;
+  uint64_t size_bytes = 0;
+  int64_t created_unix_ns = 0;
+  uint64_t lsn = 0;
+  // Data bytes only this snapshot references, and bytes it shares with the
+  // volume or other snapshots (filled by ListSnapshots(..., with_usage)).
+  uint64_t exclusive_bytes = 0;
+  uint64_t shared_bytes = 0;
+};
+
+// A byte range of a volume.
+struct Extent {
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
+  bool zero = false;  // the range is a hole (trimmed) in the newer image
+};
+
+class Pool {
+ public:
+  // Formats `device` as an empty pool. InvalidArgument for a bad block size
+  // or a device too small; IOError from the device.
+  static Result<std::unique_ptr<Pool>> Create(BlockDevice& device, const PoolOptions& options);
+  // Opens a formatted device. Corruption when neither superblock is valid or
+  // the catalog fails its checksums; Unsupported for another format version.
+  static Result<std::unique_ptr<Pool>> Open(BlockDevice& device, const PoolOptions& options);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Waits for volume I/O in flight, then makes every change durable.
+  Status Commit();
+  // Commit, then no further calls but the destructor.
+  Status Close();
+
+  PoolInfo Info() const;
+  uint32_t block_bytes() const { return block_bytes_; }
+  BlockDevice& device() { return device_; }
+  // OK, or the error that failed the pool.
+  const Status& health() const { return failure_; }
+
+  // ---- Volumes (engine/pool.cc) ----
+  // A new, empty (all zeros) thin volume. AlreadyExists, InvalidArgument
+  // (name; size not a positive multiple of 512; a PL size outside its range).
+  Result<VolumeInfo> CreateVolume(std::string_view name, uint64_t size_bytes,
+                                  EssdLevel profile = EssdLevel::kUnlimited);
+  // Busy while the volume has I/O in flight; refused while it has snapshots.
+  Status DeleteVolume(std::string_view name);
+  // Grows (never shrinks) the volume to `new_size_bytes`.
+  Status GrowVolume(std::string_view name, uint64_t new_size_bytes);
+  std::vector<VolumeInfo> ListVolumes() const;
+  Result<VolumeInfo> GetVolume(std::string_view name) const;
+  // The pool-owned handle for I/O; valid until the volume is deleted or the
+  // pool closed. The same handle is returned every time.
+  Result<Volume*> OpenVolume(std::string_view name);
+
+  // ---- Snapshots (snapshot/snapshot.cc) ----
+  // O(1): shares the volume's map root. Writes completed before the call are
+  // in the snapshot; writes still in flight are not.
+  Result<SnapshotInfo> CreateSnapshot(std::string_view volume, std::string_view name);
+  // O(blocks only the snapshot holds).
+  Status DeleteSnapshot(std::string_view volume, std::string_view name);
+  // Oldest first. With `with_usage`, fills exclusive/shared bytes (walks the
+  // snapshot's map: O(its mapped blocks)).
+  Result<std::vector<SnapshotInfo>> ListSnapshots(std::string_view volume, bool with_usage = false);
+  // Changed ranges between snapshot `from` and snapshot `to` of one volume, or
+  // the live volume when `to` is empty; merged, in increasing order. Cost:
+  // O(changed map nodes). An empty `from` means "from nothing" (every mapped
+  // range of `to`).
+  Result<std::vector<Extent>> Diff(std::string_view volume, std::string_view from,
+                                   std::string_view to);
+
+  // ---- Restore inside the pool (restore/clone.cc) ----
+  // A new volume sharing the snapshot's map: O(1), independent afterwards.
+  Result<VolumeInfo> Clone(std::string_view volume, std::string_view snapshot,
+                           std::string_view new_volume);
+  // Resets the volume to the snapshot, O(1) plus freeing what only the
+  // volume's current map held. Busy while the volume has I/O in flight or is
+  // marked in use (Volume::SetInUse). Starts a new lineage.
+  Status Rollback(std::string_view volume, std::string_view snapshot);
+
+  // Drives volume I/O: pushes queued work to the device and runs completion
+  // callbacks of finished requests on this thread. Waits until at least
+  // min(min_completions, requests in flight) callbacks ran; Poll(0) never
+  // blocks. Returns the number of callbacks run.
+  uint32_t Poll(uint32_t min_completions);
+  // Volume requests accepted and not yet completed, over all volumes.
+  uint32_t in_flight() const { return requests_in_flight_; }
+
+  // ---- Internal interface for snapshot/, restore/ and tools (not for users) ----
+  enum class Kind : uint8_t { kVolume = 1, kSnapshot = 2 };
+  struct Record {
+    uint64_t id = 0;  // 0: free slot
+    uint64_t parent_id = 0;
+    Kind kind = Kind::kVolume;
+    EssdLevel profile = EssdLevel::kUnlimited;
+    std::string name;
+    uint64_t size_bytes = 0;
+    TreeRoot root;
+    int64_t created_unix_ns = 0;
+    uint64_t lsn = 0;
+    uint64_t lineage = 0;
+  };
+  BlockMap& block_map() { return *map_; }
+  SpaceMap& space_map() { return *space_; }
+
+ private:
+  friend class Volume;
+  friend struct PendingIo;
+  friend class Fsck;
+
+  Pool(BlockDevice& device, const PoolOptions& options, uint32_t block_bytes,
+       const format::SpaceMapGeometry& geometry, uint64_t pool_blocks);
+  Status LoadCatalog();
+  Status WriteCatalog();
+  Status CommitLocked();
+  Status Fail(Status why);
+  Status CheckHealthy() const;
+  int64_t WallNowNs() const;
+
+  // Catalog helpers.
+  Result<size_t> FindVolumeSlot(std::string_view name) const;
+  Result<size_t> FindSnapshotSlot(uint64_t volume_id, std::string_view name) const;
+  size_t AllocateSlot();
+  void FreeSlot(size_t slot);
+  void MarkRecordDirty(size_t slot);
+  // The record's tree changed: write its dirty nodes at commit.
+  void MarkRootDirty(size_t slot);
+  static std::string SnapshotKey(uint64_t volume_id, std::string_view name);
+  Status ValidateVolumeSize(uint64_t size_bytes, EssdLevel profile) const;
+  uint64_t CountSnapshots(uint64_t volume_id) const;
+  VolumeInfo MakeVolumeInfo(const Record& r) const;
+  SnapshotInfo MakeSnapshotInfo(const Record& r) const;
+  Status NewVolumeRecord(std::string_view name, uint64_t size_bytes, EssdLevel profile,
+                         const TreeRoot& root, uint64_t parent_id, size_t* slot_out);
+  // Volume handle bookkeeping (delete/rollback must see no I/O in flight).
+  Volume* LiveVolume(uint64_t id) const;
+  Status CheckIdle(const Record& volume) const;
+
+  // I/O machinery (engine/volume.cc).
+  void DrainDevice();
+  void ProcessFinished();
+  void SubmitToDevice(IoRequest* request);
+  void PumpBacklog();
+  uint32_t AsyncDeviceLimit() const;
+  IoRequest* GetDeviceRequest();
+  PendingIo* GetIo();
+  // Submits one device request for `io` (counted in io->device_pending).
+  void SubmitDeviceIo(PendingIo* io, IoOp op, uint64_t pbn, uint64_t blocks, std::byte* data);
+  // The request is finished: its callback runs at the next Poll.
+  void CompleteIo(PendingIo* io, Status status);
+  void HoldSetup(PendingIo* io);
+  void ReleaseSetup(PendingIo* io);
+  // Moves `io` on after its device requests finished.
+  void Advance(PendingIo* io);
+  void StartRead(PendingIo* io);
+  void StartMutation(PendingIo* io);
+  void StartBlockWrites(PendingIo* io);
+  void FinishMutation(PendingIo* io);
+  // Reads the mapped blocks [first, first+count) of `io` into `dest`
+  // (zero-filling holes), recording each block's map entry in io->entries.
+  Status ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest);
+  Status VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const std::byte* data);
+  Record& RecordOf(const Volume& volume) { return records_[volume.slot_]; }
+
+  BlockDevice& device_;
+  const PoolOptions options_;
+  const uint32_t block_bytes_;
+  const uint64_t pool_blocks_;
+  format::Superblock sb_;
+  std::unique_ptr<BlockCache> cache_;
+  std::unique_ptr<SpaceMap> space_;
+  std::unique_ptr<BlockMap> map_;
+  Status failure_;
+  bool closed_ = false;
+  bool force_commit_ = false;  // commit even with nothing dirty (a new pool)
+
+  // The catalog, in memory: records by slot, and indexes.
+  std::vector<Record> records_;
+  std::unordered_map<std::string, size_t> volume_by_name_;
+  std::unordered_map<std::string, size_t> snapshot_by_key_;  // SnapshotKey() -> slot
+  std::unordered_map<uint64_t, size_t> slot_by_id_;
+  std::vector<size_t> free_slots_;
+  std::vector<uint64_t> dirty_record_blocks_;   // catalog VBNs to rewrite at commit
+  std::vector<size_t> dirty_roots_;             // slots whose trees changed
+  TreeRoot catalog_root_;
+
+  std::unordered_map<uint64_t, std::unique_ptr<Volume>> volumes_;  // open handles by id
+
+  std::vector<std::unique_ptr<PendingIo>> io_pool_;  // every PendingIo made so far
+  std::vector<PendingIo*> free_ios_;
+  // Requests between device completion and map update / user callback.
+  std::vector<PendingIo*> finished_;
+  std::vector<PendingIo*> completed_;
+  std::vector<PendingIo*> delivering_;
+  std::deque<IoRequest*> device_backlog_;   // waiting for room in the device queue
+  std::vector<std::unique_ptr<IoRequest>> device_request_pool_;
+  std::vector<IoRequest*> free_device_requests_;
+  uint32_t device_in_flight_ = 0;
+  uint32_t requests_in_flight_ = 0;
+  bool polling_ = false;
+};
+
+}  // namespace snapdisk

@@ -1,0 +1,93 @@
+// SpaceMap: the pool's reference counts and block allocator.
+//
+// Every allocatable block has a 32-bit reference count (FORMAT.md, "Space
+// map"); a block is free at 0. Counts are read through the BlockCache and
+// changed in memory; WriteDirty() writes every changed space-map block to the
+// slot the last commit does not use, and the superblock written after it makes
+// the change durable.
+//
+// A block whose count falls to 0 is *pending free* until the transaction that
+// freed it has committed (the previous commit may still reference it):
+// Allocate never returns it before CommitDone().
+//
+// Errors: Corruption when a space-map block fails its checksum (naming level,
+// index and PBN); IOError from the device; NoSpace when no block is free.
+// Thread safety: none; the pool serializes access. The device and cache are
+// borrowed and must outlive the SpaceMap.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <unordered_set>
+#include <vector>
+#include <set>
+
+#include "disk/block_device.h"
+#include "engine/block_cache.h"
+#include "engine/format.h"
+
+namespace snapdisk {
+
+class SpaceMap {
+ public:
+  SpaceMap(BlockDevice& device, BlockCache& cache, const format::SpaceMapGeometry& geometry,
+           uint32_t block_bytes, uint64_t pool_blocks);
+
+  // Takes the persistent state from a superblock.
+  void Load(const format::Superblock& sb);
+  // Puts the state into a superblock about to be written (after WriteDirty).
+  void Store(format::Superblock* sb) const;
+
+  Result<uint32_t> Get(uint64_t pbn);
+  Status Increment(uint64_t pbn);
+  // Returns the count after the decrement. At 0 the block is pending free.
+  Result<uint32_t> Decrement(uint64_t pbn);
+
+  // A free block, its count set to 1.
+  Result<uint64_t> Allocate();
+  // Up to `max_count` consecutive free blocks starting at the returned PBN
+  // (at least 1), each with count 1. `*count` receives how many.
+  Result<uint64_t> AllocateRun(uint64_t max_count, uint64_t* count);
+
+  // Writes every changed space-map block (leaves first) to its other slot.
+  Status WriteDirty();
+  // The transaction has committed: returns the blocks it freed, which are
+  // free for reuse from now on (the caller may punch them out of the file).
+  std::vector<uint64_t> CommitDone();
+  // Discards uncommitted state (after a failed commit the pool is reopened).
+
+  uint64_t blocks_in_use() const { return blocks_in_use_; }
+  uint64_t free_blocks() const {
+    return pool_blocks_ - geometry_.first_data_block - blocks_in_use_ - pending_free_.size();
+  }
+  uint64_t high_water() const { return high_water_; }
+  uint64_t first_data_block() const { return geometry_.first_data_block; }
+  uint64_t pool_blocks() const { return pool_blocks_; }
+  size_t dirty_blocks() const;
+
+ private:
+  static uint64_t Key(int level, uint64_t index) {
+    return (uint64_t{1} << 63) | (uint64_t(level) << 56) | index;
+  }
+  Result<CachedBlock*> LoadBlock(int level, uint64_t index);
+  // The entry describing (level, index): in the parent block or the top array.
+  Result<std::byte*> EntryLocation(int level, uint64_t index);
+  Result<uint32_t*> CountSlot(uint64_t pbn, bool for_write);
+  Status CheckPbn(uint64_t pbn) const;
+
+  BlockDevice& device_;
+  BlockCache& cache_;
+  const format::SpaceMapGeometry geometry_;
+  const uint32_t block_bytes_;
+  const uint64_t pool_blocks_;
+
+  // The top level's entries, stored in the superblock, in encoded form.
+  std::array<std::byte, format::kSpaceMapTopEntries * format::kSpaceMapEntryBytes> top_{};
+  uint64_t high_water_ = 0;
+  uint64_t blocks_in_use_ = 0;
+  uint64_t scan_cursor_ = 0;
+  std::unordered_set<uint64_t> pending_free_;
+  std::vector<std::set<uint64_t>> dirty_;  // per level: indexes of changed blocks
+};
+
+}  // namespace snapdisk

@@ -1,0 +1,520 @@
+// Volume I/O: the request state machine of the pool.
+//
+// A read looks up each block in the volume's map, reads mapped runs from the
+// device (coalescing consecutive physical blocks) and verifies every block's
+// checksum before the caller sees it. A write allocates fresh blocks (runs
+// where it can), checksums and writes them, and only when the device has them
+// points the map at them and drops the old blocks: a crash or an error before
+// that leaves the map as it was. Requests smaller than a block first read the
+// partial edge blocks (read-modify-write).
+//
+// Device callbacks only count completions; the map work happens in
+// ProcessFinished(), outside the device's Poll, because it may read metadata
+// through the device's synchronous helpers.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "disk/clock.h"
+#include "engine/pending_io.h"
+#include "engine/pool.h"
+#include "engine/volume.h"
+
+namespace snapdisk {
+
+using format::MapEntry;
+
+const char* VolumeOpName(VolumeOp op) {
+  switch (op) {
+    case VolumeOp::kRead: return "read";
+    case VolumeOp::kWrite: return "write";
+    case VolumeOp::kTrim: return "trim";
+    case VolumeOp::kWriteZeroes: return "write-zeroes";
+    case VolumeOp::kFlush: return "flush";
+  }
+  return "unknown";
+}
+
+namespace {
+
+IoOp StatsOp(VolumeOp op) {
+  switch (op) {
+    case VolumeOp::kRead: return IoOp::kRead;
+    case VolumeOp::kWrite: return IoOp::kWrite;
+    case VolumeOp::kTrim:
+    case VolumeOp::kWriteZeroes: return IoOp::kDiscard;
+    case VolumeOp::kFlush: return IoOp::kFlush;
+  }
+  return IoOp::kRead;
+}
+
+bool IsBlockAligned(const VolumeRequest& r, uint32_t block_bytes) {
+  return r.offset_bytes % block_bytes == 0 && r.length_bytes % block_bytes == 0;
+}
+
+}  // namespace
+
+// ---- Volume ------------------------------------------------------------------
+
+Volume::~Volume() = default;
+
+const std::string& Volume::name() const { return pool_.records_[slot_].name; }
+uint64_t Volume::size_bytes() const { return pool_.records_[slot_].size_bytes; }
+
+Status Volume::Submit(VolumeRequest& request) {
+  SNAPDISK_RETURN_IF_ERROR(pool_.CheckHealthy());
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("volume '" + name() + "': " + VolumeOpName(request.op) +
+                                   " at offset " + std::to_string(request.offset_bytes) +
+                                   " length " + std::to_string(request.length_bytes) + ": " + why);
+  };
+  if (!request.on_complete) return bad("request has no completion callback");
+  if (request.op != VolumeOp::kFlush) {
+    if (request.length_bytes == 0) return bad("length is zero");
+    const uint64_t size = size_bytes();
+    if (request.offset_bytes > size || request.length_bytes > size - request.offset_bytes) {
+      return bad("beyond the end of the volume (" + std::to_string(size) + " bytes)");
+    }
+    if ((request.op == VolumeOp::kRead || request.op == VolumeOp::kWrite) &&
+        request.data == nullptr) {
+      return bad("no data buffer");
+    }
+  }
+  if (pool_.requests_in_flight_ >= pool_.options_.max_requests) {
+    return Status::Busy("pool has " + std::to_string(pool_.requests_in_flight_) +
+                        " requests in flight (the limit)");
+  }
+  PendingIo* io = pool_.GetIo();
+  io->volume = this;
+  io->user = &request;
+  io->status = Status::OK();
+  io->holds_blocks = false;
+  io->device_pending = 0;
+  io->submit_ns = SystemClock::Get().NowNs();
+  ++in_flight_;
+  ++pool_.requests_in_flight_;
+  if (request.op == VolumeOp::kFlush) {
+    pool_.CompleteIo(io, pool_.Commit());
+    return Status::OK();
+  }
+  const uint32_t block = pool_.block_bytes_;
+  io->first_vbn = request.offset_bytes / block;
+  io->end_vbn = (request.offset_bytes + request.length_bytes + block - 1) / block;
+  if (request.op == VolumeOp::kRead) {
+    pool_.StartRead(io);
+  } else if (!deferred_.empty() || Overlaps(io->first_vbn, io->end_vbn)) {
+    deferred_.push_back(io);  // applied in submission order after what it overlaps
+  } else {
+    pool_.StartMutation(io);
+  }
+  return Status::OK();
+}
+
+bool Volume::Overlaps(uint64_t first_vbn, uint64_t end_vbn) const {
+  // Busy ranges never overlap each other, so only the last one starting
+  // before end_vbn can reach into [first_vbn, end_vbn).
+  auto it = busy_ranges_.lower_bound(end_vbn);
+  if (it == busy_ranges_.begin()) return false;
+  --it;
+  return it->second > first_vbn;
+}
+
+void Volume::StartDeferred() {
+  while (!deferred_.empty()) {
+    PendingIo* io = deferred_.front();
+    if (Overlaps(io->first_vbn, io->end_vbn)) return;
+    deferred_.pop_front();
+    pool_.StartMutation(io);
+  }
+}
+
+Status Volume::SubmitAndWait(VolumeRequest& request) {
+  bool done = false;
+  Status result;
+  request.on_complete = [&](VolumeRequest&, const Status& status) {
+    result = status;
+    done = true;
+  };
+  SNAPDISK_RETURN_IF_ERROR(Submit(request));
+  while (!done) pool_.Poll(1);
+  return result;
+}
+
+Status Volume::Read(uint64_t offset_bytes, std::span<std::byte> out) {
+  VolumeRequest r{.op = VolumeOp::kRead, .offset_bytes = offset_bytes,
+                  .length_bytes = out.size(), .data = out.data()};
+  return SubmitAndWait(r);
+}
+
+Status Volume::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
+  VolumeRequest r{.op = VolumeOp::kWrite, .offset_bytes = offset_bytes,
+                  .length_bytes = data.size(), .data = const_cast<std::byte*>(data.data())};
+  return SubmitAndWait(r);
+}
+
+Status Volume::Trim(uint64_t offset_bytes, uint64_t length_bytes) {
+  VolumeRequest r{.op = VolumeOp::kTrim, .offset_bytes = offset_bytes,
+                  .length_bytes = length_bytes};
+  return SubmitAndWait(r);
+}
+
+Status Volume::WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes) {
+  VolumeRequest r{.op = VolumeOp::kWriteZeroes, .offset_bytes = offset_bytes,
+                  .length_bytes = length_bytes};
+  return SubmitAndWait(r);
+}
+
+Status Volume::Flush() {
+  VolumeRequest r{.op = VolumeOp::kFlush};
+  return SubmitAndWait(r);
+}
+
+// ---- Pool: request machinery -------------------------------------------------
+
+PendingIo* Pool::GetIo() {
+  if (free_ios_.empty()) {
+    io_pool_.push_back(std::make_unique<PendingIo>());
+    return io_pool_.back().get();
+  }
+  PendingIo* io = free_ios_.back();
+  free_ios_.pop_back();
+  return io;
+}
+
+IoRequest* Pool::GetDeviceRequest() {
+  if (free_device_requests_.empty()) {
+    device_request_pool_.push_back(std::make_unique<IoRequest>());
+    return device_request_pool_.back().get();
+  }
+  IoRequest* r = free_device_requests_.back();
+  free_device_requests_.pop_back();
+  return r;
+}
+
+uint32_t Pool::AsyncDeviceLimit() const {
+  // Leave room in the device queue for synchronous metadata reads.
+  const uint32_t depth = device_.queue_depth();
+  return depth > 16 ? depth - 8 : std::max<uint32_t>(1, depth / 2);
+}
+
+void Pool::SubmitToDevice(IoRequest* request) {
+  if (device_in_flight_ >= AsyncDeviceLimit()) {
+    device_backlog_.push_back(request);
+    return;
+  }
+  ++device_in_flight_;
+  Status s = device_.Submit(*request);
+  if (s.IsBusy()) {
+    --device_in_flight_;
+    device_backlog_.push_front(request);
+  } else if (!s.ok()) {
+    request->on_complete(*request, s);  // counts it back down
+  }
+}
+
+void Pool::PumpBacklog() {
+  while (!device_backlog_.empty() && device_in_flight_ < AsyncDeviceLimit()) {
+    IoRequest* r = device_backlog_.front();
+    device_backlog_.pop_front();
+    const size_t before = device_backlog_.size();
+    SubmitToDevice(r);
+    if (device_backlog_.size() > before) return;  // the device is full after all
+  }
+}
+
+void Pool::SubmitDeviceIo(PendingIo* io, IoOp op, uint64_t pbn, uint64_t blocks, std::byte* data) {
+  IoRequest* r = GetDeviceRequest();
+  r->op = op;
+  r->offset_bytes = pbn * block_bytes_;
+  r->length_bytes = blocks * block_bytes_;
+  r->data = data;
+  r->on_complete = [this, io](IoRequest& done, const Status& s) {
+    if (!s.ok() && io->status.ok()) {
+      io->status = s.WithContext("volume '" + records_[io->volume->slot_].name + "'");
+    }
+    --device_in_flight_;
+    free_device_requests_.push_back(&done);
+    if (--io->device_pending == 0) finished_.push_back(io);
+  };
+  ++io->device_pending;
+  if (device_backlog_.empty()) {
+    SubmitToDevice(r);
+  } else {
+    device_backlog_.push_back(r);  // keep the order: writes of one request stay behind earlier ones
+  }
+}
+
+// While a request is being set up, synchronous metadata reads poll the device
+// and may finish the request's own device I/O already submitted: a held count
+// keeps it from advancing before the setup is over.
+void Pool::HoldSetup(PendingIo* io) { ++io->device_pending; }
+
+void Pool::ReleaseSetup(PendingIo* io) {
+  if (--io->device_pending == 0) Advance(io);
+}
+
+void Pool::CompleteIo(PendingIo* io, Status status) {
+  io->status = std::move(status);
+  io->stage = PendingIo::Stage::kDone;
+  completed_.push_back(io);
+}
+
+Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest) {
+  Record& record = RecordOf(*io->volume);
+  uint64_t run_start = 0, run_pbn = 0, run_len = 0;
+  auto flush_run = [&] {
+    if (run_len > 0) SubmitDeviceIo(io, IoOp::kRead, run_pbn, run_len, dest + run_start * block_bytes_);
+    run_len = 0;
+  };
+  for (uint64_t i = 0; i < count; ++i) {
+    auto entry = map_->Lookup(record.root, first_vbn + i);
+    if (!entry.ok()) {
+      flush_run();
+      return entry.status().WithContext("volume '" + record.name + "' offset " +
+                                        std::to_string((first_vbn + i) * block_bytes_));
+    }
+    io->entries[first_vbn + i - io->first_vbn] = *entry;
+    if (entry->pbn == 0) {
+      flush_run();
+      std::memset(dest + i * block_bytes_, 0, block_bytes_);
+      continue;
+    }
+    if (run_len > 0 && entry->pbn == run_pbn + run_len) {
+      ++run_len;
+      continue;
+    }
+    flush_run();
+    run_start = i;
+    run_pbn = entry->pbn;
+    run_len = 1;
+  }
+  flush_run();
+  return Status::OK();
+}
+
+Status Pool::VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const std::byte* data) {
+  for (uint64_t i = 0; i < count; ++i) {
+    const MapEntry& e = io->entries[first_vbn + i - io->first_vbn];
+    if (e.pbn == 0) continue;
+    if (format::Checksum({data + i * block_bytes_, block_bytes_}) != e.checksum) {
+      return Status::Corruption("volume '" + records_[io->volume->slot_].name +
+                                "': checksum mismatch at offset " +
+                                std::to_string((first_vbn + i) * block_bytes_) + " (block " +
+                                std::to_string(e.pbn) + ")");
+    }
+  }
+  return Status::OK();
+}
+
+void Pool::StartRead(PendingIo* io) {
+  const VolumeRequest& user = *io->user;
+  const uint64_t n = io->block_count();
+  io->entries.assign(n, MapEntry{});
+  if (IsBlockAligned(user, block_bytes_)) {
+    io->blocks = user.data;
+  } else {
+    if (io->bounce.size() < n * block_bytes_) io->bounce = AlignedBuffer(n * block_bytes_);
+    io->blocks = io->bounce.data();
+  }
+  io->stage = PendingIo::Stage::kReadBlocks;
+  HoldSetup(io);
+  Status s = ReadMapped(io, io->first_vbn, n, io->blocks);
+  if (!s.ok()) io->status = s;
+  ReleaseSetup(io);
+}
+
+void Pool::StartMutation(PendingIo* io) {
+  Volume& volume = *io->volume;
+  const VolumeRequest& user = *io->user;
+  volume.busy_ranges_.emplace(io->first_vbn, io->end_vbn);
+  io->holds_blocks = true;
+  const uint64_t n = io->block_count();
+  const bool aligned = IsBlockAligned(user, block_bytes_);
+  if (user.op != VolumeOp::kWrite && aligned) {
+    Record& record = RecordOf(volume);
+    Status s = map_->Unmap(record.root, io->first_vbn, n);
+    if (!s.ok()) s = Fail(s);
+    ++record.lsn;
+    MarkRootDirty(volume.slot_);
+    io->status = s;
+    io->stage = PendingIo::Stage::kDone;
+    FinishMutation(io);
+    return;
+  }
+  if (aligned) {
+    io->blocks = user.data;
+    StartBlockWrites(io);
+    return;
+  }
+  // Read-modify-write of the partial first and last blocks.
+  if (io->bounce.size() < n * block_bytes_) io->bounce = AlignedBuffer(n * block_bytes_);
+  io->blocks = io->bounce.data();
+  io->entries.assign(n, MapEntry{});
+  io->stage = PendingIo::Stage::kReadEdges;
+  HoldSetup(io);
+  const bool head_partial = user.offset_bytes % block_bytes_ != 0;
+  const bool tail_partial = (user.offset_bytes + user.length_bytes) % block_bytes_ != 0;
+  Status s;
+  if (head_partial) s = ReadMapped(io, io->first_vbn, 1, io->blocks);
+  if (s.ok() && tail_partial && (n > 1 || !head_partial)) {
+    s = ReadMapped(io, io->end_vbn - 1, 1, io->blocks + (n - 1) * block_bytes_);
+  }
+  if (!s.ok()) io->status = s;
+  ReleaseSetup(io);
+}
+
+void Pool::StartBlockWrites(PendingIo* io) {
+  const uint64_t n = io->block_count();
+  io->entries.assign(n, MapEntry{});
+  io->stage = PendingIo::Stage::kWriteBlocks;
+  HoldSetup(io);
+  uint64_t done = 0;
+  while (done < n) {
+    uint64_t got = 0;
+    auto first = space_->AllocateRun(n - done, &got);
+    if (!first.ok()) {
+      io->status = first.status().WithContext("volume '" + RecordOf(*io->volume).name + "'");
+      break;
+    }
+    for (uint64_t i = 0; i < got; ++i) {
+      const std::byte* block = io->blocks + (done + i) * block_bytes_;
+      io->entries[done + i] = MapEntry{*first + i, format::Checksum({block, block_bytes_})};
+    }
+    SubmitDeviceIo(io, IoOp::kWrite, *first, got, io->blocks + done * block_bytes_);
+    done += got;
+  }
+  ReleaseSetup(io);
+}
+
+void Pool::FinishMutation(PendingIo* io) {
+  Volume& volume = *io->volume;
+  if (io->stage == PendingIo::Stage::kWriteBlocks) {
+    Record& record = RecordOf(volume);
+    Status s = io->status;
+    if (s.ok()) {
+      for (uint64_t i = 0; i < io->entries.size() && s.ok(); ++i) {
+        auto old = map_->Set(record.root, io->first_vbn + i, io->entries[i]);
+        if (!old.ok()) {
+          s = old.status();
+        } else if (old->pbn != 0) {
+          s = map_->ReleaseData(old->pbn);
+        }
+      }
+      ++record.lsn;
+      MarkRootDirty(volume.slot_);
+      if (!s.ok()) s = Fail(s);
+    } else {
+      // The blocks never made it into the map: give them back.
+      for (const MapEntry& e : io->entries) {
+        if (e.pbn == 0) continue;
+        Status r = map_->ReleaseData(e.pbn);
+        if (!r.ok()) {
+          s = Fail(r);
+          break;
+        }
+      }
+    }
+    io->status = s;
+  }
+  volume.busy_ranges_.erase(io->first_vbn);
+  io->holds_blocks = false;
+  CompleteIo(io, io->status);
+  volume.StartDeferred();
+}
+
+void Pool::Advance(PendingIo* io) {
+  switch (io->stage) {
+    case PendingIo::Stage::kReadBlocks: {
+      const VolumeRequest& user = *io->user;
+      Status s = io->status;
+      if (s.ok()) s = VerifyRead(io, io->first_vbn, io->block_count(), io->blocks);
+      if (s.ok() && io->blocks != user.data) {
+        std::memcpy(user.data, io->blocks + user.offset_bytes % block_bytes_, user.length_bytes);
+      }
+      CompleteIo(io, s);
+      return;
+    }
+    case PendingIo::Stage::kReadEdges: {
+      const VolumeRequest& user = *io->user;
+      Status s = io->status;
+      if (s.ok()) s = VerifyRead(io, io->first_vbn, 1, io->blocks);
+      if (s.ok() && io->block_count() > 1) {
+        s = VerifyRead(io, io->end_vbn - 1, 1, io->blocks + (io->block_count() - 1) * block_bytes_);
+      }
+      if (!s.ok()) {
+        io->status = s;
+        io->stage = PendingIo::Stage::kDone;
+        FinishMutation(io);
+        return;
+      }
+      std::byte* at = io->blocks + user.offset_bytes % block_bytes_;
+      if (user.op == VolumeOp::kWrite) {
+        std::memcpy(at, user.data, user.length_bytes);
+      } else {
+        std::memset(at, 0, user.length_bytes);
+      }
+      StartBlockWrites(io);
+      return;
+    }
+    case PendingIo::Stage::kWriteBlocks:
+      FinishMutation(io);
+      return;
+    case PendingIo::Stage::kDone:
+      SNAPDISK_CHECK(false, "advancing a finished request");
+  }
+}
+
+void Pool::ProcessFinished() {
+  while (!finished_.empty()) {
+    std::vector<PendingIo*> batch;
+    batch.swap(finished_);
+    for (PendingIo* io : batch) Advance(io);
+  }
+}
+
+void Pool::DrainDevice() {
+  while (device_in_flight_ > 0 || !device_backlog_.empty() || !finished_.empty()) {
+    PumpBacklog();
+    if (device_in_flight_ > 0) device_.Poll(1);
+    ProcessFinished();
+  }
+}
+
+uint32_t Pool::Poll(uint32_t min_completions) {
+  SNAPDISK_CHECK(!polling_, "Pool::Poll called from inside a completion callback");
+  uint32_t delivered = 0;
+  while (true) {
+    PumpBacklog();
+    device_.Poll(0);
+    ProcessFinished();
+    if (!completed_.empty()) {
+      polling_ = true;
+      delivering_.swap(completed_);
+      for (PendingIo* io : delivering_) {
+        VolumeRequest& user = *io->user;
+        Volume& volume = *io->volume;
+        const Status status = io->status;
+        volume.stats_.Record(StatsOp(user.op), user.op == VolumeOp::kFlush ? 0 : user.length_bytes,
+                             static_cast<uint64_t>(SystemClock::Get().NowNs() - io->submit_ns),
+                             status.ok());
+        --volume.in_flight_;
+        --requests_in_flight_;
+        free_ios_.push_back(io);
+        user.on_complete(user, status);
+        ++delivered;
+      }
+      delivering_.clear();
+      polling_ = false;
+    }
+    if (delivered >= min_completions || requests_in_flight_ == 0) break;
+    if (device_in_flight_ > 0) {
+      device_.Poll(1);
+    } else if (device_backlog_.empty() && finished_.empty() && completed_.empty()) {
+      break;  // nothing can make progress (cannot happen while requests are consistent)
+    }
+  }
+  cache_->Trim();
+  return delivered;
+}
+
+}  // namespace snapdisk

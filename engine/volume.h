@@ -1,0 +1,109 @@
+// Volume: I/O on one volume of a Pool — read, write, trim, write-zeroes and
+// flush at any byte offset and length, asynchronously (many requests in
+// flight) or through synchronous wrappers.
+//
+// Semantics:
+//  - Reads verify every block's checksum; a mismatch fails the request with
+//    Corruption naming the volume and byte offset, and never returns the data.
+//  - Writes go to fresh blocks (redirect on write); a write smaller than a
+//    block is a read-modify-write of that block. Overlapping writes, trims and
+//    write-zeroes to one volume are applied in submission order.
+//  - A read concurrent with a write to the same range sees all-old or all-new
+//    per block.
+//  - Trim and write-zeroes make the range read as zeros and give whole blocks
+//    back to the pool (punched out of the file once no snapshot holds them).
+//  - Flush commits the pool: every request completed before it is durable.
+//
+// A volume handle is owned by its Pool; see Pool::OpenVolume. Thread safety:
+// as the Pool (one thread at a time).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <map>
+
+#include "disk/status.h"
+#include "disk/io_stats.h"
+
+namespace snapdisk {
+
+class Pool;
+struct PendingIo;
+
+enum class VolumeOp : uint8_t { kRead, kWrite, kTrim, kWriteZeroes, kFlush };
+const char* VolumeOpName(VolumeOp op);
+
+struct VolumeRequest;
+// Runs once per accepted request, from Pool::Poll on the polling thread. It
+// may submit new requests; it must not call Pool::Poll or a synchronous
+// helper.
+using VolumeCallback = std::function<void(VolumeRequest& request, const Status& status)>;
+
+// The caller owns the request and its buffer until the callback has run.
+struct VolumeRequest {
+  VolumeOp op = VolumeOp::kRead;
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;  // > 0, except for flush
+  std::byte* data = nullptr;  // read: filled; write: source
+  VolumeCallback on_complete = {};
+  uint64_t user_tag = 0;      // for the caller; never touched
+};
+
+class Volume {
+ public:
+  ~Volume();
+  Volume(const Volume&) = delete;
+  Volume& operator=(const Volume&) = delete;
+
+  const std::string& name() const;
+  uint64_t size_bytes() const;
+  uint64_t id() const { return id_; }
+  // Requests accepted and not yet completed.
+  uint32_t in_flight() const { return in_flight_; }
+  // Marks the volume in use by a client (e.g. an NBD connection): rollback
+  // and delete are refused with Busy while any user holds it.
+  void SetInUse(bool in_use) { in_use_count_ += in_use ? 1 : -1; }
+  bool in_use() const { return in_use_count_ > 0; }
+
+  // Queues a request. InvalidArgument (range beyond the volume, zero length,
+  // missing buffer or callback), Busy (the pool's request limit) and the
+  // pool's failure are returned synchronously, with no callback.
+  Status Submit(VolumeRequest& request);
+
+  // Synchronous wrappers: submit and poll the pool until done.
+  Status Read(uint64_t offset_bytes, std::span<std::byte> out);
+  Status Write(uint64_t offset_bytes, std::span<const std::byte> data);
+  Status Trim(uint64_t offset_bytes, uint64_t length_bytes);
+  Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes);
+  Status Flush();
+
+  // Figures of the requests completed on this volume.
+  IoStats& stats() { return stats_; }
+
+ private:
+  friend class Pool;
+  friend struct PendingIo;
+  Volume(Pool& pool, uint64_t id, size_t slot) : pool_(pool), id_(id), slot_(slot) {}
+
+  Status SubmitAndWait(VolumeRequest& request);
+  // Starts `io` unless it overlaps a write in progress; then it waits its turn.
+  void Start(PendingIo* io);
+  void StartDeferred();
+  bool Overlaps(uint64_t first_vbn, uint64_t end_vbn) const;
+
+  Pool& pool_;
+  const uint64_t id_;
+  const size_t slot_;  // the volume's catalog record
+  uint32_t in_flight_ = 0;
+  int in_use_count_ = 0;
+  // [first, end) block ranges with a mutation in progress; never overlapping.
+  std::map<uint64_t, uint64_t> busy_ranges_;
+  std::deque<PendingIo*> deferred_;          // mutations waiting for busy blocks
+  IoStats stats_;
+};
+
+}  // namespace snapdisk

@@ -1,0 +1,115 @@
+// Snapshots of a volume: create, delete, list and diff (Pool methods; the
+// contract is in engine/pool.h).
+#include <algorithm>
+#include <string>
+
+#include "engine/names.h"
+#include "engine/pool.h"
+
+namespace snapdisk {
+
+using format::MapEntry;
+
+Result<SnapshotInfo> Pool::CreateSnapshot(std::string_view volume, std::string_view name) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  SNAPDISK_RETURN_IF_ERROR(ValidateName(name, "snapshot name"));
+  SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
+  const uint64_t vol_id = records_[vol_slot].id;
+  if (snapshot_by_key_.count(SnapshotKey(vol_id, name))) {
+    return Status::AlreadyExists("snapshot '" + std::string(volume) + "@" + std::string(name) +
+                                 "' already exists");
+  }
+  const size_t slot = AllocateSlot();
+  const Record& vol = records_[vol_slot];  // after AllocateSlot: records_ may have moved
+  Record& snap = records_[slot];
+  snap.id = sb_.next_object_id++;
+  snap.parent_id = vol.id;
+  snap.kind = Kind::kSnapshot;
+  snap.profile = vol.profile;
+  snap.name = std::string(name);
+  snap.size_bytes = vol.size_bytes;
+  snap.root = vol.root;
+  snap.created_unix_ns = WallNowNs();
+  snap.lsn = vol.lsn;
+  snap.lineage = vol.lineage;
+  slot_by_id_[snap.id] = slot;
+  snapshot_by_key_[SnapshotKey(vol_id, name)] = slot;
+  MarkRootDirty(slot);
+  Status s = map_->Share(snap.root);
+  if (!s.ok()) return Fail(s);
+  SNAPDISK_RETURN_IF_ERROR(Commit());
+  return MakeSnapshotInfo(records_[slot]);
+}
+
+Status Pool::DeleteSnapshot(std::string_view volume, std::string_view name) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
+  SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindSnapshotSlot(records_[vol_slot].id, name));
+  Status s = map_->Release(records_[slot].root);
+  if (!s.ok()) return Fail(s);
+  FreeSlot(slot);
+  return Commit();
+}
+
+Result<std::vector<SnapshotInfo>> Pool::ListSnapshots(std::string_view volume, bool with_usage) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
+  const uint64_t vol_id = records_[vol_slot].id;
+  std::vector<const Record*> snaps;
+  for (const Record& r : records_) {
+    if (r.id != 0 && r.kind == Kind::kSnapshot && r.parent_id == vol_id) snaps.push_back(&r);
+  }
+  std::sort(snaps.begin(), snaps.end(), [](const Record* a, const Record* b) { return a->id < b->id; });
+  std::vector<SnapshotInfo> out;
+  out.reserve(snaps.size());
+  for (const Record* r : snaps) {
+    SnapshotInfo info = MakeSnapshotInfo(*r);
+    if (with_usage) {
+      SNAPDISK_RETURN_IF_ERROR(map_->ForEachDataSharing(
+          r->root, [&](uint64_t, const MapEntry&, bool exclusive) {
+            (exclusive ? info.exclusive_bytes : info.shared_bytes) += block_bytes_;
+            return Status::OK();
+          }));
+    }
+    out.push_back(std::move(info));
+  }
+  cache_->Trim();
+  return out;
+}
+
+Result<std::vector<Extent>> Pool::Diff(std::string_view volume, std::string_view from,
+                                       std::string_view to) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
+  const Record& vol = records_[vol_slot];
+  TreeRoot from_root{{}, 1};
+  if (!from.empty()) {
+    SNAPDISK_ASSIGN_OR_RETURN(size_t s, FindSnapshotSlot(vol.id, from));
+    from_root = records_[s].root;
+  }
+  TreeRoot to_root = vol.root;
+  uint64_t size = vol.size_bytes;
+  if (!to.empty()) {
+    SNAPDISK_ASSIGN_OR_RETURN(size_t s, FindSnapshotSlot(vol.id, to));
+    to_root = records_[s].root;
+    size = records_[s].size_bytes;
+  }
+  std::vector<Extent> out;
+  SNAPDISK_RETURN_IF_ERROR(map_->Diff(from_root, to_root, [&](uint64_t vbn, const MapEntry& in_to) {
+    const uint64_t offset = vbn * block_bytes_;
+    if (offset >= size) return Status::OK();
+    const uint64_t length = std::min<uint64_t>(block_bytes_, size - offset);
+    const bool zero = in_to.pbn == 0;
+    if (!out.empty() && out.back().zero == zero &&
+        out.back().offset_bytes + out.back().length_bytes == offset) {
+      out.back().length_bytes += length;
+    } else {
+      out.push_back(Extent{offset, length, zero});
+    }
+    return Status::OK();
+  }));
+  cache_->Trim();
+  return out;
+}
+
+}  // namespace snapdisk

@@ -1,0 +1,161 @@
+#include "engine/pool.h"
+
+#include <gtest/gtest.h>
+
+#include "engine/fsck.h"
+#include "engine/volume.h"
+#include "support/pool_fixture.h"
+#include "support/test_env.h"
+
+namespace snapdisk {
+namespace {
+
+using testing::MustCreatePool;
+using testing::MustOpenPool;
+using testing::NewMemoryDevice;
+using testing::PatternBytes;
+using testing::ReadAll;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+TEST(PoolTest, CreateWriteReopenRead) {
+  auto dev = NewMemoryDevice(256 * kMiB);
+  auto data = PatternBytes(1, 64 * 1024);
+  {
+    auto pool = MustCreatePool(*dev);
+    ASSERT_TRUE(pool->CreateVolume("db", 64 * kMiB).ok());
+    Volume* v = *pool->OpenVolume("db");
+    ASSERT_TRUE(v->Write(4096 * 10, data).ok());
+    EXPECT_EQ(ReadAll(*v, 4096 * 10, data.size()), data);
+    ASSERT_TRUE(v->Flush().ok());
+  }
+  auto pool = MustOpenPool(*dev);
+  auto info = pool->GetVolume("db");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->size_bytes, 64 * kMiB);
+  Volume* v = *pool->OpenVolume("db");
+  EXPECT_EQ(ReadAll(*v, 4096 * 10, data.size()), data);
+  auto zeros = ReadAll(*v, 0, 4096);
+  EXPECT_EQ(zeros, std::vector<std::byte>(4096));
+}
+
+TEST(PoolTest, UnalignedWritesReadModifyWrite) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 8 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  std::vector<std::byte> model(64 * 1024);
+  auto a = PatternBytes(2, 10000);
+  ASSERT_TRUE(v->Write(1234, a).ok());
+  std::copy(a.begin(), a.end(), model.begin() + 1234);
+  auto b = PatternBytes(3, 17);
+  ASSERT_TRUE(v->Write(4090, b).ok());
+  std::copy(b.begin(), b.end(), model.begin() + 4090);
+  ASSERT_TRUE(v->Trim(5000, 3000).ok());
+  std::fill(model.begin() + 5000, model.begin() + 8000, std::byte{0});
+  EXPECT_EQ(ReadAll(*v, 0, model.size()), model);
+  EXPECT_EQ(ReadAll(*v, 4093, 11), std::vector<std::byte>(model.begin() + 4093, model.begin() + 4104));
+}
+
+TEST(PoolTest, SnapshotIsolationCloneRollbackDiff) {
+  auto dev = NewMemoryDevice(128 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 16 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  auto one = PatternBytes(10, 1 * kMiB);
+  ASSERT_TRUE(v->Write(0, one).ok());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "s1").ok());
+  auto two = PatternBytes(11, 8192);
+  ASSERT_TRUE(v->Write(4096 * 3, two).ok());
+
+  auto diff = pool->Diff("v", "s1", "");
+  ASSERT_TRUE(diff.ok()) << diff.status().ToString();
+  ASSERT_EQ(diff->size(), 1u);
+  EXPECT_EQ((*diff)[0].offset_bytes, 4096u * 3);
+  EXPECT_EQ((*diff)[0].length_bytes, 8192u);
+
+  auto clone = pool->Clone("v", "s1", "c");
+  ASSERT_TRUE(clone.ok()) << clone.status().ToString();
+  EXPECT_EQ(clone->origin, "v@s1");
+  Volume* c = *pool->OpenVolume("c");
+  EXPECT_EQ(ReadAll(*c, 0, one.size()), one);
+  ASSERT_TRUE(pool->Rollback("v", "s1").ok());
+  EXPECT_EQ(ReadAll(*v, 0, one.size()), one);
+  ASSERT_TRUE(pool->DeleteSnapshot("v", "s1").ok());
+  EXPECT_EQ(ReadAll(*c, 0, one.size()), one);  // independent of its source
+  auto snaps = pool->ListSnapshots("v");
+  ASSERT_TRUE(snaps.ok());
+  EXPECT_TRUE(snaps->empty());
+}
+
+TEST(PoolTest, ErrorsAreClear) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  EXPECT_TRUE(pool->CreateVolume("bad/name", kMiB).status().IsInvalidArgument());
+  EXPECT_TRUE(pool->CreateVolume("", kMiB).status().IsInvalidArgument());
+  EXPECT_TRUE(pool->CreateVolume(std::string(129, 'a'), kMiB).status().IsInvalidArgument());
+  EXPECT_TRUE(pool->CreateVolume("v", 0).status().IsInvalidArgument());
+  EXPECT_TRUE(pool->CreateVolume("v", 1000).status().IsInvalidArgument());
+  auto pl2 = pool->CreateVolume("v", kMiB, EssdLevel::kPL2);
+  EXPECT_TRUE(pl2.status().IsInvalidArgument());
+  EXPECT_NE(pl2.status().message().find("461"), std::string::npos) << pl2.status().ToString();
+  ASSERT_TRUE(pool->CreateVolume("v", kMiB).ok());
+  EXPECT_TRUE(pool->CreateVolume("v", kMiB).status().IsAlreadyExists());
+  EXPECT_TRUE(pool->CreateSnapshot("nope", "s").status().IsNotFound());
+  EXPECT_TRUE(pool->DeleteSnapshot("v", "nope").IsNotFound());
+  Volume* v = *pool->OpenVolume("v");
+  std::vector<std::byte> buf(4096);
+  EXPECT_TRUE(v->Read(kMiB, buf).IsInvalidArgument());
+  EXPECT_TRUE(v->Read(kMiB - 10, buf).IsInvalidArgument());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "s").ok());
+  EXPECT_TRUE(pool->DeleteVolume("v").IsBusy());
+}
+
+TEST(PoolTest, OpenRejectsGarbage) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto r = Pool::Open(*dev, {});
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
+
+TEST(PoolTest, DeleteFreesSpaceAndNoLeaks) {
+  auto dev = NewMemoryDevice(128 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  const uint64_t used_empty = pool->Info().used_bytes;
+  ASSERT_TRUE(pool->CreateVolume("v", 32 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(v->Write(0, PatternBytes(5, 8 * kMiB)).ok());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "s").ok());
+  ASSERT_TRUE(v->Write(0, PatternBytes(6, 4 * kMiB)).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  EXPECT_GT(pool->Info().used_bytes, 12 * kMiB);
+  ASSERT_TRUE(pool->DeleteSnapshot("v", "s").ok());
+  ASSERT_TRUE(pool->DeleteVolume("v").ok());
+  ASSERT_TRUE(pool->Commit().ok());
+  EXPECT_EQ(pool->Info().used_bytes, used_empty);
+  auto fsck = Fsck::Check(*pool);
+  ASSERT_TRUE(fsck.ok()) << fsck.status().ToString();
+  EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+}
+
+TEST(PoolTest, FsckAndScrubCleanWithSharedBlocks) {
+  auto dev = NewMemoryDevice(128 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 32 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(v->Write(0, PatternBytes(7, 4 * kMiB)).ok());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "a").ok());
+  ASSERT_TRUE(v->Write(kMiB, PatternBytes(8, 4096)).ok());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "b").ok());
+  ASSERT_TRUE(pool->Clone("v", "a", "c").ok());
+  ASSERT_TRUE(v->Trim(2 * kMiB, kMiB).ok());
+  auto fsck = Fsck::Check(*pool);
+  ASSERT_TRUE(fsck.ok()) << fsck.status().ToString();
+  EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+  EXPECT_GT(fsck->data_blocks, 1000u);
+  auto scrub = Fsck::Scrub(*pool);
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_TRUE(scrub->clean()) << scrub->ToString();
+}
+
+}  // namespace
+}  // namespace snapdisk
