@@ -34,6 +34,8 @@ struct PendingIo {
   uint32_t device_pending = 0;
   Status status;
   int64_t submit_ns = 0;
+  // QoS: the earliest time the completion may be reported (0: at once).
+  int64_t complete_after_ns = 0;
 
   uint64_t block_count() const { return end_vbn - first_vbn; }
 };

@@ -537,6 +537,7 @@ Status Pool::GrowVolume(std::string_view name, uint64_t new_size_bytes) {
   if (!s.ok()) return Fail(s);
   r.size_bytes = new_size_bytes;
   MarkRootDirty(slot);
+  if (Volume* v = LiveVolume(r.id)) v->ConfigureQos();  // figures follow the capacity
   return Commit();
 }
 
@@ -560,7 +561,10 @@ Result<Volume*> Pool::OpenVolume(std::string_view name) {
   SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindVolumeSlot(name));
   const uint64_t id = records_[slot].id;
   auto& handle = volumes_[id];
-  if (!handle) handle.reset(new Volume(*this, id, slot));
+  if (!handle) {
+    handle.reset(new Volume(*this, id, slot));
+    handle->ConfigureQos();
+  }
   return handle.get();
 }
 

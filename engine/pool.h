@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "disk/block_device.h"
+#include "disk/clock.h"
 #include "disk/essd_profile.h"
 #include "engine/block_cache.h"
 #include "engine/block_map.h"
@@ -58,6 +60,9 @@ struct PoolOptions {
   uint64_t cache_bytes = uint64_t{256} << 20;
   // Volume requests accepted at once, over all volumes; Submit beyond is Busy.
   uint32_t max_requests = 1024;
+  // Time source for QoS pacing and latency; null: the system's monotonic
+  // clock. Must outlive the pool.
+  Clock* clock = nullptr;
   // Time source for creation times (ns since the Unix epoch); null: the real
   // wall clock.
   int64_t (*wall_clock_ns)() = nullptr;
@@ -233,6 +238,9 @@ class Pool {
   void ProcessFinished();
   void SubmitToDevice(IoRequest* request);
   void PumpBacklog();
+  // Moves due QoS timers on; returns the next pending timer (INT64_MAX: none).
+  int64_t RunTimers();
+  Clock& clock() const { return options_.clock ? *options_.clock : SystemClock::Get(); }
   uint32_t AsyncDeviceLimit() const;
   IoRequest* GetDeviceRequest();
   PendingIo* GetIo();
@@ -285,6 +293,10 @@ class Pool {
   std::vector<PendingIo*> completed_;
   std::vector<PendingIo*> delivering_;
   std::deque<IoRequest*> device_backlog_;   // waiting for room in the device queue
+  // QoS timers: requests waiting for their start time, and finished requests
+  // held until their completion time.
+  std::multimap<int64_t, PendingIo*> admissions_;
+  std::multimap<int64_t, PendingIo*> held_completions_;
   std::vector<std::unique_ptr<IoRequest>> device_request_pool_;
   std::vector<IoRequest*> free_device_requests_;
   uint32_t device_in_flight_ = 0;

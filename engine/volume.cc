@@ -91,23 +91,51 @@ Status Volume::Submit(VolumeRequest& request) {
   io->holds_blocks = false;
   io->device_pending = 0;
   io->submit_ns = SystemClock::Get().NowNs();
+  io->complete_after_ns = 0;
   ++in_flight_;
   ++pool_.requests_in_flight_;
-  if (request.op == VolumeOp::kFlush) {
-    pool_.CompleteIo(io, pool_.Commit());
-    return Status::OK();
-  }
   const uint32_t block = pool_.block_bytes_;
   io->first_vbn = request.offset_bytes / block;
   io->end_vbn = (request.offset_bytes + request.length_bytes + block - 1) / block;
-  if (request.op == VolumeOp::kRead) {
+  if (qos_) {
+    const int64_t now = pool_.clock().NowNs();
+    const QosGrant grant = qos_->Reserve(StatsOp(request.op), request.length_bytes, now);
+    io->complete_after_ns = grant.complete_ns;
+    if (grant.start_ns > now) {
+      pool_.admissions_.emplace(grant.start_ns, io);
+      return Status::OK();
+    }
+  }
+  Dispatch(io);
+  return Status::OK();
+}
+
+void Volume::Dispatch(PendingIo* io) {
+  const VolumeRequest& request = *io->user;
+  if (request.op == VolumeOp::kFlush) {
+    pool_.CompleteIo(io, pool_.Commit());
+  } else if (request.op == VolumeOp::kRead) {
     pool_.StartRead(io);
   } else if (!deferred_.empty() || Overlaps(io->first_vbn, io->end_vbn)) {
     deferred_.push_back(io);  // applied in submission order after what it overlaps
   } else {
     pool_.StartMutation(io);
   }
-  return Status::OK();
+}
+
+void Volume::ConfigureQos() {
+  const auto& record = pool_.records_[slot_];
+  if (record.profile == EssdLevel::kUnlimited) {
+    qos_.reset();
+    return;
+  }
+  auto profile = EssdProfile::For(record.profile, record.size_bytes);
+  SNAPDISK_CHECK(profile.ok(), "a volume's profile was validated at creation");
+  if (qos_) {
+    qos_->SetProfile(*profile);
+  } else {
+    qos_ = std::make_unique<QosLimiter>(*profile);
+  }
 }
 
 bool Volume::Overlaps(uint64_t first_vbn, uint64_t end_vbn) const {
@@ -256,7 +284,29 @@ void Pool::ReleaseSetup(PendingIo* io) {
 void Pool::CompleteIo(PendingIo* io, Status status) {
   io->status = std::move(status);
   io->stage = PendingIo::Stage::kDone;
+  if (io->complete_after_ns != 0 && io->complete_after_ns > clock().NowNs()) {
+    held_completions_.emplace(io->complete_after_ns, io);  // the profile's latency
+    return;
+  }
   completed_.push_back(io);
+}
+
+int64_t Pool::RunTimers() {
+  if (admissions_.empty() && held_completions_.empty()) return INT64_MAX;
+  const int64_t now = clock().NowNs();
+  while (!admissions_.empty() && admissions_.begin()->first <= now) {
+    PendingIo* io = admissions_.begin()->second;
+    admissions_.erase(admissions_.begin());
+    io->volume->Dispatch(io);
+  }
+  while (!held_completions_.empty() && held_completions_.begin()->first <= now) {
+    completed_.push_back(held_completions_.begin()->second);
+    held_completions_.erase(held_completions_.begin());
+  }
+  int64_t next = INT64_MAX;
+  if (!admissions_.empty()) next = admissions_.begin()->first;
+  if (!held_completions_.empty()) next = std::min(next, held_completions_.begin()->first);
+  return next;
 }
 
 Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest) {
@@ -484,6 +534,7 @@ uint32_t Pool::Poll(uint32_t min_completions) {
   SNAPDISK_CHECK(!polling_, "Pool::Poll called from inside a completion callback");
   uint32_t delivered = 0;
   while (true) {
+    const int64_t next_timer = RunTimers();
     PumpBacklog();
     device_.Poll(0);
     ProcessFinished();
@@ -507,9 +558,12 @@ uint32_t Pool::Poll(uint32_t min_completions) {
       polling_ = false;
     }
     if (delivered >= min_completions || requests_in_flight_ == 0) break;
+    if (!completed_.empty() || !finished_.empty() || !device_backlog_.empty()) continue;
     if (device_in_flight_ > 0) {
       device_.Poll(1);
-    } else if (device_backlog_.empty() && finished_.empty() && completed_.empty()) {
+    } else if (next_timer != INT64_MAX) {
+      clock().SleepUntilNs(next_timer);  // only QoS timers are left
+    } else {
       break;  // nothing can make progress (cannot happen while requests are consistent)
     }
   }

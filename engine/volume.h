@@ -28,6 +28,7 @@
 
 #include "disk/status.h"
 #include "disk/io_stats.h"
+#include "disk/qos_limiter.h"
 
 namespace snapdisk {
 
@@ -83,6 +84,8 @@ class Volume {
 
   // Figures of the requests completed on this volume.
   IoStats& stats() { return stats_; }
+  // The QoS limiter of the volume's ESSD profile; null when unlimited.
+  QosLimiter* qos() { return qos_.get(); }
 
  private:
   friend class Pool;
@@ -90,6 +93,10 @@ class Volume {
   Volume(Pool& pool, uint64_t id, size_t slot) : pool_(pool), id_(id), slot_(slot) {}
 
   Status SubmitAndWait(VolumeRequest& request);
+  // Starts an admitted request.
+  void Dispatch(PendingIo* io);
+  // (Re)builds the QoS limiter from the volume's profile and size.
+  void ConfigureQos();
   // Starts `io` unless it overlaps a write in progress; then it waits its turn.
   void Start(PendingIo* io);
   void StartDeferred();
@@ -104,6 +111,7 @@ class Volume {
   std::map<uint64_t, uint64_t> busy_ranges_;
   std::deque<PendingIo*> deferred_;          // mutations waiting for busy blocks
   IoStats stats_;
+  std::unique_ptr<QosLimiter> qos_;  // null for the unlimited profile
 };
 
 }  // namespace snapdisk
