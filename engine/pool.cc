@@ -503,7 +503,6 @@ Result<VolumeInfo> Pool::CreateVolume(std::string_view name, uint64_t size_bytes
   size_t slot;
   SNAPDISK_RETURN_IF_ERROR(
       NewVolumeRecord(name, size_bytes, profile, TreeRoot{{}, map_->HeightFor(blocks)}, 0, &slot));
-  SNAPDISK_RETURN_IF_ERROR(Commit());
   return MakeVolumeInfo(records_[slot]);
 }
 
@@ -520,7 +519,7 @@ Status Pool::DeleteVolume(std::string_view name) {
   Status s = map_->Release(r.root);
   if (!s.ok()) return Fail(s);
   FreeSlot(slot);
-  return Commit();
+  return Status::OK();
 }
 
 Status Pool::GrowVolume(std::string_view name, uint64_t new_size_bytes) {
@@ -538,7 +537,7 @@ Status Pool::GrowVolume(std::string_view name, uint64_t new_size_bytes) {
   r.size_bytes = new_size_bytes;
   MarkRootDirty(slot);
   if (Volume* v = LiveVolume(r.id)) v->ConfigureQos();  // figures follow the capacity
-  return Commit();
+  return Status::OK();
 }
 
 std::vector<VolumeInfo> Pool::ListVolumes() const {

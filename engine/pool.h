@@ -7,10 +7,13 @@
 // failed; uncommitted state is simply lost, as in a crash.
 //
 // Durability: Commit() (and a volume flush, which commits) makes everything
-// done before it durable and atomic. Catalog operations — create, delete,
-// grow, snapshot, clone, rollback — commit before they return. A write is
-// durable after the next commit; until then a crash keeps it or loses it
-// whole per block.
+// done before it durable, atomically. Catalog operations — create, delete,
+// grow, snapshot, clone, rollback — are atomic and visible at once, and
+// durable at the next commit, like writes: a crash before it loses the
+// operation whole, never half of it. (Committing costs two device flushes;
+// callers that need the operation durable now call Commit(), as the CLI and
+// the NBD server do before they reply.) A write is durable after the next
+// commit; until then a crash keeps it or loses it whole per block.
 //
 // Failure: if a device error or corruption interrupts an operation that was
 // changing metadata, the pool *fails*: every later call returns IOError

@@ -534,6 +534,9 @@ uint32_t Pool::Poll(uint32_t min_completions) {
   SNAPDISK_CHECK(!polling_, "Pool::Poll called from inside a completion callback");
   uint32_t delivered = 0;
   while (true) {
+    // Dirty metadata is pinned in the cache until a commit: commit early when
+    // it passes half the budget, so memory stays bounded whatever is written.
+    if (cache_->dirty_bytes() > options_.cache_bytes / 2 && failure_.ok()) (void)Commit();
     const int64_t next_timer = RunTimers();
     PumpBacklog();
     device_.Poll(0);

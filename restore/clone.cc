@@ -24,7 +24,6 @@ Result<VolumeInfo> Pool::Clone(std::string_view volume, std::string_view snapsho
   records_[slot].lsn = snap.lsn;
   Status s = map_->Share(snap.root);
   if (!s.ok()) return Fail(s);
-  SNAPDISK_RETURN_IF_ERROR(Commit());
   return MakeVolumeInfo(records_[slot]);
 }
 
@@ -46,7 +45,7 @@ Status Pool::Rollback(std::string_view volume, std::string_view snapshot) {
   vol.lsn = snap.lsn;
   vol.lineage = sb_.next_object_id++;
   MarkRootDirty(vol_slot);
-  return Commit();
+  return Status::OK();
 }
 
 }  // namespace snapdisk

@@ -37,7 +37,6 @@ Result<SnapshotInfo> Pool::CreateSnapshot(std::string_view volume, std::string_v
   MarkRootDirty(slot);
   Status s = map_->Share(snap.root);
   if (!s.ok()) return Fail(s);
-  SNAPDISK_RETURN_IF_ERROR(Commit());
   return MakeSnapshotInfo(records_[slot]);
 }
 
@@ -48,7 +47,7 @@ Status Pool::DeleteSnapshot(std::string_view volume, std::string_view name) {
   Status s = map_->Release(records_[slot].root);
   if (!s.ok()) return Fail(s);
   FreeSlot(slot);
-  return Commit();
+  return Status::OK();
 }
 
 Result<std::vector<SnapshotInfo>> Pool::ListSnapshots(std::string_view volume, bool with_usage) {

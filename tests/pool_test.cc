@@ -159,3 +159,36 @@ TEST(PoolTest, FsckAndScrubCleanWithSharedBlocks) {
 
 }  // namespace
 }  // namespace snapdisk
+
+namespace snapdisk {
+namespace {
+
+// Memory is bounded by the cache budget, not by what is written: 64 MiB of
+// scattered 4 KiB writes (64 MiB of leaf nodes if none were evicted) through
+// a 1 MiB cache.
+TEST(PoolTest, SmallCacheBoundsMemory) {
+  auto dev = testing::NewMemoryDevice(1ull << 30);
+  PoolOptions options;
+  options.cache_bytes = 1 << 20;
+  auto pool = testing::MustCreatePool(*dev, options);
+  ASSERT_TRUE(pool->CreateVolume("v", 512ull << 20).ok());
+  Volume* v = *pool->OpenVolume("v");
+  std::vector<std::byte> block(4096);
+  uint64_t peak = 0;
+  for (uint64_t i = 0; i < 16384; ++i) {
+    const uint64_t vbn = (i * 7919) % (512ull << 20 >> 12);
+    block[0] = static_cast<std::byte>(i);
+    block[1] = static_cast<std::byte>(i >> 8);
+    ASSERT_TRUE(v->Write(vbn * 4096, block).ok());
+    peak = std::max(peak, pool->Info().cache_bytes);
+  }
+  EXPECT_LE(peak, 2u << 20) << "cache grew to " << peak;
+  for (uint64_t i = 16384 - 100; i < 16384; ++i) {
+    const uint64_t vbn = (i * 7919) % (512ull << 20 >> 12);
+    ASSERT_TRUE(v->Read(vbn * 4096, block).ok());
+    EXPECT_EQ(block[0], static_cast<std::byte>(i));
+  }
+}
+
+}  // namespace
+}  // namespace snapdisk
