@@ -191,7 +191,9 @@ Status BlockMap::Share(const TreeRoot& root) {
   return space_.Increment(root.entry.pbn);
 }
 
-Status BlockMap::ReleaseData(uint64_t pbn) { return space_.Decrement(pbn).status(); }
+Status BlockMap::ReleaseData(uint64_t pbn, SpaceMap::FreeKind kind) {
+  return space_.Decrement(pbn, kind).status();
+}
 
 Status BlockMap::ReleaseRef(const MapEntry& ref, int level) {
   if (ref.pbn == 0) return Status::OK();

@@ -65,8 +65,9 @@ class BlockMap {
   // Drops the root's reference; frees every node and data block it alone held.
   // `root` becomes empty.
   Status Release(TreeRoot& root);
-  // Drops one reference to a data block (freed at 0).
-  Status ReleaseData(uint64_t pbn);
+  // Drops one reference to a data block (freed at 0, then punched or kept
+  // for reuse as `kind` says).
+  Status ReleaseData(uint64_t pbn, SpaceMap::FreeKind kind = SpaceMap::FreeKind::kPunch);
 
   // Calls emit(vbn, entry in b) for every VBN whose data entry differs between
   // a and b, in increasing VBN order, skipping subtrees the two share. Cost:

@@ -32,6 +32,8 @@ struct PendingIo {
   // block (writes).
   std::vector<format::MapEntry> entries;
   uint32_t device_pending = 0;
+  uint64_t metadata_reserved = 0;  // blocks held for the map update (see Pool::CheckRoom)
+  bool waited_for_space = false;   // already waited once for a commit to free space
   Status status;
   int64_t submit_ns = 0;
   // QoS: the earliest time the completion may be reported (0: at once).

@@ -337,7 +337,6 @@ Status Pool::CommitLocked() {
 
   // The new state is durable: blocks it freed may be reused and punched out.
   std::vector<uint64_t> freed = space_->CommitDone();
-  std::sort(freed.begin(), freed.end());
   for (size_t i = 0; i < freed.size();) {
     size_t j = i + 1;
     while (j < freed.size() && freed[j] == freed[j - 1] + 1) ++j;
@@ -499,6 +498,7 @@ Result<VolumeInfo> Pool::CreateVolume(std::string_view name, uint64_t size_bytes
     return Status::AlreadyExists("volume '" + std::string(name) + "' already exists");
   }
   SNAPDISK_RETURN_IF_ERROR(ValidateVolumeSize(size_bytes, profile));
+  SNAPDISK_RETURN_IF_ERROR(CheckRoom(kCatalogOpBlocks));
   const uint64_t blocks = (size_bytes + block_bytes_ - 1) / block_bytes_;
   size_t slot;
   SNAPDISK_RETURN_IF_ERROR(
@@ -531,6 +531,7 @@ Status Pool::GrowVolume(std::string_view name, uint64_t new_size_bytes) {
                                    " bytes; a volume can grow but not shrink");
   }
   SNAPDISK_RETURN_IF_ERROR(ValidateVolumeSize(new_size_bytes, r.profile));
+  SNAPDISK_RETURN_IF_ERROR(CheckRoom(kCatalogOpBlocks));
   const uint64_t blocks = (new_size_bytes + block_bytes_ - 1) / block_bytes_;
   Status s = map_->Grow(r.root, map_->HeightFor(blocks));
   if (!s.ok()) return Fail(s);

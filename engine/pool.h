@@ -258,6 +258,18 @@ class Pool {
   void StartRead(PendingIo* io);
   void StartMutation(PendingIo* io);
   void StartBlockWrites(PendingIo* io);
+  // Commits, then restarts writes that found only not-yet-reusable space.
+  void RetrySpaceWaiters();
+  // Space accounting: a mutation starts only if the free blocks cover its own
+  // need, the map nodes that writes in flight may still shadow
+  // (metadata_reserved_) and what the next commit allocates. So a map update
+  // never runs out of space half-way, and NoSpace comes before anything changed.
+  static constexpr uint64_t kCommitReserveBlocks = 64;
+  // What a catalog operation may allocate: a tree grown to full height.
+  static constexpr uint64_t kCatalogOpBlocks = format::kMaxTreeHeight + 2;
+  uint64_t MetadataNeed(const TreeRoot& root, uint64_t blocks) const;
+  Status CheckRoom(uint64_t blocks) const;
+  uint64_t metadata_reserved_ = 0;
   void FinishMutation(PendingIo* io);
   // Reads the mapped blocks [first, first+count) of `io` into `dest`
   // (zero-filling holes), recording each block's map entry in io->entries.
@@ -300,6 +312,8 @@ class Pool {
   // held until their completion time.
   std::multimap<int64_t, PendingIo*> admissions_;
   std::multimap<int64_t, PendingIo*> held_completions_;
+  // Writes waiting for blocks freed since the last commit to become reusable.
+  std::vector<PendingIo*> space_waiters_;
   std::vector<std::unique_ptr<IoRequest>> device_request_pool_;
   std::vector<IoRequest*> free_device_requests_;
   uint32_t device_in_flight_ = 0;

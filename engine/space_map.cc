@@ -1,5 +1,7 @@
 #include "engine/space_map.h"
 
+#include <algorithm>
+#include <functional>
 #include <string>
 
 namespace snapdisk {
@@ -109,13 +111,14 @@ Status SpaceMap::Increment(uint64_t pbn) {
     // Only a block freed in this transaction can come back to life (for
     // example a node released and then shared again by a later step).
     pending_free_.erase(pbn);
+    pending_reuse_.erase(pbn);
     ++blocks_in_use_;
   }
   ++*count;
   return Status::OK();
 }
 
-Result<uint32_t> SpaceMap::Decrement(uint64_t pbn) {
+Result<uint32_t> SpaceMap::Decrement(uint64_t pbn, FreeKind kind) {
   SNAPDISK_ASSIGN_OR_RETURN(uint32_t * count, CountSlot(pbn, true));
   if (*count == 0) {
     return Status::Corruption("reference count underflow at block " + std::to_string(pbn));
@@ -123,6 +126,7 @@ Result<uint32_t> SpaceMap::Decrement(uint64_t pbn) {
   if (--*count == 0) {
     --blocks_in_use_;
     pending_free_.insert(pbn);
+    if (kind == FreeKind::kReuse) pending_reuse_.insert(pbn);
   }
   return *count;
 }
@@ -134,7 +138,23 @@ Result<uint64_t> SpaceMap::Allocate() {
 
 Result<uint64_t> SpaceMap::AllocateRun(uint64_t max_count, uint64_t* count) {
   SNAPDISK_CHECK(max_count > 0, "empty allocation");
-  // Never-used space first: consecutive, and no count to read.
+  // Blocks freed by overwrites first: still allocated in the file, so writing
+  // them costs the file system nothing; take a run of consecutive ones.
+  if (!reuse_.empty()) {
+    const uint64_t first = reuse_.back();
+    uint64_t n = 0;
+    while (n < max_count && !reuse_.empty() && reuse_.back() == first + n) {
+      reuse_.pop_back();
+      SNAPDISK_ASSIGN_OR_RETURN(uint32_t * slot, CountSlot(first + n, true));
+      SNAPDISK_CHECK(*slot == 0, "a block on the reuse list is in use");
+      *slot = 1;
+      ++n;
+    }
+    blocks_in_use_ += n;
+    *count = n;
+    return first;
+  }
+  // Then never-used space: consecutive, and no count to read.
   if (high_water_ < pool_blocks_) {
     uint64_t n = std::min(max_count, pool_blocks_ - high_water_);
     const uint64_t first = high_water_;
@@ -154,7 +174,7 @@ Result<uint64_t> SpaceMap::AllocateRun(uint64_t max_count, uint64_t* count) {
                            std::to_string(pending_free_.size()) +
                            " freed blocks wait for the next commit)");
   }
-  // Then freed blocks, scanning from where the last scan stopped.
+  // Then any free block, scanning from where the last scan stopped.
   const uint64_t data_blocks = pool_blocks_ - geometry_.first_data_block;
   for (uint64_t scanned = 0; scanned < data_blocks; ++scanned) {
     uint64_t pbn = scan_cursor_;
@@ -202,9 +222,20 @@ Status SpaceMap::WriteDirty() {
 }
 
 std::vector<uint64_t> SpaceMap::CommitDone() {
-  std::vector<uint64_t> freed(pending_free_.begin(), pending_free_.end());
+  std::vector<uint64_t> punch;
+  punch.reserve(pending_free_.size() - pending_reuse_.size());
+  for (uint64_t pbn : pending_free_) {
+    if (pending_reuse_.count(pbn) && reuse_.size() < kMaxReuseBlocks) {
+      reuse_.push_back(pbn);
+    } else {
+      punch.push_back(pbn);
+    }
+  }
+  std::sort(reuse_.begin(), reuse_.end(), std::greater<uint64_t>());
   pending_free_.clear();
-  return freed;
+  pending_reuse_.clear();
+  std::sort(punch.begin(), punch.end());
+  return punch;
 }
 
 }  // namespace snapdisk

@@ -38,10 +38,22 @@ class SpaceMap {
   // Puts the state into a superblock about to be written (after WriteDirty).
   void Store(format::Superblock* sb) const;
 
+  // What to do with a block once it is free and its transaction committed.
+  enum class FreeKind : uint8_t {
+    // Punch it out of the file: the space goes back to the file system (trim,
+    // delete, rollback).
+    kPunch,
+    // Keep it allocated in the file and hand it out again first (a block
+    // replaced by an overwrite: the next write will want one). At most
+    // kMaxReuseBlocks are kept; the rest are punched.
+    kReuse,
+  };
+  static constexpr size_t kMaxReuseBlocks = size_t{1} << 20;
+
   Result<uint32_t> Get(uint64_t pbn);
   Status Increment(uint64_t pbn);
   // Returns the count after the decrement. At 0 the block is pending free.
-  Result<uint32_t> Decrement(uint64_t pbn);
+  Result<uint32_t> Decrement(uint64_t pbn, FreeKind kind = FreeKind::kPunch);
 
   // A free block, its count set to 1.
   Result<uint64_t> Allocate();
@@ -51,16 +63,18 @@ class SpaceMap {
 
   // Writes every changed space-map block (leaves first) to its other slot.
   Status WriteDirty();
-  // The transaction has committed: returns the blocks it freed, which are
-  // free for reuse from now on (the caller may punch them out of the file).
+  // The transaction has committed: the blocks it freed are free for reuse
+  // from now on. Returns those to punch out of the file (sorted).
   std::vector<uint64_t> CommitDone();
-  // Discards uncommitted state (after a failed commit the pool is reopened).
 
   uint64_t blocks_in_use() const { return blocks_in_use_; }
   uint64_t free_blocks() const {
     return pool_blocks_ - geometry_.first_data_block - blocks_in_use_ - pending_free_.size();
+    // (reuse_ holds free blocks: they are counted as free.)
   }
   uint64_t high_water() const { return high_water_; }
+  // Blocks freed in the open transaction (reusable after the commit).
+  uint64_t pending_free_blocks() const { return pending_free_.size(); }
   uint64_t first_data_block() const { return geometry_.first_data_block; }
   uint64_t pool_blocks() const { return pool_blocks_; }
   size_t dirty_blocks() const;
@@ -87,6 +101,10 @@ class SpaceMap {
   uint64_t blocks_in_use_ = 0;
   uint64_t scan_cursor_ = 0;
   std::unordered_set<uint64_t> pending_free_;
+  std::unordered_set<uint64_t> pending_reuse_;  // the kReuse part of pending_free_
+  // Free blocks still allocated in the file, handed out first; sorted so the
+  // back is the lowest PBN (runs come out in ascending order).
+  std::vector<uint64_t> reuse_;
   std::vector<std::set<uint64_t>> dirty_;  // per level: indexes of changed blocks
 };
 

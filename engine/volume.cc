@@ -382,10 +382,14 @@ void Pool::StartMutation(PendingIo* io) {
   const bool aligned = IsBlockAligned(user, block_bytes_);
   if (user.op != VolumeOp::kWrite && aligned) {
     Record& record = RecordOf(volume);
-    Status s = map_->Unmap(record.root, io->first_vbn, n);
-    if (!s.ok()) s = Fail(s);
-    ++record.lsn;
-    MarkRootDirty(volume.slot_);
+    // Unmapping shadows at most the two edge paths of the range.
+    Status s = CheckRoom(2 * MetadataNeed(record.root, 1));
+    if (s.ok()) {
+      s = map_->Unmap(record.root, io->first_vbn, n);
+      if (!s.ok()) s = Fail(s);
+      ++record.lsn;
+      MarkRootDirty(volume.slot_);
+    }
     io->status = s;
     io->stage = PendingIo::Stage::kDone;
     FinishMutation(io);
@@ -417,12 +421,27 @@ void Pool::StartBlockWrites(PendingIo* io) {
   const uint64_t n = io->block_count();
   io->entries.assign(n, MapEntry{});
   io->stage = PendingIo::Stage::kWriteBlocks;
+  const uint64_t metadata = MetadataNeed(RecordOf(*io->volume).root, n);
+  if (Status room = CheckRoom(n + metadata); !room.ok()) {
+    if (space_->pending_free_blocks() > 0 && !io->waited_for_space) {
+      // Only blocks freed since the last commit are left: Poll commits, which
+      // makes them reusable, and starts this write again.
+      io->waited_for_space = true;
+      space_waiters_.push_back(io);
+      return;
+    }
+    io->status = room.WithContext("volume '" + RecordOf(*io->volume).name + "'");
+    FinishMutation(io);
+    return;
+  }
+  io->metadata_reserved = metadata;
+  metadata_reserved_ += metadata;
   HoldSetup(io);
   uint64_t done = 0;
   while (done < n) {
     uint64_t got = 0;
     auto first = space_->AllocateRun(n - done, &got);
-    if (!first.ok()) {
+    if (!first.ok()) {  // cannot happen after CheckRoom, unless the space map is unreadable
       io->status = first.status().WithContext("volume '" + RecordOf(*io->volume).name + "'");
       break;
     }
@@ -447,7 +466,7 @@ void Pool::FinishMutation(PendingIo* io) {
         if (!old.ok()) {
           s = old.status();
         } else if (old->pbn != 0) {
-          s = map_->ReleaseData(old->pbn);
+          s = map_->ReleaseData(old->pbn, SpaceMap::FreeKind::kReuse);
         }
       }
       ++record.lsn;
@@ -457,7 +476,7 @@ void Pool::FinishMutation(PendingIo* io) {
       // The blocks never made it into the map: give them back.
       for (const MapEntry& e : io->entries) {
         if (e.pbn == 0) continue;
-        Status r = map_->ReleaseData(e.pbn);
+        Status r = map_->ReleaseData(e.pbn, SpaceMap::FreeKind::kReuse);
         if (!r.ok()) {
           s = Fail(r);
           break;
@@ -466,6 +485,9 @@ void Pool::FinishMutation(PendingIo* io) {
     }
     io->status = s;
   }
+  metadata_reserved_ -= io->metadata_reserved;
+  io->metadata_reserved = 0;
+  io->waited_for_space = false;
   volume.busy_ranges_.erase(io->first_vbn);
   io->holds_blocks = false;
   CompleteIo(io, io->status);
@@ -514,6 +536,43 @@ void Pool::Advance(PendingIo* io) {
   }
 }
 
+void Pool::RetrySpaceWaiters() {
+  if (space_waiters_.empty()) return;
+  if (failure_.ok()) (void)Commit();  // frees what the last transaction released
+  std::vector<PendingIo*> waiting;
+  waiting.swap(space_waiters_);
+  for (PendingIo* io : waiting) {
+    if (!failure_.ok()) {
+      io->status = failure_;  // nothing was allocated: entries are empty
+      FinishMutation(io);
+    } else {
+      StartBlockWrites(io);
+    }
+  }
+}
+
+uint64_t Pool::MetadataNeed(const TreeRoot& root, uint64_t blocks) const {
+  // Every node on the path of every leaf the blocks touch may be shadowed.
+  return (blocks / map_->fanout() + 2) * root.height;
+}
+
+Status Pool::CheckRoom(uint64_t blocks) const {
+  // What the next commit itself allocates: rewritten catalog blocks and the
+  // catalog tree nodes above them.
+  const uint64_t commit_need =
+      (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) + kCommitReserveBlocks;
+  const uint64_t free = space_->free_blocks();
+  if (free >= blocks + metadata_reserved_ + commit_need) return Status::OK();
+  return Status::NoSpace("pool is full: " + std::to_string(free) + " free blocks of " +
+                         std::to_string(block_bytes_) + " bytes, " + std::to_string(blocks) +
+                         " needed, " + std::to_string(metadata_reserved_ + commit_need) +
+                         " held for metadata" +
+                         (space_->pending_free_blocks() > 0
+                              ? ", " + std::to_string(space_->pending_free_blocks()) +
+                                    " freed blocks wait for the next commit"
+                              : std::string()));
+}
+
 void Pool::ProcessFinished() {
   while (!finished_.empty()) {
     std::vector<PendingIo*> batch;
@@ -537,6 +596,7 @@ uint32_t Pool::Poll(uint32_t min_completions) {
     // Dirty metadata is pinned in the cache until a commit: commit early when
     // it passes half the budget, so memory stays bounded whatever is written.
     if (cache_->dirty_bytes() > options_.cache_bytes / 2 && failure_.ok()) (void)Commit();
+    RetrySpaceWaiters();
     const int64_t next_timer = RunTimers();
     PumpBacklog();
     device_.Poll(0);

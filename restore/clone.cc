@@ -17,6 +17,7 @@ Result<VolumeInfo> Pool::Clone(std::string_view volume, std::string_view snapsho
   if (volume_by_name_.count(std::string(new_volume))) {
     return Status::AlreadyExists("volume '" + std::string(new_volume) + "' already exists");
   }
+  SNAPDISK_RETURN_IF_ERROR(CheckRoom(kCatalogOpBlocks));
   const Record snap = records_[snap_slot];  // a copy: NewVolumeRecord may grow records_
   size_t slot;
   SNAPDISK_RETURN_IF_ERROR(
@@ -33,6 +34,7 @@ Status Pool::Rollback(std::string_view volume, std::string_view snapshot) {
   Record& vol = records_[vol_slot];
   SNAPDISK_ASSIGN_OR_RETURN(size_t snap_slot, FindSnapshotSlot(vol.id, snapshot));
   SNAPDISK_RETURN_IF_ERROR(CheckIdle(vol));
+  SNAPDISK_RETURN_IF_ERROR(CheckRoom(kCatalogOpBlocks));
   const Record& snap = records_[snap_slot];
   TreeRoot old_root = vol.root;
   TreeRoot new_root = snap.root;

@@ -19,6 +19,7 @@ Result<SnapshotInfo> Pool::CreateSnapshot(std::string_view volume, std::string_v
     return Status::AlreadyExists("snapshot '" + std::string(volume) + "@" + std::string(name) +
                                  "' already exists");
   }
+  SNAPDISK_RETURN_IF_ERROR(CheckRoom(kCatalogOpBlocks));
   const size_t slot = AllocateSlot();
   const Record& vol = records_[vol_slot];  // after AllocateSlot: records_ may have moved
   Record& snap = records_[slot];

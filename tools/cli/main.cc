@@ -1,13 +1,27 @@
-// snapdisk: the command-line tool. Subcommands grow with the issues; see
-// `snapdisk --help`.
+// snapdisk: the command-line tool. `snapdisk --help` lists the commands;
+// `snapdisk COMMAND --help` explains each.
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstring>
+
+#include "tools/cli/commands.h"
+#include "tools/cli/exit_codes.h"
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0) {
-    std::printf("usage: snapdisk COMMAND ...\n");
-    return argc < 2 ? 2 : 0;
+  CLI::App app{"snapdisk: block-level snapshots of simulated ESSD cloud disks"};
+  app.footer(snapdisk::cli::kExitCodeHelp);
+  app.require_subcommand(1);
+  int exit_code = snapdisk::cli::kExitOk;
+  snapdisk::cli::AddExperimentCommand(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "snapdisk: %s\n", e.what());
+    std::fprintf(stderr, "Run 'snapdisk --help' for usage.\n");
+    return snapdisk::cli::kExitUsage;
   }
-  std::fprintf(stderr, "snapdisk: unknown command '%s'\n", argv[1]);
-  return 2;
+  return exit_code;
 }
