@@ -84,8 +84,10 @@ void Fill(Pool& pool, Volume& v, uint64_t bytes, uint64_t seed) {
   Status failure;
   std::function<void(int)> submit = [&](int i) {
     if (next >= bytes) return;
-    reqs[i] = VolumeRequest{.op = VolumeOp::kWrite, .offset_bytes = next,
-                            .length_bytes = std::min(kMiB, bytes - next), .data = buffers[i].data()};
+    reqs[i] = VolumeRequest{.op = VolumeOp::kWrite,
+                            .offset_bytes = next,
+                            .length_bytes = std::min(kMiB, bytes - next),
+                            .data = buffers[i].data()};
     next += reqs[i].length_bytes;
     reqs[i].on_complete = [&, i](VolumeRequest&, const Status& s) {
       if (!s.ok()) failure = s;
@@ -103,7 +105,8 @@ void Fill(Pool& pool, Volume& v, uint64_t bytes, uint64_t seed) {
 }
 
 // QD32 random 4 KiB reads or writes over [0, span) for `seconds`; returns IOPS.
-double RandomIops(Pool& pool, Volume& v, VolumeOp op, uint64_t span, double seconds, uint64_t seed) {
+double RandomIops(Pool& pool, Volume& v, VolumeOp op, uint64_t span, double seconds,
+                  uint64_t seed) {
   const int kDepth = 32;
   std::vector<AlignedBuffer> buffers;
   for (int i = 0; i < kDepth; ++i) {
@@ -117,7 +120,9 @@ double RandomIops(Pool& pool, Volume& v, VolumeOp op, uint64_t span, double seco
   bool stop = false;
   Status failure;
   std::function<void(int)> submit = [&](int i) {
-    reqs[i] = VolumeRequest{.op = op, .offset_bytes = rng() % blocks * 4096, .length_bytes = 4096,
+    reqs[i] = VolumeRequest{.op = op,
+                            .offset_bytes = rng() % blocks * 4096,
+                            .length_bytes = 4096,
                             .data = buffers[i].data()};
     reqs[i].on_complete = [&, i](VolumeRequest&, const Status& s) {
       if (!s.ok()) failure = s;
@@ -154,10 +159,11 @@ void ScenarioRandWrite(const Args& args) {
   if (Status s = pool.Commit(); !s.ok()) Die("commit", s);
   if (auto r = pool.CreateSnapshot("v", "s"); !r.ok()) Die("snapshot", r.status());
   const double after = RandomIops(pool, v, VolumeOp::kWrite, size, args.seconds, 4);
-  std::printf("{\"scenario\":\"randwrite\",\"volume_mib\":%llu,\"direct\":%s,"
-              "\"steady_iops\":%.0f,\"after_snapshot_iops\":%.0f,\"ratio\":%.3f}\n",
-              static_cast<unsigned long long>(args.volume_mib), args.direct ? "true" : "false",
-              steady, after, after / steady);
+  std::printf(
+      "{\"scenario\":\"randwrite\",\"volume_mib\":%llu,\"direct\":%s,"
+      "\"steady_iops\":%.0f,\"after_snapshot_iops\":%.0f,\"ratio\":%.3f}\n",
+      static_cast<unsigned long long>(args.volume_mib), args.direct ? "true" : "false", steady,
+      after, after / steady);
 }
 
 void ScenarioRandRead(const Args& args) {
@@ -174,14 +180,16 @@ void ScenarioRandRead(const Args& args) {
   for (int i = 0; i < 1000; ++i) {
     std::memset(block.data(), i & 0xff, 4096);
     if (Status s = v.Write(rng() % (size / 4096) * 4096, block.span()); !s.ok()) Die("write", s);
-    if (auto r = pool.CreateSnapshot("v", "s" + std::to_string(i)); !r.ok()) Die("snapshot", r.status());
+    if (auto r = pool.CreateSnapshot("v", "s" + std::to_string(i)); !r.ok())
+      Die("snapshot", r.status());
   }
   if (Status s = pool.Commit(); !s.ok()) Die("commit", s);
   const double with = RandomIops(pool, v, VolumeOp::kRead, size, args.seconds, 6);
-  std::printf("{\"scenario\":\"randread\",\"volume_mib\":%llu,\"direct\":%s,"
-              "\"no_snapshots_iops\":%.0f,\"with_1000_snapshots_iops\":%.0f,\"ratio\":%.3f}\n",
-              static_cast<unsigned long long>(args.volume_mib), args.direct ? "true" : "false",
-              none, with, with / none);
+  std::printf(
+      "{\"scenario\":\"randread\",\"volume_mib\":%llu,\"direct\":%s,"
+      "\"no_snapshots_iops\":%.0f,\"with_1000_snapshots_iops\":%.0f,\"ratio\":%.3f}\n",
+      static_cast<unsigned long long>(args.volume_mib), args.direct ? "true" : "false", none, with,
+      with / none);
 }
 
 struct SnapshotTimes {
@@ -194,9 +202,11 @@ SnapshotTimes TimeSnapshots(Pool& pool, Volume& v, uint64_t written) {
   for (int i = 0; i < 101; ++i) {
     // A write between snapshots, so each one has something of its own.
     std::memset(block.data(), i, 4096);
-    if (Status s = v.Write((i * 7919) % (written / 4096) * 4096, block.span()); !s.ok()) Die("write", s);
+    if (Status s = v.Write((i * 7919) % (written / 4096) * 4096, block.span()); !s.ok())
+      Die("write", s);
     const double t0 = NowSeconds();
-    if (auto r = pool.CreateSnapshot("v", "t" + std::to_string(i)); !r.ok()) Die("snapshot", r.status());
+    if (auto r = pool.CreateSnapshot("v", "t" + std::to_string(i)); !r.ok())
+      Die("snapshot", r.status());
     const double t1 = NowSeconds();
     if (Status s = pool.Commit(); !s.ok()) Die("commit", s);
     const double t2 = NowSeconds();
@@ -225,15 +235,17 @@ void ScenarioSnapshot(const Args& args) {
   const SnapshotTimes s64 = TimeSnapshots(small->pool(), sv, 64 * kMiB);
   small.reset();
   auto big = BigPool(args);
-  const SnapshotTimes sbig = TimeSnapshots(big->pool(), **big->pool().OpenVolume("v"), args.volume_mib * kMiB);
-  std::printf("{\"scenario\":\"snapshot\",\"big_written_mib\":%llu,"
-              "\"create_ms_median_64mib\":%.4f,\"create_ms_p90_64mib\":%.4f,"
-              "\"create_ms_median_big\":%.4f,\"create_ms_p90_big\":%.4f,\"create_ratio\":%.3f,"
-              "\"durable_ms_median_64mib\":%.3f,\"durable_ms_median_big\":%.3f,\"durable_ratio\":%.3f}\n",
-              static_cast<unsigned long long>(args.volume_mib), s64.create_ms_median,
-              s64.create_ms_p90, sbig.create_ms_median, sbig.create_ms_p90,
-              sbig.create_ms_median / s64.create_ms_median, s64.durable_ms_median,
-              sbig.durable_ms_median, sbig.durable_ms_median / s64.durable_ms_median);
+  const SnapshotTimes sbig =
+      TimeSnapshots(big->pool(), **big->pool().OpenVolume("v"), args.volume_mib * kMiB);
+  std::printf(
+      "{\"scenario\":\"snapshot\",\"big_written_mib\":%llu,"
+      "\"create_ms_median_64mib\":%.4f,\"create_ms_p90_64mib\":%.4f,"
+      "\"create_ms_median_big\":%.4f,\"create_ms_p90_big\":%.4f,\"create_ratio\":%.3f,"
+      "\"durable_ms_median_64mib\":%.3f,\"durable_ms_median_big\":%.3f,\"durable_ratio\":%.3f}\n",
+      static_cast<unsigned long long>(args.volume_mib), s64.create_ms_median, s64.create_ms_p90,
+      sbig.create_ms_median, sbig.create_ms_p90, sbig.create_ms_median / s64.create_ms_median,
+      s64.durable_ms_median, sbig.durable_ms_median,
+      sbig.durable_ms_median / s64.durable_ms_median);
 }
 
 void ScenarioDiff(const Args& args) {
@@ -247,7 +259,10 @@ void ScenarioDiff(const Args& args) {
     const std::string a = "a" + std::to_string(i), b = "b" + std::to_string(i);
     if (auto r = pool.CreateSnapshot("v", a); !r.ok()) Die("snapshot", r.status());
     std::memset(block.data(), i + 1, 4096);
-    if (Status s = v.Write((uint64_t(i) * 104729) % (args.volume_mib * kMiB / 4096) * 4096, block.span()); !s.ok()) Die("write", s);
+    if (Status s =
+            v.Write((uint64_t(i) * 104729) % (args.volume_mib * kMiB / 4096) * 4096, block.span());
+        !s.ok())
+      Die("write", s);
     if (auto r = pool.CreateSnapshot("v", b); !r.ok()) Die("snapshot", r.status());
     if (Status s = pool.Commit(); !s.ok()) Die("commit", s);
     const double t0 = NowSeconds();
@@ -256,10 +271,11 @@ void ScenarioDiff(const Args& args) {
     if (!d.ok()) Die("diff", d.status());
     extents = d->size();
   }
-  std::printf("{\"scenario\":\"diff\",\"written_mib\":%llu,\"extents\":%zu,"
-              "\"diff_ms_median\":%.4f,\"diff_ms_max\":%.4f}\n",
-              static_cast<unsigned long long>(args.volume_mib), extents, Percentile(ms, 0.5),
-              Percentile(ms, 1.0));
+  std::printf(
+      "{\"scenario\":\"diff\",\"written_mib\":%llu,\"extents\":%zu,"
+      "\"diff_ms_median\":%.4f,\"diff_ms_max\":%.4f}\n",
+      static_cast<unsigned long long>(args.volume_mib), extents, Percentile(ms, 0.5),
+      Percentile(ms, 1.0));
 }
 
 void ScenarioReopen(const Args& args) {
@@ -285,9 +301,10 @@ void ScenarioReopen(const Args& args) {
     ms.push_back((NowSeconds() - t0) * 1e3);
     if (!pf.ok()) Die("reopen", pf.status());
   }
-  std::printf("{\"scenario\":\"reopen\",\"written_mib\":%llu,\"first_open_ms\":%.3f,"
-              "\"open_ms_median\":%.3f}\n",
-              static_cast<unsigned long long>(args.volume_mib), ms[0], Percentile(ms, 0.5));
+  std::printf(
+      "{\"scenario\":\"reopen\",\"written_mib\":%llu,\"first_open_ms\":%.3f,"
+      "\"open_ms_median\":%.3f}\n",
+      static_cast<unsigned long long>(args.volume_mib), ms[0], Percentile(ms, 0.5));
 }
 
 }  // namespace
@@ -304,23 +321,34 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--dir") args.dir = value();
-    else if (a == "--scenario") args.scenario = value();
-    else if (a == "--seconds") args.seconds = std::stod(value());
-    else if (a == "--volume-mib") args.volume_mib = std::stoull(value());
-    else if (a == "--direct") args.direct = true;
+    if (a == "--dir")
+      args.dir = value();
+    else if (a == "--scenario")
+      args.scenario = value();
+    else if (a == "--seconds")
+      args.seconds = std::stod(value());
+    else if (a == "--volume-mib")
+      args.volume_mib = std::stoull(value());
+    else if (a == "--direct")
+      args.direct = true;
     else {
-      std::fprintf(stderr,
-                   "usage: engine_bench --dir DIR --scenario randwrite|randread|snapshot|diff|reopen "
-                   "[--seconds S] [--volume-mib N] [--direct]\n");
+      std::fprintf(
+          stderr,
+          "usage: engine_bench --dir DIR --scenario randwrite|randread|snapshot|diff|reopen "
+          "[--seconds S] [--volume-mib N] [--direct]\n");
       return 2;
     }
   }
-  if (args.scenario == "randwrite") snapdisk::ScenarioRandWrite(args);
-  else if (args.scenario == "randread") snapdisk::ScenarioRandRead(args);
-  else if (args.scenario == "snapshot") snapdisk::ScenarioSnapshot(args);
-  else if (args.scenario == "diff") snapdisk::ScenarioDiff(args);
-  else if (args.scenario == "reopen") snapdisk::ScenarioReopen(args);
+  if (args.scenario == "randwrite")
+    snapdisk::ScenarioRandWrite(args);
+  else if (args.scenario == "randread")
+    snapdisk::ScenarioRandRead(args);
+  else if (args.scenario == "snapshot")
+    snapdisk::ScenarioSnapshot(args);
+  else if (args.scenario == "diff")
+    snapdisk::ScenarioDiff(args);
+  else if (args.scenario == "reopen")
+    snapdisk::ScenarioReopen(args);
   else {
     std::fprintf(stderr, "engine_bench: unknown scenario '%s'\n", args.scenario.c_str());
     return 2;

@@ -43,15 +43,19 @@ Status BlockDevice::SubmitAndWait(IoRequest& request) {
 }
 
 Status BlockDevice::Read(uint64_t offset_bytes, std::span<std::byte> out) {
-  IoRequest request{.op = IoOp::kRead, .offset_bytes = offset_bytes,
-                    .length_bytes = out.size(), .data = out.data()};
+  IoRequest request{.op = IoOp::kRead,
+                    .offset_bytes = offset_bytes,
+                    .length_bytes = out.size(),
+                    .data = out.data()};
   return SubmitAndWait(request);
 }
 
 Status BlockDevice::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
   // The device never writes into a write request's buffer.
-  IoRequest request{.op = IoOp::kWrite, .offset_bytes = offset_bytes,
-                    .length_bytes = data.size(), .data = const_cast<std::byte*>(data.data())};
+  IoRequest request{.op = IoOp::kWrite,
+                    .offset_bytes = offset_bytes,
+                    .length_bytes = data.size(),
+                    .data = const_cast<std::byte*>(data.data())};
   return SubmitAndWait(request);
 }
 
@@ -61,8 +65,8 @@ Status BlockDevice::Flush() {
 }
 
 Status BlockDevice::Discard(uint64_t offset_bytes, uint64_t length_bytes) {
-  IoRequest request{.op = IoOp::kDiscard, .offset_bytes = offset_bytes,
-                    .length_bytes = length_bytes};
+  IoRequest request{
+      .op = IoOp::kDiscard, .offset_bytes = offset_bytes, .length_bytes = length_bytes};
   return SubmitAndWait(request);
 }
 

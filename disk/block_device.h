@@ -99,8 +99,6 @@ class BlockDevice {
 };
 
 // True when `value` is a multiple of `alignment` (a power of two).
-inline bool IsAligned(uint64_t value, uint64_t alignment) {
-  return (value & (alignment - 1)) == 0;
-}
+inline bool IsAligned(uint64_t value, uint64_t alignment) { return (value & (alignment - 1)) == 0; }
 
 }  // namespace snapdisk

@@ -9,8 +9,8 @@ namespace snapdisk::internal {
                               const char* message);
 }  // namespace snapdisk::internal
 
-#define SNAPDISK_CHECK(condition, message)                                         \
-  do {                                                                             \
-    if (!(condition)) [[unlikely]]                                                 \
+#define SNAPDISK_CHECK(condition, message)                                          \
+  do {                                                                              \
+    if (!(condition)) [[unlikely]]                                                  \
       ::snapdisk::internal::CheckFailed(__FILE__, __LINE__, #condition, (message)); \
   } while (0)

@@ -7,10 +7,14 @@ namespace snapdisk {
 
 const char* IoOpName(IoOp op) {
   switch (op) {
-    case IoOp::kRead: return "read";
-    case IoOp::kWrite: return "write";
-    case IoOp::kFlush: return "flush";
-    case IoOp::kDiscard: return "discard";
+    case IoOp::kRead:
+      return "read";
+    case IoOp::kWrite:
+      return "write";
+    case IoOp::kFlush:
+      return "flush";
+    case IoOp::kDiscard:
+      return "discard";
   }
   return "unknown";
 }

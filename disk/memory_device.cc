@@ -19,7 +19,8 @@ Result<std::unique_ptr<MemoryDevice>> MemoryDevice::Create(uint64_t size_bytes,
                                    " is not a positive multiple of the sector size");
   }
   if (queue_depth == 0) return Status::InvalidArgument("memory device: queue depth is zero");
-  return std::unique_ptr<MemoryDevice>(new MemoryDevice(size_bytes, sector_size_bytes, queue_depth));
+  return std::unique_ptr<MemoryDevice>(
+      new MemoryDevice(size_bytes, sector_size_bytes, queue_depth));
 }
 
 MemoryDevice::MemoryDevice(uint64_t size_bytes, uint32_t sector_size_bytes, uint32_t queue_depth)
@@ -85,10 +86,17 @@ Status MemoryDevice::Submit(IoRequest& request) {
     return Status::Busy(name() + ": queue full (" + std::to_string(queue_depth_) + " requests)");
   }
   switch (request.op) {
-    case IoOp::kRead: ReadBytes(request.offset_bytes, request.length_bytes, request.data); break;
-    case IoOp::kWrite: WriteBytes(request.offset_bytes, request.length_bytes, request.data); break;
-    case IoOp::kDiscard: ZeroBytes(request.offset_bytes, request.length_bytes); break;
-    case IoOp::kFlush: break;
+    case IoOp::kRead:
+      ReadBytes(request.offset_bytes, request.length_bytes, request.data);
+      break;
+    case IoOp::kWrite:
+      WriteBytes(request.offset_bytes, request.length_bytes, request.data);
+      break;
+    case IoOp::kDiscard:
+      ZeroBytes(request.offset_bytes, request.length_bytes);
+      break;
+    case IoOp::kFlush:
+      break;
   }
   completions_.push_back({&request, SystemClock::Get().NowNs()});
   ++in_flight_;

@@ -18,16 +18,26 @@ void CheckFailed(const char* file, int line, const char* condition, const char* 
 
 const char* StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kNotFound: return "NotFound";
-    case StatusCode::kInvalidArgument: return "InvalidArgument";
-    case StatusCode::kCorruption: return "Corruption";
-    case StatusCode::kIOError: return "IOError";
-    case StatusCode::kNoSpace: return "NoSpace";
-    case StatusCode::kBusy: return "Busy";
-    case StatusCode::kUnsupported: return "Unsupported";
-    case StatusCode::kAlreadyExists: return "AlreadyExists";
-    case StatusCode::kCancelled: return "Cancelled";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kNotFound:
+      return "NotFound";
+    case StatusCode::kInvalidArgument:
+      return "InvalidArgument";
+    case StatusCode::kCorruption:
+      return "Corruption";
+    case StatusCode::kIOError:
+      return "IOError";
+    case StatusCode::kNoSpace:
+      return "NoSpace";
+    case StatusCode::kBusy:
+      return "Busy";
+    case StatusCode::kUnsupported:
+      return "Unsupported";
+    case StatusCode::kAlreadyExists:
+      return "AlreadyExists";
+    case StatusCode::kCancelled:
+      return "Cancelled";
   }
   return "Unknown";
 }

@@ -39,7 +39,8 @@ const char* StatusCodeName(StatusCode code);
 class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
-  Status(const Status& other) : state_(other.state_ ? std::make_unique<State>(*other.state_) : nullptr) {}
+  Status(const Status& other)
+      : state_(other.state_ ? std::make_unique<State>(*other.state_) : nullptr) {}
   Status& operator=(const Status& other) {
     if (this != &other) state_ = other.state_ ? std::make_unique<State>(*other.state_) : nullptr;
     return *this;
@@ -99,7 +100,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     SNAPDISK_CHECK(!status_.ok(), "Result built from an OK status without a value");
   }
@@ -131,17 +132,17 @@ class [[nodiscard]] Result {
 }  // namespace snapdisk
 
 // Return early with the status when it is not OK.
-#define SNAPDISK_RETURN_IF_ERROR(expr)               \
-  do {                                               \
-    ::snapdisk::Status snapdisk_status_ = (expr);    \
+#define SNAPDISK_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::snapdisk::Status snapdisk_status_ = (expr);        \
     if (!snapdisk_status_.ok()) return snapdisk_status_; \
   } while (0)
 
 #define SNAPDISK_CONCAT_INNER(a, b) a##b
 #define SNAPDISK_CONCAT(a, b) SNAPDISK_CONCAT_INNER(a, b)
 // `SNAPDISK_ASSIGN_OR_RETURN(auto x, FunctionReturningResult());`
-#define SNAPDISK_ASSIGN_OR_RETURN(lhs, expr)                                 \
-  auto SNAPDISK_CONCAT(snapdisk_result_, __LINE__) = (expr);                 \
-  if (!SNAPDISK_CONCAT(snapdisk_result_, __LINE__).ok())                     \
-    return SNAPDISK_CONCAT(snapdisk_result_, __LINE__).status();             \
+#define SNAPDISK_ASSIGN_OR_RETURN(lhs, expr)                     \
+  auto SNAPDISK_CONCAT(snapdisk_result_, __LINE__) = (expr);     \
+  if (!SNAPDISK_CONCAT(snapdisk_result_, __LINE__).ok())         \
+    return SNAPDISK_CONCAT(snapdisk_result_, __LINE__).status(); \
   lhs = std::move(SNAPDISK_CONCAT(snapdisk_result_, __LINE__)).value()

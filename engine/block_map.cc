@@ -22,8 +22,7 @@ BlockMap::BlockMap(BlockDevice& device, BlockCache& cache, SpaceMap& space, uint
 
 uint8_t BlockMap::HeightFor(uint64_t blocks) const {
   uint8_t height = 1;
-  while (height < format::kMaxTreeHeight && fanout_bits_ * height < 64 &&
-         SpanAt(height) < blocks) {
+  while (height < format::kMaxTreeHeight && fanout_bits_ * height < 64 && SpanAt(height) < blocks) {
     ++height;
   }
   return height;
@@ -38,8 +37,7 @@ Result<CachedBlock*> BlockMap::LoadNode(const MapEntry& ref) {
   CachedBlock* node = cache_.Insert(ref.pbn, /*dirty=*/false);
   Status s = device_.Read(ref.pbn * block_bytes_, node->data.span());
   if (s.ok() && format::Checksum(node->data.span()) != ref.checksum) {
-    s = Status::Corruption("map node at block " + std::to_string(ref.pbn) +
-                           ": checksum mismatch");
+    s = Status::Corruption("map node at block " + std::to_string(ref.pbn) + ": checksum mismatch");
   }
   if (!s.ok()) {
     cache_.Erase(ref.pbn);
@@ -252,7 +250,8 @@ Status BlockMap::DiffRefs(const MapEntry& a, int natural_a, const MapEntry& b, i
     const MapEntry& ca = entries_a[i];
     const MapEntry& cb = entries_b[i];
     if (ca.pbn == 0 && cb.pbn == 0) continue;
-    SNAPDISK_RETURN_IF_ERROR(DiffRefs(ca, na, cb, nb, level - 1, base_vbn + i * SpanAt(level), emit));
+    SNAPDISK_RETURN_IF_ERROR(
+        DiffRefs(ca, na, cb, nb, level - 1, base_vbn + i * SpanAt(level), emit));
   }
   return Status::OK();
 }
@@ -269,7 +268,8 @@ Status BlockMap::ForEachDataRef(const MapEntry& ref, int level, uint64_t base_vb
   SNAPDISK_ASSIGN_OR_RETURN(CachedBlock * node, LoadNode(ref));
   std::vector<MapEntry> entries(Entries(node), Entries(node) + fanout_);
   for (uint32_t i = 0; i < fanout_; ++i) {
-    SNAPDISK_RETURN_IF_ERROR(ForEachDataRef(entries[i], level - 1, base_vbn + i * SpanAt(level), visit));
+    SNAPDISK_RETURN_IF_ERROR(
+        ForEachDataRef(entries[i], level - 1, base_vbn + i * SpanAt(level), visit));
   }
   return Status::OK();
 }

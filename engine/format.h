@@ -97,9 +97,9 @@ Result<Superblock> DecodeSuperblock(std::span<const std::byte> in);
 
 // Where the space map's blocks live for a pool of `pool_blocks` blocks.
 struct SpaceMapGeometry {
-  uint32_t counts_per_leaf = 0;      // block_bytes / 4
-  uint32_t entries_per_dir = 0;      // block_bytes / 16
-  int height = 0;                    // levels, leaves included
+  uint32_t counts_per_leaf = 0;                            // block_bytes / 4
+  uint32_t entries_per_dir = 0;                            // block_bytes / 16
+  int height = 0;                                          // levels, leaves included
   std::array<uint64_t, kMaxTreeHeight> blocks_at_level{};  // [0] = leaves
   std::array<uint64_t, kMaxTreeHeight> region_start{};     // first PBN of each level's slots
   uint64_t first_data_block = 0;

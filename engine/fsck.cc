@@ -7,9 +7,9 @@ namespace snapdisk {
 using format::MapEntry;
 
 std::string FsckReport::ToString() const {
-  std::string out = "generation " + std::to_string(generation) + ": " +
-                    std::to_string(map_nodes) + " map nodes, " + std::to_string(data_blocks) +
-                    " data blocks, " + std::to_string(catalog_blocks) + " catalog blocks, " +
+  std::string out = "generation " + std::to_string(generation) + ": " + std::to_string(map_nodes) +
+                    " map nodes, " + std::to_string(data_blocks) + " data blocks, " +
+                    std::to_string(catalog_blocks) + " catalog blocks, " +
                     std::to_string(blocks_in_use) + " blocks in use; " +
                     (problems.empty() ? "clean" : std::to_string(problems.size()) + " problems");
   for (const FsckProblem& p : problems) {
@@ -87,7 +87,8 @@ Result<FsckReport> Fsck::Check(Pool& pool, const CheckProgress& progress) {
 
   for (const Pool::Record& r : pool.records_) {
     if (r.id == 0) continue;
-    SNAPDISK_RETURN_IF_ERROR(walk(r.root, (r.kind == Pool::Kind::kVolume ? "volume " : "snapshot ") + r.name));
+    SNAPDISK_RETURN_IF_ERROR(
+        walk(r.root, (r.kind == Pool::Kind::kVolume ? "volume " : "snapshot ") + r.name));
   }
 
   uint64_t in_use = 0;
@@ -103,21 +104,21 @@ Result<FsckReport> Fsck::Check(Pool& pool, const CheckProgress& progress) {
     in_use += *count > 0;
     if (*count == want) continue;
     if (want == 0) {
-      report.problems.push_back({"leak", pbn, "reference count " + std::to_string(*count) +
-                                                  " but nothing points at it"});
+      report.problems.push_back(
+          {"leak", pbn, "reference count " + std::to_string(*count) + " but nothing points at it"});
     } else {
-      report.problems.push_back({"refcount", pbn, "reference count " + std::to_string(*count) +
-                                                      ", pointers " + std::to_string(want) +
-                                                      (is_node[pbn - first] ? " (map node)" : "")});
+      report.problems.push_back({"refcount", pbn,
+                                 "reference count " + std::to_string(*count) + ", pointers " +
+                                     std::to_string(want) +
+                                     (is_node[pbn - first] ? " (map node)" : "")});
     }
     if (report.problems.size() > 1000) break;
   }
   report.blocks_in_use = in_use;
   if (in_use != pool.sb_.blocks_in_use) {
-    report.problems.push_back({"superblock", 0, "superblock says " +
-                                                    std::to_string(pool.sb_.blocks_in_use) +
-                                                    " blocks in use, counts say " +
-                                                    std::to_string(in_use)});
+    report.problems.push_back({"superblock", 0,
+                               "superblock says " + std::to_string(pool.sb_.blocks_in_use) +
+                                   " blocks in use, counts say " + std::to_string(in_use)});
   }
   pool.cache_->Trim();
   if (progress) progress(total, total);
@@ -145,7 +146,8 @@ Result<ScrubReport> Fsck::Scrub(Pool& pool, const CheckProgress& progress) {
     }
     Status s = map.ForEachData(r.root, [&](uint64_t vbn, const MapEntry& e) -> Status {
       if (e.pbn < first || e.pbn - first >= state.size()) {
-        report.problems.push_back({volume, snapshot, vbn * block_bytes, e.pbn, "pointer outside the pool"});
+        report.problems.push_back(
+            {volume, snapshot, vbn * block_bytes, e.pbn, "pointer outside the pool"});
         return Status::OK();
       }
       uint8_t& st = state[e.pbn - first];

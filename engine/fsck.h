@@ -26,8 +26,8 @@
 namespace snapdisk {
 
 struct FsckProblem {
-  std::string kind;      // "checksum", "refcount", "leak", "range", "superblock"
-  uint64_t block = 0;    // the physical block concerned
+  std::string kind;    // "checksum", "refcount", "leak", "range", "superblock"
+  uint64_t block = 0;  // the physical block concerned
   std::string detail;
 };
 
@@ -44,7 +44,7 @@ struct FsckReport {
 
 struct ScrubProblem {
   std::string volume;
-  std::string snapshot;   // empty for the live volume
+  std::string snapshot;  // empty for the live volume
   uint64_t offset_bytes = 0;
   uint64_t block = 0;
   std::string detail;

@@ -11,7 +11,9 @@ Status ValidateName(std::string_view name, std::string_view what) {
     return Status::InvalidArgument(std::string(what) + " '" + std::string(name) + "' " + why +
                                    " (use 1-128 letters, digits, '.', '_', '-')");
   };
-  if (name.empty()) return Status::InvalidArgument(std::string(what) + " is empty (use 1-128 letters, digits, '.', '_', '-')");
+  if (name.empty())
+    return Status::InvalidArgument(std::string(what) +
+                                   " is empty (use 1-128 letters, digits, '.', '_', '-')");
   if (name.size() > format::kMaxNameBytes) return bad("is longer than 128 characters");
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -14,9 +14,9 @@ namespace snapdisk {
 
 struct PendingIo {
   enum class Stage : uint8_t {
-    kReadBlocks,     // read: device reads of mapped blocks in flight
-    kReadEdges,      // sub-block write: reading the partial first/last block
-    kWriteBlocks,    // write: device writes of fresh blocks in flight
+    kReadBlocks,   // read: device reads of mapped blocks in flight
+    kReadEdges,    // sub-block write: reading the partial first/last block
+    kWriteBlocks,  // write: device writes of fresh blocks in flight
     kDone,
   };
 
@@ -24,10 +24,10 @@ struct PendingIo {
   VolumeRequest* user = nullptr;
   Stage stage = Stage::kDone;
   uint64_t first_vbn = 0;
-  uint64_t end_vbn = 0;          // one past the last block touched
-  bool holds_blocks = false;     // its VBNs are in the volume's busy set
-  std::byte* blocks = nullptr;   // block-aligned data: the user's buffer or `bounce`
-  AlignedBuffer bounce;          // for requests not aligned to blocks
+  uint64_t end_vbn = 0;         // one past the last block touched
+  bool holds_blocks = false;    // its VBNs are in the volume's busy set
+  std::byte* blocks = nullptr;  // block-aligned data: the user's buffer or `bounce`
+  AlignedBuffer bounce;         // for requests not aligned to blocks
   // Per block of [first_vbn, end_vbn): what the map said (reads) or the new
   // block (writes).
   std::vector<format::MapEntry> entries;

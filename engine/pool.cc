@@ -22,9 +22,8 @@ void EncodeRecord(const Pool::Record& r, std::byte* p) {
   format::Store64(p + 0, r.id);
   format::Store64(p + 8, r.parent_id);
   p[16] = static_cast<std::byte>(r.kind);
-  p[17] = static_cast<std::byte>(r.profile == EssdLevel::kUnlimited
-                                     ? 0
-                                     : static_cast<uint8_t>(r.profile) + 1);
+  p[17] = static_cast<std::byte>(
+      r.profile == EssdLevel::kUnlimited ? 0 : static_cast<uint8_t>(r.profile) + 1);
   p[18] = static_cast<std::byte>(r.name.size());
   p[19] = static_cast<std::byte>(r.root.height);
   format::Store64(p + 24, r.size_bytes);
@@ -156,7 +155,8 @@ Result<std::unique_ptr<Pool>> Pool::Open(BlockDevice& device, const PoolOptions&
   }
   if (!best) {
     if (first_error.IsIOError() || first_error.IsUnsupported()) return first_error;
-    return Status::Corruption(device.name() + ": not a snapdisk pool, or both superblocks are damaged (" +
+    return Status::Corruption(device.name() +
+                              ": not a snapdisk pool, or both superblocks are damaged (" +
                               first_error.message() + ")");
   }
   const format::Superblock sb = *best;
@@ -194,7 +194,8 @@ Status Pool::LoadCatalog() {
     if (records_.size() < (vbn + 1) * per_block) records_.resize((vbn + 1) * per_block);
     for (uint32_t i = 0; i < per_block; ++i) {
       const size_t slot = vbn * per_block + i;
-      SNAPDISK_ASSIGN_OR_RETURN(records_[slot], DecodeRecord(block.data() + i * kRecordBytes, slot));
+      SNAPDISK_ASSIGN_OR_RETURN(records_[slot],
+                                DecodeRecord(block.data() + i * kRecordBytes, slot));
     }
     return Status::OK();
   }));
@@ -387,15 +388,15 @@ Result<size_t> Pool::FindSnapshotSlot(uint64_t volume_id, std::string_view name)
   if (it == snapshot_by_key_.end()) {
     const auto vol = slot_by_id_.find(volume_id);
     const std::string vol_name = vol == slot_by_id_.end() ? "?" : records_[vol->second].name;
-    return Status::NotFound("snapshot '" + vol_name + "@" + std::string(name) +
-                            "' does not exist");
+    return Status::NotFound("snapshot '" + vol_name + "@" + std::string(name) + "' does not exist");
   }
   return it->second;
 }
 
 uint64_t Pool::CountSnapshots(uint64_t volume_id) const {
   uint64_t n = 0;
-  for (const Record& r : records_) n += r.id != 0 && r.kind == Kind::kSnapshot && r.parent_id == volume_id;
+  for (const Record& r : records_)
+    n += r.id != 0 && r.kind == Kind::kSnapshot && r.parent_id == volume_id;
   return n;
 }
 
@@ -414,8 +415,8 @@ VolumeInfo Pool::MakeVolumeInfo(const Record& r) const {
     if (snap != slot_by_id_.end()) {
       const Record& s = records_[snap->second];
       auto vol = slot_by_id_.find(s.parent_id);
-      info.origin = (vol == slot_by_id_.end() ? std::string("?") : records_[vol->second].name) +
-                    "@" + s.name;
+      info.origin =
+          (vol == slot_by_id_.end() ? std::string("?") : records_[vol->second].name) + "@" + s.name;
     }
   }
   return info;
@@ -441,12 +442,11 @@ Volume* Pool::LiveVolume(uint64_t id) const {
 Status Pool::CheckIdle(const Record& volume) const {
   const Volume* v = LiveVolume(volume.id);
   if (v == nullptr) return Status::OK();
-  if (v->in_use()) {
-    return Status::Busy("volume '" + volume.name + "' is in use (open by a client)");
-  }
+  const std::string what = volume.kind == Kind::kVolume ? "volume '" + volume.name + "'"
+                                                        : "snapshot '" + volume.name + "'";
+  if (v->in_use()) return Status::Busy(what + " is in use (open by a client)");
   if (v->in_flight() > 0) {
-    return Status::Busy("volume '" + volume.name + "' has " + std::to_string(v->in_flight()) +
-                        " requests in flight");
+    return Status::Busy(what + " has " + std::to_string(v->in_flight()) + " requests in flight");
   }
   return Status::OK();
 }

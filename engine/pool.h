@@ -73,14 +73,14 @@ struct PoolOptions {
 
 struct PoolInfo {
   uint32_t block_bytes = 0;
-  uint64_t pool_bytes = 0;       // the device's usable size
-  uint64_t used_bytes = 0;       // blocks in use (data and metadata)
+  uint64_t pool_bytes = 0;  // the device's usable size
+  uint64_t used_bytes = 0;  // blocks in use (data and metadata)
   uint64_t free_bytes = 0;
-  uint64_t metadata_bytes = 0;   // the space map's fixed region and the superblocks
-  uint64_t generation = 0;       // commits so far
+  uint64_t metadata_bytes = 0;  // the space map's fixed region and the superblocks
+  uint64_t generation = 0;      // commits so far
   uint64_t volumes = 0;
   uint64_t snapshots = 0;
-  uint64_t cache_bytes = 0;      // metadata cached now
+  uint64_t cache_bytes = 0;  // metadata cached now
 };
 
 struct VolumeInfo {
@@ -90,9 +90,9 @@ struct VolumeInfo {
   EssdLevel profile = EssdLevel::kUnlimited;
   int64_t created_unix_ns = 0;
   uint64_t snapshots = 0;
-  uint64_t lsn = 0;         // writes so far (the log sequence number)
-  uint64_t lineage = 0;     // changes at every rollback
-  std::string origin;       // "VOL@SNAP" a clone was made from, else empty
+  uint64_t lsn = 0;      // writes so far (the log sequence number)
+  uint64_t lineage = 0;  // changes at every rollback
+  std::string origin;    // "VOL@SNAP" a clone was made from, else empty
 };
 
 struct SnapshotInfo {
@@ -157,8 +157,12 @@ class Pool {
   // O(1): shares the volume's map root. Writes completed before the call are
   // in the snapshot; writes still in flight are not.
   Result<SnapshotInfo> CreateSnapshot(std::string_view volume, std::string_view name);
-  // O(blocks only the snapshot holds).
+  // O(blocks only the snapshot holds). Busy while the snapshot is open with
+  // reads in flight or in use.
   Status DeleteSnapshot(std::string_view volume, std::string_view name);
+  // A read-only handle on the snapshot (reads and flush; writes, trims and
+  // write-zeroes are InvalidArgument). Pool-owned, like OpenVolume's.
+  Result<Volume*> OpenSnapshot(std::string_view volume, std::string_view name);
   // Oldest first. With `with_usage`, fills exclusive/shared bytes (walks the
   // snapshot's map: O(its mapped blocks)).
   Result<std::vector<SnapshotInfo>> ListSnapshots(std::string_view volume, bool with_usage = false);
@@ -295,8 +299,8 @@ class Pool {
   std::unordered_map<std::string, size_t> snapshot_by_key_;  // SnapshotKey() -> slot
   std::unordered_map<uint64_t, size_t> slot_by_id_;
   std::vector<size_t> free_slots_;
-  std::vector<uint64_t> dirty_record_blocks_;   // catalog VBNs to rewrite at commit
-  std::vector<size_t> dirty_roots_;             // slots whose trees changed
+  std::vector<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
+  std::vector<size_t> dirty_roots_;            // slots whose trees changed
   TreeRoot catalog_root_;
 
   std::unordered_map<uint64_t, std::unique_ptr<Volume>> volumes_;  // open handles by id
@@ -307,7 +311,7 @@ class Pool {
   std::vector<PendingIo*> finished_;
   std::vector<PendingIo*> completed_;
   std::vector<PendingIo*> delivering_;
-  std::deque<IoRequest*> device_backlog_;   // waiting for room in the device queue
+  std::deque<IoRequest*> device_backlog_;  // waiting for room in the device queue
   // QoS timers: requests waiting for their start time, and finished requests
   // held until their completion time.
   std::multimap<int64_t, PendingIo*> admissions_;

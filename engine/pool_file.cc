@@ -60,7 +60,8 @@ Result<std::unique_ptr<PoolFile>> PoolFile::Create(const std::string& path, uint
   return pf;
 }
 
-Result<std::unique_ptr<PoolFile>> PoolFile::Open(const std::string& path, const PoolOptions& options,
+Result<std::unique_ptr<PoolFile>> PoolFile::Open(const std::string& path,
+                                                 const PoolOptions& options,
                                                  const FileDeviceOptions& device_options) {
   if (!std::filesystem::exists(path)) return Status::NotFound("pool " + path + " does not exist");
   std::unique_ptr<PoolFile> pf(new PoolFile());

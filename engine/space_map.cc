@@ -8,9 +8,8 @@ namespace snapdisk {
 
 using format::SpaceMapEntry;
 
-SpaceMap::SpaceMap(BlockDevice& device, BlockCache& cache,
-                   const format::SpaceMapGeometry& geometry, uint32_t block_bytes,
-                   uint64_t pool_blocks)
+SpaceMap::SpaceMap(BlockDevice& device, BlockCache& cache, const format::SpaceMapGeometry& geometry,
+                   uint32_t block_bytes, uint64_t pool_blocks)
     : device_(device),
       cache_(cache),
       geometry_(geometry),
@@ -32,8 +31,7 @@ void SpaceMap::Load(const format::Superblock& sb) {
 
 void SpaceMap::Store(format::Superblock* sb) const {
   for (int i = 0; i < format::kSpaceMapTopEntries; ++i) {
-    sb->space_map_top[i] =
-        format::LoadSpaceMapEntry(top_.data() + i * format::kSpaceMapEntryBytes);
+    sb->space_map_top[i] = format::LoadSpaceMapEntry(top_.data() + i * format::kSpaceMapEntryBytes);
   }
   sb->space_map_height = static_cast<uint8_t>(geometry_.height);
   sb->space_map_top_count = static_cast<uint16_t>(geometry_.blocks_at_level[geometry_.height - 1]);
@@ -80,10 +78,9 @@ Result<CachedBlock*> SpaceMap::LoadBlock(int level, uint64_t index) {
 
 Status SpaceMap::CheckPbn(uint64_t pbn) const {
   if (pbn < geometry_.first_data_block || pbn >= pool_blocks_) {
-    return Status::Corruption("block " + std::to_string(pbn) +
-                              " is outside the pool's data area [" +
-                              std::to_string(geometry_.first_data_block) + ", " +
-                              std::to_string(pool_blocks_) + ")");
+    return Status::Corruption(
+        "block " + std::to_string(pbn) + " is outside the pool's data area [" +
+        std::to_string(geometry_.first_data_block) + ", " + std::to_string(pool_blocks_) + ")");
   }
   return Status::OK();
 }
@@ -106,7 +103,8 @@ Result<uint32_t> SpaceMap::Get(uint64_t pbn) {
 
 Status SpaceMap::Increment(uint64_t pbn) {
   SNAPDISK_ASSIGN_OR_RETURN(uint32_t * count, CountSlot(pbn, true));
-  if (*count == UINT32_MAX) return Status::Corruption("reference count overflow at block " + std::to_string(pbn));
+  if (*count == UINT32_MAX)
+    return Status::Corruption("reference count overflow at block " + std::to_string(pbn));
   if (*count == 0) {
     // Only a block freed in this transaction can come back to life (for
     // example a node released and then shared again by a later step).
@@ -203,9 +201,8 @@ Status SpaceMap::WriteDirty() {
       entry.slot = entry.checksum == 0 ? 0 : static_cast<uint8_t>(1 - entry.slot);
       entry.checksum = format::Checksum(block->data.span());
       if (entry.checksum == 0) entry.checksum = 1;  // 0 means "never written"
-      SNAPDISK_RETURN_IF_ERROR(
-          device_.Write(geometry_.SlotPbn(level, index, entry.slot) * block_bytes_,
-                        block->data.span()));
+      SNAPDISK_RETURN_IF_ERROR(device_.Write(
+          geometry_.SlotPbn(level, index, entry.slot) * block_bytes_, block->data.span()));
       if (level + 1 < geometry_.height) {
         CachedBlock* parent = cache_.Find(Key(level + 1, index / geometry_.entries_per_dir));
         SNAPDISK_CHECK(parent != nullptr, "space-map parent left the cache");

@@ -18,9 +18,9 @@
 
 #include <array>
 #include <cstdint>
+#include <set>
 #include <unordered_set>
 #include <vector>
-#include <set>
 
 #include "disk/block_device.h"
 #include "engine/block_cache.h"

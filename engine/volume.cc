@@ -11,6 +11,8 @@
 // Device callbacks only count completions; the map work happens in
 // ProcessFinished(), outside the device's Poll, because it may read metadata
 // through the device's synchronous helpers.
+#include "engine/volume.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -18,7 +20,6 @@
 #include "disk/clock.h"
 #include "engine/pending_io.h"
 #include "engine/pool.h"
-#include "engine/volume.h"
 
 namespace snapdisk {
 
@@ -26,11 +27,16 @@ using format::MapEntry;
 
 const char* VolumeOpName(VolumeOp op) {
   switch (op) {
-    case VolumeOp::kRead: return "read";
-    case VolumeOp::kWrite: return "write";
-    case VolumeOp::kTrim: return "trim";
-    case VolumeOp::kWriteZeroes: return "write-zeroes";
-    case VolumeOp::kFlush: return "flush";
+    case VolumeOp::kRead:
+      return "read";
+    case VolumeOp::kWrite:
+      return "write";
+    case VolumeOp::kTrim:
+      return "trim";
+    case VolumeOp::kWriteZeroes:
+      return "write-zeroes";
+    case VolumeOp::kFlush:
+      return "flush";
   }
   return "unknown";
 }
@@ -39,11 +45,15 @@ namespace {
 
 IoOp StatsOp(VolumeOp op) {
   switch (op) {
-    case VolumeOp::kRead: return IoOp::kRead;
-    case VolumeOp::kWrite: return IoOp::kWrite;
+    case VolumeOp::kRead:
+      return IoOp::kRead;
+    case VolumeOp::kWrite:
+      return IoOp::kWrite;
     case VolumeOp::kTrim:
-    case VolumeOp::kWriteZeroes: return IoOp::kDiscard;
-    case VolumeOp::kFlush: return IoOp::kFlush;
+    case VolumeOp::kWriteZeroes:
+      return IoOp::kDiscard;
+    case VolumeOp::kFlush:
+      return IoOp::kFlush;
   }
   return IoOp::kRead;
 }
@@ -60,15 +70,20 @@ Volume::~Volume() = default;
 
 const std::string& Volume::name() const { return pool_.records_[slot_].name; }
 uint64_t Volume::size_bytes() const { return pool_.records_[slot_].size_bytes; }
+bool Volume::read_only() const { return pool_.records_[slot_].kind == Pool::Kind::kSnapshot; }
 
 Status Volume::Submit(VolumeRequest& request) {
   SNAPDISK_RETURN_IF_ERROR(pool_.CheckHealthy());
   auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument("volume '" + name() + "': " + VolumeOpName(request.op) +
-                                   " at offset " + std::to_string(request.offset_bytes) +
-                                   " length " + std::to_string(request.length_bytes) + ": " + why);
+    return Status::InvalidArgument((read_only() ? "snapshot '" : "volume '") + name() +
+                                   "': " + VolumeOpName(request.op) + " at offset " +
+                                   std::to_string(request.offset_bytes) + " length " +
+                                   std::to_string(request.length_bytes) + ": " + why);
   };
   if (!request.on_complete) return bad("request has no completion callback");
+  if (read_only() && request.op != VolumeOp::kRead && request.op != VolumeOp::kFlush) {
+    return bad("a snapshot is read-only");
+  }
   if (request.op != VolumeOp::kFlush) {
     if (request.length_bytes == 0) return bad("length is zero");
     const uint64_t size = size_bytes();
@@ -169,26 +184,30 @@ Status Volume::SubmitAndWait(VolumeRequest& request) {
 }
 
 Status Volume::Read(uint64_t offset_bytes, std::span<std::byte> out) {
-  VolumeRequest r{.op = VolumeOp::kRead, .offset_bytes = offset_bytes,
-                  .length_bytes = out.size(), .data = out.data()};
+  VolumeRequest r{.op = VolumeOp::kRead,
+                  .offset_bytes = offset_bytes,
+                  .length_bytes = out.size(),
+                  .data = out.data()};
   return SubmitAndWait(r);
 }
 
 Status Volume::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
-  VolumeRequest r{.op = VolumeOp::kWrite, .offset_bytes = offset_bytes,
-                  .length_bytes = data.size(), .data = const_cast<std::byte*>(data.data())};
+  VolumeRequest r{.op = VolumeOp::kWrite,
+                  .offset_bytes = offset_bytes,
+                  .length_bytes = data.size(),
+                  .data = const_cast<std::byte*>(data.data())};
   return SubmitAndWait(r);
 }
 
 Status Volume::Trim(uint64_t offset_bytes, uint64_t length_bytes) {
-  VolumeRequest r{.op = VolumeOp::kTrim, .offset_bytes = offset_bytes,
-                  .length_bytes = length_bytes};
+  VolumeRequest r{
+      .op = VolumeOp::kTrim, .offset_bytes = offset_bytes, .length_bytes = length_bytes};
   return SubmitAndWait(r);
 }
 
 Status Volume::WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes) {
-  VolumeRequest r{.op = VolumeOp::kWriteZeroes, .offset_bytes = offset_bytes,
-                  .length_bytes = length_bytes};
+  VolumeRequest r{
+      .op = VolumeOp::kWriteZeroes, .offset_bytes = offset_bytes, .length_bytes = length_bytes};
   return SubmitAndWait(r);
 }
 
@@ -313,7 +332,8 @@ Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::
   Record& record = RecordOf(*io->volume);
   uint64_t run_start = 0, run_pbn = 0, run_len = 0;
   auto flush_run = [&] {
-    if (run_len > 0) SubmitDeviceIo(io, IoOp::kRead, run_pbn, run_len, dest + run_start * block_bytes_);
+    if (run_len > 0)
+      SubmitDeviceIo(io, IoOp::kRead, run_pbn, run_len, dest + run_start * block_bytes_);
     run_len = 0;
   };
   for (uint64_t i = 0; i < count; ++i) {
@@ -563,14 +583,13 @@ Status Pool::CheckRoom(uint64_t blocks) const {
       (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) + kCommitReserveBlocks;
   const uint64_t free = space_->free_blocks();
   if (free >= blocks + metadata_reserved_ + commit_need) return Status::OK();
-  return Status::NoSpace("pool is full: " + std::to_string(free) + " free blocks of " +
-                         std::to_string(block_bytes_) + " bytes, " + std::to_string(blocks) +
-                         " needed, " + std::to_string(metadata_reserved_ + commit_need) +
-                         " held for metadata" +
-                         (space_->pending_free_blocks() > 0
-                              ? ", " + std::to_string(space_->pending_free_blocks()) +
-                                    " freed blocks wait for the next commit"
-                              : std::string()));
+  return Status::NoSpace(
+      "pool is full: " + std::to_string(free) + " free blocks of " + std::to_string(block_bytes_) +
+      " bytes, " + std::to_string(blocks) + " needed, " +
+      std::to_string(metadata_reserved_ + commit_need) + " held for metadata" +
+      (space_->pending_free_blocks() > 0 ? ", " + std::to_string(space_->pending_free_blocks()) +
+                                               " freed blocks wait for the next commit"
+                                         : std::string()));
 }
 
 void Pool::ProcessFinished() {

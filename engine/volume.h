@@ -21,14 +21,14 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
-#include <map>
 
-#include "disk/status.h"
 #include "disk/io_stats.h"
 #include "disk/qos_limiter.h"
+#include "disk/status.h"
 
 namespace snapdisk {
 
@@ -51,7 +51,7 @@ struct VolumeRequest {
   uint64_t length_bytes = 0;  // > 0, except for flush
   std::byte* data = nullptr;  // read: filled; write: source
   VolumeCallback on_complete = {};
-  uint64_t user_tag = 0;      // for the caller; never touched
+  uint64_t user_tag = 0;  // for the caller; never touched
 };
 
 class Volume {
@@ -61,6 +61,8 @@ class Volume {
   Volume& operator=(const Volume&) = delete;
 
   const std::string& name() const;
+  // True for a snapshot's handle (Pool::OpenSnapshot).
+  bool read_only() const;
   uint64_t size_bytes() const;
   uint64_t id() const { return id_; }
   // Requests accepted and not yet completed.
@@ -109,7 +111,7 @@ class Volume {
   int in_use_count_ = 0;
   // [first, end) block ranges with a mutation in progress; never overlapping.
   std::map<uint64_t, uint64_t> busy_ranges_;
-  std::deque<PendingIo*> deferred_;          // mutations waiting for busy blocks
+  std::deque<PendingIo*> deferred_;  // mutations waiting for busy blocks
   IoStats stats_;
   std::unique_ptr<QosLimiter> qos_;  // null for the unlimited profile
 };

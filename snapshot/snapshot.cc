@@ -45,10 +45,21 @@ Status Pool::DeleteSnapshot(std::string_view volume, std::string_view name) {
   SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
   SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
   SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindSnapshotSlot(records_[vol_slot].id, name));
+  SNAPDISK_RETURN_IF_ERROR(CheckIdle(records_[slot]));
+  volumes_.erase(records_[slot].id);
   Status s = map_->Release(records_[slot].root);
   if (!s.ok()) return Fail(s);
   FreeSlot(slot);
   return Status::OK();
+}
+
+Result<Volume*> Pool::OpenSnapshot(std::string_view volume, std::string_view name) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
+  SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindSnapshotSlot(records_[vol_slot].id, name));
+  auto& handle = volumes_[records_[slot].id];
+  if (!handle) handle.reset(new Volume(*this, records_[slot].id, slot));  // no QoS: reads of a copy
+  return handle.get();
 }
 
 Result<std::vector<SnapshotInfo>> Pool::ListSnapshots(std::string_view volume, bool with_usage) {
@@ -59,14 +70,15 @@ Result<std::vector<SnapshotInfo>> Pool::ListSnapshots(std::string_view volume, b
   for (const Record& r : records_) {
     if (r.id != 0 && r.kind == Kind::kSnapshot && r.parent_id == vol_id) snaps.push_back(&r);
   }
-  std::sort(snaps.begin(), snaps.end(), [](const Record* a, const Record* b) { return a->id < b->id; });
+  std::sort(snaps.begin(), snaps.end(),
+            [](const Record* a, const Record* b) { return a->id < b->id; });
   std::vector<SnapshotInfo> out;
   out.reserve(snaps.size());
   for (const Record* r : snaps) {
     SnapshotInfo info = MakeSnapshotInfo(*r);
     if (with_usage) {
-      SNAPDISK_RETURN_IF_ERROR(map_->ForEachDataSharing(
-          r->root, [&](uint64_t, const MapEntry&, bool exclusive) {
+      SNAPDISK_RETURN_IF_ERROR(
+          map_->ForEachDataSharing(r->root, [&](uint64_t, const MapEntry&, bool exclusive) {
             (exclusive ? info.exclusive_bytes : info.shared_bytes) += block_bytes_;
             return Status::OK();
           }));

@@ -69,7 +69,8 @@ class EngineModel {
     if (op < 45) {  // write
       uint64_t len = Rand(3) == 0 ? 1 + Rand(3 * block_bytes_) : block_bytes_ * (1 + Rand(8));
       len = std::min(len, size);
-      uint64_t off = Rand(2) ? Rand(size - len + 1) : Rand((size - len) / block_bytes_ + 1) * block_bytes_;
+      uint64_t off =
+          Rand(2) ? Rand(size - len + 1) : Rand((size - len) / block_bytes_ + 1) * block_bytes_;
       auto data = testing::PatternBytes(rng_(), len);
       Status s = Vol(vol)->Write(off, data);
       ASSERT_TRUE(s.ok()) << "op " << i << ": " << s.ToString();
@@ -156,7 +157,8 @@ class EngineModel {
       }
       for (uint64_t b = 0; b < changed.size(); ++b) {
         if (changed[b]) continue;
-        for (uint64_t off = b * block_bytes_; off < std::min<uint64_t>(live.size(), (b + 1) * block_bytes_); ++off) {
+        for (uint64_t off = b * block_bytes_;
+             off < std::min<uint64_t>(live.size(), (b + 1) * block_bytes_); ++off) {
           std::byte old = off < snap_image.size() ? snap_image[off] : std::byte{0};
           ASSERT_EQ(old, live[off]) << "diff of " << key << " missed block " << b;
         }

@@ -54,7 +54,8 @@ TEST(PoolTest, UnalignedWritesReadModifyWrite) {
   ASSERT_TRUE(v->Trim(5000, 3000).ok());
   std::fill(model.begin() + 5000, model.begin() + 8000, std::byte{0});
   EXPECT_EQ(ReadAll(*v, 0, model.size()), model);
-  EXPECT_EQ(ReadAll(*v, 4093, 11), std::vector<std::byte>(model.begin() + 4093, model.begin() + 4104));
+  EXPECT_EQ(ReadAll(*v, 4093, 11),
+            std::vector<std::byte>(model.begin() + 4093, model.begin() + 4104));
 }
 
 TEST(PoolTest, SnapshotIsolationCloneRollbackDiff) {
@@ -74,6 +75,11 @@ TEST(PoolTest, SnapshotIsolationCloneRollbackDiff) {
   EXPECT_EQ((*diff)[0].offset_bytes, 4096u * 3);
   EXPECT_EQ((*diff)[0].length_bytes, 8192u);
 
+  Volume* snap = *pool->OpenSnapshot("v", "s1");
+  EXPECT_TRUE(snap->read_only());
+  EXPECT_EQ(ReadAll(*snap, 0, one.size()), one);
+  EXPECT_TRUE(snap->Write(0, two).IsInvalidArgument());
+  EXPECT_TRUE(snap->Trim(0, 4096).IsInvalidArgument());
   auto clone = pool->Clone("v", "s1", "c");
   ASSERT_TRUE(clone.ok()) << clone.status().ToString();
   EXPECT_EQ(clone->origin, "v@s1");
@@ -188,6 +194,48 @@ TEST(PoolTest, SmallCacheBoundsMemory) {
     ASSERT_TRUE(v->Read(vbn * 4096, block).ok());
     EXPECT_EQ(block[0], static_cast<std::byte>(i));
   }
+}
+
+}  // namespace
+}  // namespace snapdisk
+
+namespace snapdisk {
+namespace {
+
+// 10,000 snapshots of one volume: each keeps its own image, the catalog
+// survives a reopen, and reads of the volume still go straight to one map.
+TEST(PoolTest, TenThousandSnapshots) {
+  auto dev = testing::NewMemoryDevice(512ull << 20);
+  auto pool = testing::MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 64ull << 20).ok());
+  Volume* v = *pool->OpenVolume("v");
+  std::vector<std::byte> block(4096);
+  constexpr int kSnapshots = 10000;
+  for (int i = 0; i < kSnapshots; ++i) {
+    block[0] = static_cast<std::byte>(i);
+    block[1] = static_cast<std::byte>(i >> 8);
+    ASSERT_TRUE(v->Write(uint64_t(i % 1000) * 4096, block).ok());
+    ASSERT_TRUE(pool->CreateSnapshot("v", "s" + std::to_string(i)).ok()) << i;
+    if (i % 1000 == 999) {
+      ASSERT_TRUE(pool->Commit().ok());
+    }
+  }
+  ASSERT_TRUE(pool->Close().ok());
+  pool = testing::MustOpenPool(*dev);
+  auto list = pool->ListSnapshots("v");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), size_t{kSnapshots});
+  EXPECT_EQ((*list)[0].name, "s0");
+  EXPECT_EQ((*list)[kSnapshots - 1].name, "s9999");
+  for (int i : {0, 4321, 9999}) {
+    Volume* s = *pool->OpenSnapshot("v", "s" + std::to_string(i));
+    ASSERT_TRUE(s->Read(uint64_t(i % 1000) * 4096, block).ok());
+    EXPECT_EQ(block[0], static_cast<std::byte>(i));
+    EXPECT_EQ(block[1], static_cast<std::byte>(i >> 8));
+  }
+  auto info = pool->GetVolume("v");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->snapshots, uint64_t{kSnapshots});
 }
 
 }  // namespace

@@ -38,14 +38,18 @@ RunResult RunQd32(Volume& volume, Pool& pool, ManualClock& clock, uint64_t io_by
     VolumeRequest& r = requests[i];
     r = VolumeRequest{.op = VolumeOp::kWrite,
                       .offset_bytes = rng() % (span_bytes / io_bytes) * io_bytes,
-                      .length_bytes = io_bytes, .data = buffer.data()};
+                      .length_bytes = io_bytes,
+                      .data = buffer.data()};
     r.user_tag = i;
     r.on_complete = [&](VolumeRequest& req, const Status& s) {
       EXPECT_TRUE(s.ok()) << s.ToString();
-      result.min_latency_ns = std::min(result.min_latency_ns, clock.NowNs() - submitted[req.user_tag]);
+      result.min_latency_ns =
+          std::min(result.min_latency_ns, clock.NowNs() - submitted[req.user_tag]);
       ++done;
-      if (clock.NowNs() - start < duration_ns) submit(req.user_tag);
-      else stop = true;
+      if (clock.NowNs() - start < duration_ns)
+        submit(req.user_tag);
+      else
+        stop = true;
     };
     submitted[i] = clock.NowNs();
     ASSERT_TRUE(volume.Submit(r).ok());

@@ -11,7 +11,7 @@ inline constexpr int kExitUsage = 2;          // bad command line
 inline constexpr int kExitNotFound = 3;
 inline constexpr int kExitBusy = 4;
 inline constexpr int kExitCorruption = 5;
-inline constexpr int kExitIoError = 6;        // I/O error or no space
+inline constexpr int kExitIoError = 6;  // I/O error or no space
 
 inline constexpr const char* kExitCodeHelp =
     "Exit codes: 0 success, 1 a check found problems, 2 bad usage, 3 not found,\n"
@@ -20,16 +20,22 @@ inline constexpr const char* kExitCodeHelp =
 // The exit code for a failed Status.
 inline int ExitCodeFor(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return kExitOk;
-    case StatusCode::kNotFound: return kExitNotFound;
-    case StatusCode::kBusy: return kExitBusy;
-    case StatusCode::kCorruption: return kExitCorruption;
+    case StatusCode::kOk:
+      return kExitOk;
+    case StatusCode::kNotFound:
+      return kExitNotFound;
+    case StatusCode::kBusy:
+      return kExitBusy;
+    case StatusCode::kCorruption:
+      return kExitCorruption;
     case StatusCode::kIOError:
-    case StatusCode::kNoSpace: return kExitIoError;
+    case StatusCode::kNoSpace:
+      return kExitIoError;
     case StatusCode::kInvalidArgument:
     case StatusCode::kAlreadyExists:
     case StatusCode::kUnsupported:
-    case StatusCode::kCancelled: return kExitUsage;
+    case StatusCode::kCancelled:
+      return kExitUsage;
   }
   return kExitIoError;
 }

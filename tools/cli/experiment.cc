@@ -33,13 +33,15 @@ struct Options {
 
 int RunExperiment(const Options& opt) {
   const std::vector<Case> cases = {
-      {EssdLevel::kPL0, 40, 4096},       {EssdLevel::kPL1, 100, 4096},
-      {EssdLevel::kPL2, 500, 4096},      {EssdLevel::kPL3, 1300, 4096},
-      {EssdLevel::kUnlimited, 0, 4096},  {EssdLevel::kPL0, 40, 1 << 20},
+      {EssdLevel::kPL0, 40, 4096},      {EssdLevel::kPL1, 100, 4096},
+      {EssdLevel::kPL2, 500, 4096},     {EssdLevel::kPL3, 1300, 4096},
+      {EssdLevel::kUnlimited, 0, 4096}, {EssdLevel::kPL0, 40, 1 << 20},
       {EssdLevel::kPL1, 100, 1 << 20},
   };
   std::string dir = opt.dir;
-  if (dir.empty()) dir = std::filesystem::temp_directory_path() / ("snapdisk-experiment-" + std::to_string(getpid()));
+  if (dir.empty())
+    dir = std::filesystem::temp_directory_path() /
+          ("snapdisk-experiment-" + std::to_string(getpid()));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   const std::string path = dir + "/disk.img";
@@ -51,9 +53,10 @@ int RunExperiment(const Options& opt) {
   }
   nlohmann::json results = nlohmann::json::array();
   if (!opt.json) {
-    std::printf("snapdisk disk experiment: 4 KiB random writes (1 MiB for the throughput rows), QD32,\n"
-                "%.1f s per row, through each ESSD profile's QoS limiter onto a sparse file (%s)%s\n\n",
-                opt.seconds, path.c_str(), (*file)->uses_io_uring() ? ", io_uring" : ", pread/pwrite");
+    std::printf(
+        "snapdisk disk experiment: 4 KiB random writes (1 MiB for the throughput rows), QD32,\n"
+        "%.1f s per row, through each ESSD profile's QoS limiter onto a sparse file (%s)%s\n\n",
+        opt.seconds, path.c_str(), (*file)->uses_io_uring() ? ", io_uring" : ", pread/pwrite");
     std::printf("%-9s %8s %7s | %10s %10s %6s | %9s %9s %6s | %9s %9s\n", "profile", "capacity",
                 "io", "IOPS want", "IOPS got", "ratio", "MB/s want", "MB/s got", "ratio", "p50 ms",
                 "p99 ms");
@@ -88,7 +91,9 @@ int RunExperiment(const Options& opt) {
                        {"latency_us_p50", m->latency_us_p50},
                        {"latency_us_p99", m->latency_us_p99}});
     if (!opt.json) {
-      auto ratio = [](double r) { return r > 0 ? std::to_string(r).substr(0, 5) : std::string("-"); };
+      auto ratio = [](double r) {
+        return r > 0 ? std::to_string(r).substr(0, 5) : std::string("-");
+      };
       std::printf("%-9s %8s %7s | %10s %10.0f %6s | %9s %9.1f %6s | %9.3f %9.3f\n",
                   EssdLevelName(c.level),
                   c.capacity_gib ? (std::to_string(c.capacity_gib) + "G").c_str() : "-",
@@ -107,8 +112,9 @@ int RunExperiment(const Options& opt) {
   if (opt.json) {
     std::printf("%s\n", results.dump(2).c_str());
   } else {
-    std::printf("\nA row is on target when the binding limit's ratio is near 1.00 (4K rows: IOPS;\n"
-                "1M rows: MB/s). Latency at QD32 is mostly queueing behind the limit.\n");
+    std::printf(
+        "\nA row is on target when the binding limit's ratio is near 1.00 (4K rows: IOPS;\n"
+        "1M rows: MB/s). Latency at QD32 is mostly queueing behind the limit.\n");
   }
   return kExitOk;
 }
@@ -117,10 +123,11 @@ int RunExperiment(const Options& opt) {
 
 void AddExperimentCommand(CLI::App& app, int& exit_code) {
   auto opt = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "experiment",
-      "Measure the simulated ESSD disk: each profile's IOPS, throughput and latency on a sparse file");
-  cmd->add_option("--dir", opt->dir, "Directory for the scratch file (default: the system temp dir)");
+  CLI::App* cmd = app.add_subcommand("experiment",
+                                     "Measure the simulated ESSD disk: each profile's IOPS, "
+                                     "throughput and latency on a sparse file");
+  cmd->add_option("--dir", opt->dir,
+                  "Directory for the scratch file (default: the system temp dir)");
   cmd->add_option("--seconds", opt->seconds, "Seconds per row")->check(CLI::Range(0.1, 600.0));
   cmd->add_flag("--json", opt->json, "Print the results as JSON");
   cmd->callback([opt, &exit_code] { exit_code = RunExperiment(*opt); });
