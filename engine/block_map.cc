@@ -262,20 +262,29 @@ Status BlockMap::Diff(const TreeRoot& a, const TreeRoot& b, const DiffEmit& emit
 }
 
 Status BlockMap::ForEachDataRef(const MapEntry& ref, int level, uint64_t base_vbn,
-                                const DataVisit& visit) {
+                                uint64_t first_vbn, uint64_t end_vbn, const DataVisit& visit) {
   if (ref.pbn == 0) return Status::OK();
   if (level < 0) return visit(base_vbn, ref);
   SNAPDISK_ASSIGN_OR_RETURN(CachedBlock * node, LoadNode(ref));
   std::vector<MapEntry> entries(Entries(node), Entries(node) + fanout_);
+  const uint64_t span = SpanAt(level);
   for (uint32_t i = 0; i < fanout_; ++i) {
+    const uint64_t child_base = base_vbn + i * span;
+    if (child_base >= end_vbn) break;
+    if (child_base + span <= first_vbn) continue;
     SNAPDISK_RETURN_IF_ERROR(
-        ForEachDataRef(entries[i], level - 1, base_vbn + i * SpanAt(level), visit));
+        ForEachDataRef(entries[i], level - 1, child_base, first_vbn, end_vbn, visit));
   }
   return Status::OK();
 }
 
 Status BlockMap::ForEachData(const TreeRoot& root, const DataVisit& visit) {
-  return ForEachDataRef(root.entry, root.height - 1, 0, visit);
+  return ForEachDataRef(root.entry, root.height - 1, 0, 0, UINT64_MAX, visit);
+}
+
+Status BlockMap::ForEachDataIn(const TreeRoot& root, uint64_t first_vbn, uint64_t end_vbn,
+                               const DataVisit& visit) {
+  return ForEachDataRef(root.entry, root.height - 1, 0, first_vbn, end_vbn, visit);
 }
 
 Status BlockMap::ForEachDataSharingRef(const MapEntry& ref, int level, uint64_t base_vbn,

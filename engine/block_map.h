@@ -78,6 +78,10 @@ class BlockMap {
   // Calls visit(vbn, entry) for every mapped VBN of the tree, in order.
   using DataVisit = std::function<Status(uint64_t vbn, const format::MapEntry& data)>;
   Status ForEachData(const TreeRoot& root, const DataVisit& visit);
+  // The same for the mapped VBNs in [first_vbn, end_vbn) only, skipping empty
+  // subtrees: O(mapped blocks in the range).
+  Status ForEachDataIn(const TreeRoot& root, uint64_t first_vbn, uint64_t end_vbn,
+                       const DataVisit& visit);
 
   // Like ForEachData, also saying whether the data block is reachable from
   // this tree alone: every node on its path and the block itself hold one
@@ -112,7 +116,7 @@ class BlockMap {
   Result<const format::MapEntry*> EntriesAt(const format::MapEntry& ref, int natural, int level,
                                             format::MapEntry* lifted);
   Status ForEachDataRef(const format::MapEntry& ref, int level, uint64_t base_vbn,
-                        const DataVisit& visit);
+                        uint64_t first_vbn, uint64_t end_vbn, const DataVisit& visit);
   Status VisitRef(const format::MapEntry& ref, int level, const RefVisit& visit);
   Status ForEachDataSharingRef(const format::MapEntry& ref, int level, uint64_t base_vbn,
                                bool exclusive, const SharingVisit& visit);

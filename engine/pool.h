@@ -108,12 +108,6 @@ struct SnapshotInfo {
   uint64_t shared_bytes = 0;
 };
 
-// A byte range of a volume.
-struct Extent {
-  uint64_t offset_bytes = 0;
-  uint64_t length_bytes = 0;
-  bool zero = false;  // the range is a hole (trimmed) in the newer image
-};
 
 class Pool {
  public:

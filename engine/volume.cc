@@ -171,6 +171,42 @@ void Volume::StartDeferred() {
   }
 }
 
+Result<std::vector<Extent>> Volume::MapExtents(uint64_t offset_bytes, uint64_t length_bytes) {
+  SNAPDISK_RETURN_IF_ERROR(pool_.CheckHealthy());
+  const uint64_t size = size_bytes();
+  if (offset_bytes > size || length_bytes > size - offset_bytes) {
+    return Status::InvalidArgument("volume '" + name() + "': range at " +
+                                   std::to_string(offset_bytes) + " length " +
+                                   std::to_string(length_bytes) + " is beyond the end (" +
+                                   std::to_string(size) + " bytes)");
+  }
+  std::vector<Extent> out;
+  const uint64_t end = offset_bytes + length_bytes;
+  uint64_t at = offset_bytes;  // everything before `at` is described
+  auto add = [&](uint64_t until, bool zero) {
+    if (until <= at) return;
+    if (!out.empty() && out.back().zero == zero) {
+      out.back().length_bytes += until - at;
+    } else {
+      out.push_back(Extent{at, until - at, zero});
+    }
+    at = until;
+  };
+  const uint32_t block = pool_.block_bytes_;
+  const uint64_t first_vbn = offset_bytes / block;
+  const uint64_t end_vbn = (end + block - 1) / block;
+  Status s = pool_.map_->ForEachDataIn(
+      pool_.records_[slot_].root, first_vbn, end_vbn, [&](uint64_t vbn, const format::MapEntry&) {
+        const uint64_t data_start = std::max(vbn * block, offset_bytes);
+        add(data_start, true);
+        add(std::min((vbn + 1) * block, end), false);
+        return Status::OK();
+      });
+  if (!s.ok()) return s.WithContext("volume '" + name() + "'");
+  add(end, true);
+  return out;
+}
+
 Status Volume::SubmitAndWait(VolumeRequest& request) {
   bool done = false;
   Status result;

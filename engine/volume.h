@@ -25,6 +25,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "disk/io_stats.h"
 #include "disk/qos_limiter.h"
@@ -34,6 +35,13 @@ namespace snapdisk {
 
 class Pool;
 struct PendingIo;
+
+// A byte range of a volume.
+struct Extent {
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
+  bool zero = false;  // the range is a hole (trimmed) in the newer image
+};
 
 enum class VolumeOp : uint8_t { kRead, kWrite, kTrim, kWriteZeroes, kFlush };
 const char* VolumeOpName(VolumeOp op);
@@ -83,6 +91,13 @@ class Volume {
   Status Trim(uint64_t offset_bytes, uint64_t length_bytes);
   Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes);
   Status Flush();
+
+  // The allocation map of [offset, offset + length): extents in order that
+  // cover the range exactly, each either data (zero = false) or a hole that
+  // reads as zeros (zero = true), at block granularity and clipped to the
+  // range. Cost: O(mapped blocks in the range). For sparse copies (NBD
+  // BLOCK_STATUS, export). Reflects completed writes.
+  Result<std::vector<Extent>> MapExtents(uint64_t offset_bytes, uint64_t length_bytes);
 
   // Figures of the requests completed on this volume.
   IoStats& stats() { return stats_; }

@@ -39,6 +39,33 @@ TEST(PoolTest, CreateWriteReopenRead) {
   EXPECT_EQ(zeros, std::vector<std::byte>(4096));
 }
 
+TEST(PoolTest, MapExtentsDescribeHolesAndData) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 8 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(v->Write(8192, PatternBytes(1, 8192)).ok());  // blocks 2-3
+  ASSERT_TRUE(v->Write(kMiB, PatternBytes(2, 100)).ok());   // block 256, partially
+  auto all = v->MapExtents(0, 8 * kMiB);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 5u);
+  EXPECT_EQ((*all)[0].offset_bytes, 0u);
+  EXPECT_TRUE((*all)[0].zero);
+  EXPECT_EQ((*all)[1].offset_bytes, 8192u);
+  EXPECT_EQ((*all)[1].length_bytes, 8192u);
+  EXPECT_FALSE((*all)[1].zero);
+  EXPECT_EQ((*all)[3].offset_bytes, kMiB);
+  EXPECT_EQ((*all)[3].length_bytes, 4096u);
+  EXPECT_EQ((*all)[4].offset_bytes + (*all)[4].length_bytes, 8 * kMiB);
+  auto part = v->MapExtents(9000, 10);  // inside block 2
+  ASSERT_TRUE(part.ok());
+  ASSERT_EQ(part->size(), 1u);
+  EXPECT_EQ((*part)[0].offset_bytes, 9000u);
+  EXPECT_EQ((*part)[0].length_bytes, 10u);
+  EXPECT_FALSE((*part)[0].zero);
+  EXPECT_TRUE(v->MapExtents(8 * kMiB, 1).status().IsInvalidArgument());
+}
+
 TEST(PoolTest, UnalignedWritesReadModifyWrite) {
   auto dev = NewMemoryDevice(64 * kMiB);
   auto pool = MustCreatePool(*dev);
