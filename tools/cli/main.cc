@@ -11,6 +11,10 @@ int main(int argc, char** argv) {
   app.footer(snapdisk::cli::kExitCodeHelp);
   app.require_subcommand(1);
   int exit_code = snapdisk::cli::kExitOk;
+  snapdisk::cli::AddPoolCommands(app, exit_code);
+  snapdisk::cli::AddVolumeCommands(app, exit_code);
+  snapdisk::cli::AddSnapshotCommands(app, exit_code);
+  snapdisk::cli::AddServeCommand(app, exit_code);
   snapdisk::cli::AddExperimentCommand(app, exit_code);
   try {
     app.parse(argc, argv);
