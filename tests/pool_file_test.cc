@@ -82,3 +82,40 @@ TEST(PoolFileTest, TruncatedPoolIsCorruption) {
 
 }  // namespace
 }  // namespace snapdisk
+
+namespace snapdisk {
+namespace {
+
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st;
+  SNAPDISK_CHECK(::stat(path.c_str(), &st) == 0, "stat failed");
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// Trimmed space goes back to the file system once no snapshot holds it.
+TEST(PoolFileTest, TrimPunchesTheFileOnceNoSnapshotHoldsIt) {
+  testing::ScratchDir dir;
+  const std::string path = dir.File("pool");
+  auto pf = PoolFile::Create(path, 1ull << 30);
+  ASSERT_TRUE(pf.ok());
+  Pool& pool = (*pf)->pool();
+  ASSERT_TRUE(pool.CreateVolume("v", 256 << 20).ok());
+  Volume* v = *pool.OpenVolume("v");
+  ASSERT_TRUE(v->Write(0, testing::PatternBytes(3, 64 << 20)).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  const uint64_t full = AllocatedBytes(path);
+  EXPECT_GT(full, 64u << 20);
+  ASSERT_TRUE(pool.CreateSnapshot("v", "keep").ok());
+  ASSERT_TRUE(v->Trim(0, 64 << 20).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  EXPECT_GT(AllocatedBytes(path), 60u << 20) << "the snapshot still holds the data";
+  ASSERT_TRUE(pool.DeleteSnapshot("v", "keep").ok());
+  ASSERT_TRUE(pool.Commit().ok());
+  EXPECT_LT(AllocatedBytes(path), 8u << 20) << "trimmed blocks were not punched";
+  std::vector<std::byte> back(4096, std::byte{1});
+  ASSERT_TRUE(v->Read(1 << 20, back).ok());
+  EXPECT_EQ(back, std::vector<std::byte>(4096));
+}
+
+}  // namespace
+}  // namespace snapdisk
