@@ -38,6 +38,7 @@ Result<FsckReport> Fsck::Check(Pool& pool, const CheckProgress& progress) {
   const uint64_t end = space.high_water();
   FsckReport report;
   report.generation = pool.sb_.generation;
+  for (const std::string& w : pool.open_warnings_) report.problems.push_back({"superblock", 0, w});
   std::vector<uint32_t> expected(end - first, 0);
   std::vector<uint8_t> is_node(end - first, 0);
   uint64_t visited = 0;

@@ -112,11 +112,15 @@ Result<std::unique_ptr<Pool>> Pool::Create(BlockDevice& device, const PoolOption
   sb.created_unix_ns = static_cast<uint64_t>(pool->WallNowNs());
   pool->space_->Load(sb);
   pool->catalog_root_ = TreeRoot{{}, 1};
-  // Wipe both superblock slots first: an older pool on the same device must
-  // not win over the new one.
-  AlignedBuffer zeros(options.block_bytes);
-  for (uint64_t pbn : format::kSuperblockPbn) {
-    SNAPDISK_RETURN_IF_ERROR(device.Write(pbn * options.block_bytes, zeros.span()));
+  // Wipe every place a superblock slot can be (slot A at 0, slot B at one
+  // block of any block size) first: an older pool on the same device, of any
+  // block size, must not win over the new one.
+  AlignedBuffer zeros(format::kMinBlockBytes);
+  SNAPDISK_RETURN_IF_ERROR(device.Write(0, zeros.span()));
+  for (uint64_t bs = format::kMinBlockBytes; bs <= format::kMaxBlockBytes; bs *= 2) {
+    if (bs + zeros.size() <= device.size_bytes()) {
+      SNAPDISK_RETURN_IF_ERROR(device.Write(bs, zeros.span()));
+    }
   }
   pool->force_commit_ = true;
   SNAPDISK_RETURN_IF_ERROR(pool->Commit());
@@ -128,13 +132,17 @@ Result<std::unique_ptr<Pool>> Pool::Open(BlockDevice& device, const PoolOptions&
   // superblock, so a torn slot A means trying each possible block size.
   std::optional<format::Superblock> best;
   Status first_error;
+  Status read_error;
   AlignedBuffer buf(format::kMaxBlockBytes);
   const uint32_t read_bytes = std::max<uint32_t>(device.sector_size_bytes(), 4096);
   auto try_slot = [&](uint64_t offset, uint32_t expect_block_bytes) {
     if (offset + read_bytes > device.size_bytes()) return;
     Status s = device.Read(offset, buf.span().first(read_bytes));
     if (!s.ok()) {
-      if (first_error.ok()) first_error = s;
+      // A slot we cannot read may hold the newest state: opening the other
+      // one would silently roll the pool back. Only a slot that reads fine
+      // but is invalid may be skipped.
+      if (read_error.ok()) read_error = s;
       return;
     }
     auto sb = format::DecodeSuperblock(buf.span().first(read_bytes));
@@ -153,13 +161,33 @@ Result<std::unique_ptr<Pool>> Pool::Open(BlockDevice& device, const PoolOptions&
       try_slot(bs, bs);
     }
   }
+  if (!read_error.ok()) {
+    return read_error.WithContext(device.name() + ": reading a superblock");
+  }
   if (!best) {
-    if (first_error.IsIOError() || first_error.IsUnsupported()) return first_error;
+    if (first_error.IsUnsupported()) return first_error;
     return Status::Corruption(device.name() +
                               ": not a snapdisk pool, or both superblocks are damaged (" +
                               first_error.message() + ")");
   }
   const format::Superblock sb = *best;
+  // A superblock fits in one sector, and sector writes are atomic, so a crash
+  // never leaves a half-written one: a slot that holds something but is not a
+  // valid superblock has been damaged. Say so (the open itself goes on with
+  // the newest valid slot, which may be the previous commit).
+  std::vector<std::string> warnings;
+  for (int slot = 0; slot < 2; ++slot) {
+    const uint64_t offset = format::kSuperblockPbn[slot] * sb.block_bytes;
+    if (!device.Read(offset, buf.span().first(read_bytes)).ok()) continue;
+    const auto bytes = buf.span().first(format::kSuperblockBytes);
+    const bool blank =
+        std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
+    if (blank || format::DecodeSuperblock(buf.span().first(read_bytes)).ok()) continue;
+    warnings.push_back("superblock slot " + std::string(slot == 0 ? "A" : "B") + " (block " +
+                       std::to_string(format::kSuperblockPbn[slot]) +
+                       ") is damaged; the pool opened at generation " +
+                       std::to_string(sb.generation) + " from the other slot");
+  }
   if (sb.pool_blocks * sb.block_bytes > device.size_bytes()) {
     return Status::Corruption(device.name() + ": pool is truncated: it needs " +
                               std::to_string(sb.pool_blocks * sb.block_bytes) +
@@ -172,6 +200,7 @@ Result<std::unique_ptr<Pool>> Pool::Open(BlockDevice& device, const PoolOptions&
   }
   std::unique_ptr<Pool> pool(new Pool(device, options, sb.block_bytes, *geometry, sb.pool_blocks));
   pool->sb_ = sb;
+  pool->open_warnings_ = std::move(warnings);
   pool->space_->Load(sb);
   pool->catalog_root_ = TreeRoot{sb.catalog_root, sb.catalog_height};
   Status s = pool->LoadCatalog();
@@ -250,18 +279,15 @@ void Pool::FreeSlot(size_t slot) {
 }
 
 void Pool::MarkRecordDirty(size_t slot) {
-  dirty_record_blocks_.push_back(slot / (block_bytes_ / kRecordBytes));
+  dirty_record_blocks_.insert(slot / (block_bytes_ / kRecordBytes));
 }
 
 void Pool::MarkRootDirty(size_t slot) {
-  dirty_roots_.push_back(slot);
+  dirty_roots_.insert(slot);
   MarkRecordDirty(slot);
 }
 
 Status Pool::WriteCatalog() {
-  std::sort(dirty_record_blocks_.begin(), dirty_record_blocks_.end());
-  dirty_record_blocks_.erase(std::unique(dirty_record_blocks_.begin(), dirty_record_blocks_.end()),
-                             dirty_record_blocks_.end());
   const uint32_t per_block = block_bytes_ / kRecordBytes;
   AlignedBuffer block(block_bytes_);
   for (uint64_t vbn : dirty_record_blocks_) {
@@ -288,8 +314,12 @@ Status Pool::WriteCatalog() {
 }
 
 Status Pool::Fail(Status why) {
-  if (failure_.ok()) failure_ = why.WithContext("pool failed (reopen it)");
-  return failure_;
+  // The call that failed the pool reports what happened (its own code); every
+  // later call gets IOError: the pool must be reopened, and a NoSpace there
+  // must not invite a caller to free space and retry.
+  if (!failure_.ok()) return failure_;
+  failure_ = Status::IOError("pool failed (reopen it): " + why.ToString());
+  return why.WithContext("pool failed (reopen it)");
 }
 
 Status Pool::CheckHealthy() const {
@@ -299,21 +329,22 @@ Status Pool::CheckHealthy() const {
 
 Status Pool::Commit() {
   SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
-  Status s = CommitLocked();
+  Status s = CommitLocked(/*force=*/false);
   if (!s.ok()) return Fail(s);
   return s;
 }
 
-Status Pool::CommitLocked() {
+Status Pool::CommitLocked(bool force) {
   DrainDevice();
   SNAPDISK_RETURN_IF_ERROR(failure_);
-  const bool changed = force_commit_ || !dirty_roots_.empty() || !dirty_record_blocks_.empty() ||
-                       space_->dirty_blocks() > 0;
+  // Cooling blocks (freed by the last commit) are released by the next one:
+  // commit even when nothing else changed, so freed space shows up.
+  const bool changed = force || force_commit_ || !dirty_roots_.empty() ||
+                       !dirty_record_blocks_.empty() || space_->dirty_blocks() > 0 ||
+                       space_->cooling_blocks() > 0;
   if (!changed) return device_.Flush();  // nothing new, but completed writes must be durable
   force_commit_ = false;
   map_->BeginCommit();
-  std::sort(dirty_roots_.begin(), dirty_roots_.end());
-  dirty_roots_.erase(std::unique(dirty_roots_.begin(), dirty_roots_.end()), dirty_roots_.end());
   for (size_t slot : dirty_roots_) {
     if (records_[slot].id == 0) continue;
     SNAPDISK_RETURN_IF_ERROR(map_->WriteDirty(records_[slot].root));
@@ -370,6 +401,7 @@ PoolInfo Pool::Info() const {
     (r.kind == Kind::kVolume ? info.volumes : info.snapshots)++;
   }
   info.cache_bytes = cache_->cached_bytes();
+  info.warnings = open_warnings_;
   return info;
 }
 

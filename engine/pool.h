@@ -16,8 +16,10 @@
 // commit; until then a crash keeps it or loses it whole per block.
 //
 // Failure: if a device error or corruption interrupts an operation that was
-// changing metadata, the pool *fails*: every later call returns IOError
-// ("pool failed: ...; reopen it"), and the last commit on disk is intact.
+// changing metadata, the pool *fails*: that call returns its own error
+// (NoSpace, IOError, Corruption) prefixed "pool failed (reopen it)", every
+// later call returns IOError saying the same, and the last commit on disk is
+// intact.
 // Errors that leave memory consistent (bad arguments, not found, a read's
 // checksum mismatch, NoSpace before anything changed) do not fail the pool.
 //
@@ -36,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -81,6 +84,9 @@ struct PoolInfo {
   uint64_t volumes = 0;
   uint64_t snapshots = 0;
   uint64_t cache_bytes = 0;  // metadata cached now
+  // Problems Open noticed and worked around, e.g. a damaged superblock slot
+  // (the pool then opened at the previous commit). Fsck reports them too.
+  std::vector<std::string> warnings;
 };
 
 struct VolumeInfo {
@@ -107,7 +113,6 @@ struct SnapshotInfo {
   uint64_t exclusive_bytes = 0;
   uint64_t shared_bytes = 0;
 };
-
 
 class Pool {
  public:
@@ -210,7 +215,9 @@ class Pool {
        const format::SpaceMapGeometry& geometry, uint64_t pool_blocks);
   Status LoadCatalog();
   Status WriteCatalog();
-  Status CommitLocked();
+  // `force`: write a new generation even with nothing dirty (releases the
+  // blocks the previous commit freed; see SpaceMap).
+  Status CommitLocked(bool force);
   Status Fail(Status why);
   Status CheckHealthy() const;
   int64_t WallNowNs() const;
@@ -266,7 +273,9 @@ class Pool {
   // What a catalog operation may allocate: a tree grown to full height.
   static constexpr uint64_t kCatalogOpBlocks = format::kMaxTreeHeight + 2;
   uint64_t MetadataNeed(const TreeRoot& root, uint64_t blocks) const;
-  Status CheckRoom(uint64_t blocks) const;
+  // `freeing`: the operation gives space back (trim): it may dip into the
+  // commit's fixed margin, so a full pool can always be trimmed.
+  Status CheckRoom(uint64_t blocks, bool freeing = false) const;
   uint64_t metadata_reserved_ = 0;
   void FinishMutation(PendingIo* io);
   // Reads the mapped blocks [first, first+count) of `io` into `dest`
@@ -288,13 +297,14 @@ class Pool {
   bool force_commit_ = false;  // commit even with nothing dirty (a new pool)
 
   // The catalog, in memory: records by slot, and indexes.
+  std::vector<std::string> open_warnings_;
   std::vector<Record> records_;
   std::unordered_map<std::string, size_t> volume_by_name_;
   std::unordered_map<std::string, size_t> snapshot_by_key_;  // SnapshotKey() -> slot
   std::unordered_map<uint64_t, size_t> slot_by_id_;
   std::vector<size_t> free_slots_;
-  std::vector<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
-  std::vector<size_t> dirty_roots_;            // slots whose trees changed
+  std::set<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
+  std::set<size_t> dirty_roots_;            // slots whose trees changed
   TreeRoot catalog_root_;
 
   std::unordered_map<uint64_t, std::unique_ptr<Volume>> volumes_;  // open handles by id

@@ -169,8 +169,8 @@ Result<uint64_t> SpaceMap::AllocateRun(uint64_t max_count, uint64_t* count) {
   if (free_blocks() == 0) {
     return Status::NoSpace("pool is full (" + std::to_string(pool_blocks_) + " blocks of " +
                            std::to_string(block_bytes_) + " bytes, " +
-                           std::to_string(pending_free_.size()) +
-                           " freed blocks wait for the next commit)");
+                           std::to_string(freed_not_reusable_blocks()) +
+                           " freed blocks wait for a commit)");
   }
   // Then any free block, scanning from where the last scan stopped.
   const uint64_t data_blocks = pool_blocks_ - geometry_.first_data_block;
@@ -178,7 +178,7 @@ Result<uint64_t> SpaceMap::AllocateRun(uint64_t max_count, uint64_t* count) {
     uint64_t pbn = scan_cursor_;
     if (++scan_cursor_ >= pool_blocks_) scan_cursor_ = geometry_.first_data_block;
     SNAPDISK_ASSIGN_OR_RETURN(uint32_t * slot, CountSlot(pbn, false));
-    if (*slot != 0 || pending_free_.count(pbn)) continue;
+    if (*slot != 0 || pending_free_.count(pbn) || cooling_.count(pbn)) continue;
     SNAPDISK_ASSIGN_OR_RETURN(slot, CountSlot(pbn, true));
     *slot = 1;
     ++blocks_in_use_;
@@ -220,15 +220,19 @@ Status SpaceMap::WriteDirty() {
 
 std::vector<uint64_t> SpaceMap::CommitDone() {
   std::vector<uint64_t> punch;
-  punch.reserve(pending_free_.size() - pending_reuse_.size());
-  for (uint64_t pbn : pending_free_) {
-    if (pending_reuse_.count(pbn) && reuse_.size() < kMaxReuseBlocks) {
+  punch.reserve(cooling_.size() - cooling_reuse_.size());
+  const size_t reuse_before = reuse_.size();
+  for (uint64_t pbn : cooling_) {
+    if (cooling_reuse_.count(pbn) && reuse_.size() < kMaxReuseBlocks) {
       reuse_.push_back(pbn);
     } else {
       punch.push_back(pbn);
     }
   }
-  std::sort(reuse_.begin(), reuse_.end(), std::greater<uint64_t>());
+  if (reuse_.size() != reuse_before)
+    std::sort(reuse_.begin(), reuse_.end(), std::greater<uint64_t>());
+  cooling_ = std::move(pending_free_);
+  cooling_reuse_ = std::move(pending_reuse_);
   pending_free_.clear();
   pending_reuse_.clear();
   std::sort(punch.begin(), punch.end());

@@ -6,9 +6,11 @@
 // slot the last commit does not use, and the superblock written after it makes
 // the change durable.
 //
-// A block whose count falls to 0 is *pending free* until the transaction that
-// freed it has committed (the previous commit may still reference it):
-// Allocate never returns it before CommitDone().
+// A block whose count falls to 0 in transaction N is not handed out (nor
+// punched) until commit N+1 has completed: until commit N lands, the state of
+// commit N-1 references it; after that it *cools* for one more commit, so that
+// commit N-1's state stays whole on disk while N is the newest — if N's
+// superblock is ever unreadable, N-1 is a complete fallback.
 //
 // Errors: Corruption when a space-map block fails its checksum (naming level,
 // index and PBN); IOError from the device; NoSpace when no block is free.
@@ -63,18 +65,22 @@ class SpaceMap {
 
   // Writes every changed space-map block (leaves first) to its other slot.
   Status WriteDirty();
-  // The transaction has committed: the blocks it freed are free for reuse
-  // from now on. Returns those to punch out of the file (sorted).
+  // The transaction has committed: the blocks the previous one freed are free
+  // from now on, and this one's start cooling. Returns those to punch out of
+  // the file (sorted).
   std::vector<uint64_t> CommitDone();
 
   uint64_t blocks_in_use() const { return blocks_in_use_; }
+  // Blocks that can be allocated now (reuse_ holds free blocks: counted).
   uint64_t free_blocks() const {
-    return pool_blocks_ - geometry_.first_data_block - blocks_in_use_ - pending_free_.size();
-    // (reuse_ holds free blocks: they are counted as free.)
+    return pool_blocks_ - geometry_.first_data_block - blocks_in_use_ - pending_free_.size() -
+           cooling_.size();
   }
   uint64_t high_water() const { return high_water_; }
-  // Blocks freed in the open transaction (reusable after the commit).
-  uint64_t pending_free_blocks() const { return pending_free_.size(); }
+  // Blocks freed but not reusable yet: freed in the open transaction, or by
+  // the last commit (cooling). Commits make them reusable.
+  uint64_t freed_not_reusable_blocks() const { return pending_free_.size() + cooling_.size(); }
+  uint64_t cooling_blocks() const { return cooling_.size(); }
   uint64_t first_data_block() const { return geometry_.first_data_block; }
   uint64_t pool_blocks() const { return pool_blocks_; }
   size_t dirty_blocks() const;
@@ -102,6 +108,8 @@ class SpaceMap {
   uint64_t scan_cursor_ = 0;
   std::unordered_set<uint64_t> pending_free_;
   std::unordered_set<uint64_t> pending_reuse_;  // the kReuse part of pending_free_
+  std::unordered_set<uint64_t> cooling_;        // freed by the last commit
+  std::unordered_set<uint64_t> cooling_reuse_;  // the kReuse part of cooling_
   // Free blocks still allocated in the file, handed out first; sorted so the
   // back is the lowest PBN (runs come out in ascending order).
   std::vector<uint64_t> reuse_;

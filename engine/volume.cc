@@ -175,10 +175,9 @@ Result<std::vector<Extent>> Volume::MapExtents(uint64_t offset_bytes, uint64_t l
   SNAPDISK_RETURN_IF_ERROR(pool_.CheckHealthy());
   const uint64_t size = size_bytes();
   if (offset_bytes > size || length_bytes > size - offset_bytes) {
-    return Status::InvalidArgument("volume '" + name() + "': range at " +
-                                   std::to_string(offset_bytes) + " length " +
-                                   std::to_string(length_bytes) + " is beyond the end (" +
-                                   std::to_string(size) + " bytes)");
+    return Status::InvalidArgument(
+        "volume '" + name() + "': range at " + std::to_string(offset_bytes) + " length " +
+        std::to_string(length_bytes) + " is beyond the end (" + std::to_string(size) + " bytes)");
   }
   std::vector<Extent> out;
   const uint64_t end = offset_bytes + length_bytes;
@@ -439,7 +438,7 @@ void Pool::StartMutation(PendingIo* io) {
   if (user.op != VolumeOp::kWrite && aligned) {
     Record& record = RecordOf(volume);
     // Unmapping shadows at most the two edge paths of the range.
-    Status s = CheckRoom(2 * MetadataNeed(record.root, 1));
+    Status s = CheckRoom(2 * MetadataNeed(record.root, 1), /*freeing=*/true);
     if (s.ok()) {
       s = map_->Unmap(record.root, io->first_vbn, n);
       if (!s.ok()) s = Fail(s);
@@ -479,7 +478,7 @@ void Pool::StartBlockWrites(PendingIo* io) {
   io->stage = PendingIo::Stage::kWriteBlocks;
   const uint64_t metadata = MetadataNeed(RecordOf(*io->volume).root, n);
   if (Status room = CheckRoom(n + metadata); !room.ok()) {
-    if (space_->pending_free_blocks() > 0 && !io->waited_for_space) {
+    if (space_->freed_not_reusable_blocks() > 0 && !io->waited_for_space) {
       // Only blocks freed since the last commit are left: Poll commits, which
       // makes them reusable, and starts this write again.
       io->waited_for_space = true;
@@ -594,7 +593,13 @@ void Pool::Advance(PendingIo* io) {
 
 void Pool::RetrySpaceWaiters() {
   if (space_waiters_.empty()) return;
-  if (failure_.ok()) (void)Commit();  // frees what the last transaction released
+  // Blocks freed in the open transaction become reusable two commits later
+  // (see SpaceMap::CommitDone): commit twice if that is what it takes.
+  if (failure_.ok()) (void)Commit();
+  if (failure_.ok() && space_->cooling_blocks() > 0) {
+    Status s = CommitLocked(/*force=*/true);
+    if (!s.ok()) (void)Fail(s);
+  }
   std::vector<PendingIo*> waiting;
   waiting.swap(space_waiters_);
   for (PendingIo* io : waiting) {
@@ -612,20 +617,22 @@ uint64_t Pool::MetadataNeed(const TreeRoot& root, uint64_t blocks) const {
   return (blocks / map_->fanout() + 2) * root.height;
 }
 
-Status Pool::CheckRoom(uint64_t blocks) const {
+Status Pool::CheckRoom(uint64_t blocks, bool freeing) const {
   // What the next commit itself allocates: rewritten catalog blocks and the
-  // catalog tree nodes above them.
-  const uint64_t commit_need =
-      (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) + kCommitReserveBlocks;
+  // catalog tree nodes above them (plus a fixed margin, except for
+  // operations that free space).
+  const uint64_t commit_need = (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) +
+                               (freeing ? 0 : kCommitReserveBlocks);
   const uint64_t free = space_->free_blocks();
   if (free >= blocks + metadata_reserved_ + commit_need) return Status::OK();
-  return Status::NoSpace(
-      "pool is full: " + std::to_string(free) + " free blocks of " + std::to_string(block_bytes_) +
-      " bytes, " + std::to_string(blocks) + " needed, " +
-      std::to_string(metadata_reserved_ + commit_need) + " held for metadata" +
-      (space_->pending_free_blocks() > 0 ? ", " + std::to_string(space_->pending_free_blocks()) +
-                                               " freed blocks wait for the next commit"
-                                         : std::string()));
+  return Status::NoSpace("pool is full: " + std::to_string(free) + " free blocks of " +
+                         std::to_string(block_bytes_) + " bytes, " + std::to_string(blocks) +
+                         " needed, " + std::to_string(metadata_reserved_ + commit_need) +
+                         " held for metadata" +
+                         (space_->freed_not_reusable_blocks() > 0
+                              ? ", " + std::to_string(space_->freed_not_reusable_blocks()) +
+                                    " freed blocks wait for a commit"
+                              : std::string()));
 }
 
 void Pool::ProcessFinished() {

@@ -1,9 +1,10 @@
 // Helpers for the engine's fault-tolerance tests (engine_crash_test,
-// engine_fault_test): a seeded workload generator, an in-memory model of what
-// a pool must hold (volumes and snapshots as byte images), an oracle that
-// tracks what must survive a crash (the state at the last successful commit,
-// the state an interrupted commit may have landed, and every per-block
-// candidate in between), a checker that reopens a crashed image and verifies
+// engine_fault_test): a seeded workload generator (sequential and concurrent
+// requests, catalog operations, reopens), an in-memory model of what a pool
+// must hold (volumes and snapshots as byte images), an oracle that tracks what
+// may survive a crash (the state at the last successful flush/commit, every
+// state a later commit could have made durable, and per block every image it
+// may hold), a checker that reopens a crashed or failed image and verifies
 // every invariant against that oracle, and an independent walker of the
 // on-disk format (engine/FORMAT.md) that names every block the pool uses.
 //
@@ -67,7 +68,29 @@ inline std::unique_ptr<MemoryDevice> MakeDevice(uint64_t bytes, uint32_t sector_
 // per operation, and most operations change one volume.
 using ImagePtr = std::shared_ptr<const Image>;
 
-inline bool SameImage(const ImagePtr& a, const ImagePtr& b) { return a == b || *a == *b; }
+inline bool SameBytes(const Image& a, const Image& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
+}
+inline bool SameImage(const ImagePtr& a, const ImagePtr& b) { return a == b || SameBytes(*a, *b); }
+
+// Deterministic data for a write: the same (seed, length) gives the same
+// bytes. (Cheaper than PatternBytes' Mersenne Twister: the oracle makes every
+// write's data twice per run, and there are thousands of runs.)
+inline Image WriteData(uint64_t seed, uint64_t length) {
+  Image out(length);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+  size_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    x += 0x9E3779B97F4A7C15ULL;
+    uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    std::memcpy(out.data() + i, &z, 8);
+  }
+  for (; i < length; ++i) out[i] = static_cast<std::byte>(x >> (8 * (i % 8)));
+  return out;
+}
 
 struct ModelState {
   std::map<std::string, ImagePtr> volumes;    // name -> contents (size = image size)
@@ -93,8 +116,10 @@ inline std::string SnapKey(const std::string& volume, const std::string& snapsho
 // Volume and snapshot names with their sizes: what the catalog says.
 inline std::string CatalogOf(const ModelState& m) {
   std::string out;
-  for (const auto& [name, image] : m.volumes) out += name + ":" + std::to_string(image->size()) + " ";
-  for (const auto& [key, image] : m.snapshots) out += key + ":" + std::to_string(image->size()) + " ";
+  for (const auto& [name, image] : m.volumes)
+    out += name + ":" + std::to_string(image->size()) + " ";
+  for (const auto& [key, image] : m.snapshots)
+    out += key + ":" + std::to_string(image->size()) + " ";
   return out.empty() ? "(empty)" : out;
 }
 
@@ -116,19 +141,32 @@ enum class OpKind : uint8_t {
 
 inline const char* OpKindName(OpKind k) {
   switch (k) {
-    case OpKind::kCreateVolume: return "create-volume";
-    case OpKind::kDeleteVolume: return "delete-volume";
-    case OpKind::kGrow: return "grow";
-    case OpKind::kWrite: return "write";
-    case OpKind::kTrim: return "trim";
-    case OpKind::kWriteZeroes: return "write-zeroes";
-    case OpKind::kFlush: return "flush";
-    case OpKind::kCommit: return "commit";
-    case OpKind::kReopen: return "reopen";
-    case OpKind::kCreateSnapshot: return "snapshot";
-    case OpKind::kDeleteSnapshot: return "delete-snapshot";
-    case OpKind::kClone: return "clone";
-    case OpKind::kRollback: return "rollback";
+    case OpKind::kCreateVolume:
+      return "create-volume";
+    case OpKind::kDeleteVolume:
+      return "delete-volume";
+    case OpKind::kGrow:
+      return "grow";
+    case OpKind::kWrite:
+      return "write";
+    case OpKind::kTrim:
+      return "trim";
+    case OpKind::kWriteZeroes:
+      return "write-zeroes";
+    case OpKind::kFlush:
+      return "flush";
+    case OpKind::kCommit:
+      return "commit";
+    case OpKind::kReopen:
+      return "reopen";
+    case OpKind::kCreateSnapshot:
+      return "snapshot";
+    case OpKind::kDeleteSnapshot:
+      return "delete-snapshot";
+    case OpKind::kClone:
+      return "clone";
+    case OpKind::kRollback:
+      return "rollback";
   }
   return "?";
 }
@@ -139,15 +177,24 @@ struct WorkloadOp {
   std::string snapshot;  // snapshot ops, clone, rollback
   std::string target;    // clone: the new volume
   uint64_t offset = 0;
-  uint64_t length = 0;   // write/trim: bytes; create/grow: the volume size
+  uint64_t length = 0;  // write/trim: bytes; create/grow: the volume size
   uint64_t data_seed = 0;
+  // Data ops only: submitted together with the next op, all in flight at
+  // once (Volume::Submit), then polled to completion.
+  bool join_next = false;
 };
+
+inline bool IsDataOp(OpKind k) {
+  return k == OpKind::kWrite || k == OpKind::kTrim || k == OpKind::kWriteZeroes;
+}
 
 inline std::string Describe(const WorkloadOp& op) {
   std::string out = std::string(OpKindName(op.kind)) + " " + op.volume;
   switch (op.kind) {
     case OpKind::kCreateVolume:
-    case OpKind::kGrow: out += " size " + std::to_string(op.length); break;
+    case OpKind::kGrow:
+      out += " size " + std::to_string(op.length);
+      break;
     case OpKind::kWrite:
     case OpKind::kTrim:
     case OpKind::kWriteZeroes:
@@ -155,10 +202,16 @@ inline std::string Describe(const WorkloadOp& op) {
       break;
     case OpKind::kCreateSnapshot:
     case OpKind::kDeleteSnapshot:
-    case OpKind::kRollback: out += "@" + op.snapshot; break;
-    case OpKind::kClone: out += "@" + op.snapshot + " -> " + op.target; break;
-    default: break;
+    case OpKind::kRollback:
+      out += "@" + op.snapshot;
+      break;
+    case OpKind::kClone:
+      out += "@" + op.snapshot + " -> " + op.target;
+      break;
+    default:
+      break;
   }
+  if (op.join_next) out += " (concurrent with the next)";
   return out;
 }
 
@@ -197,7 +250,7 @@ inline bool ApplyOp(const WorkloadOp& op, ModelState* m) {
       if (!has_volume || op.offset + op.length > vol->second->size()) return false;
       auto img = std::make_shared<Image>(*vol->second);
       if (op.kind == OpKind::kWrite) {
-        Image data = PatternBytes(op.data_seed, op.length);
+        Image data = WriteData(op.data_seed, op.length);
         std::copy(data.begin(), data.end(), img->begin() + op.offset);
       } else {
         std::fill(img->begin() + op.offset, img->begin() + op.offset + op.length, std::byte{0});
@@ -205,9 +258,11 @@ inline bool ApplyOp(const WorkloadOp& op, ModelState* m) {
       vol->second = std::move(img);
       return true;
     }
-    case OpKind::kFlush: return has_volume;
+    case OpKind::kFlush:
+      return has_volume;
     case OpKind::kCommit:
-    case OpKind::kReopen: return true;
+    case OpKind::kReopen:
+      return true;
     case OpKind::kCreateSnapshot:
       if (!has_volume || has_snapshot) return false;
       m->snapshots[SnapKey(op.volume, op.snapshot)] = vol->second;
@@ -239,13 +294,16 @@ inline bool ApplyOp(const WorkloadOp& op, ModelState* m) {
 inline Status ExecuteOp(Pool& pool, const WorkloadOp& op) {
   auto volume = [&]() -> Result<Volume*> { return pool.OpenVolume(op.volume); };
   switch (op.kind) {
-    case OpKind::kCreateVolume: return pool.CreateVolume(op.volume, op.length).status();
-    case OpKind::kDeleteVolume: return pool.DeleteVolume(op.volume);
-    case OpKind::kGrow: return pool.GrowVolume(op.volume, op.length);
+    case OpKind::kCreateVolume:
+      return pool.CreateVolume(op.volume, op.length).status();
+    case OpKind::kDeleteVolume:
+      return pool.DeleteVolume(op.volume);
+    case OpKind::kGrow:
+      return pool.GrowVolume(op.volume, op.length);
     case OpKind::kWrite: {
       auto v = volume();
       if (!v.ok()) return v.status();
-      Image data = PatternBytes(op.data_seed, op.length);
+      Image data = WriteData(op.data_seed, op.length);
       return (*v)->Write(op.offset, data);
     }
     case OpKind::kTrim:
@@ -260,12 +318,18 @@ inline Status ExecuteOp(Pool& pool, const WorkloadOp& op) {
       if (!v.ok()) return v.status();
       return (*v)->Flush();
     }
-    case OpKind::kCommit: return pool.Commit();
-    case OpKind::kReopen: return Status::InvalidArgument("reopen needs RunWorkload's device");
-    case OpKind::kCreateSnapshot: return pool.CreateSnapshot(op.volume, op.snapshot).status();
-    case OpKind::kDeleteSnapshot: return pool.DeleteSnapshot(op.volume, op.snapshot);
-    case OpKind::kClone: return pool.Clone(op.volume, op.snapshot, op.target).status();
-    case OpKind::kRollback: return pool.Rollback(op.volume, op.snapshot);
+    case OpKind::kCommit:
+      return pool.Commit();
+    case OpKind::kReopen:
+      return Status::InvalidArgument("reopen needs RunWorkload's device");
+    case OpKind::kCreateSnapshot:
+      return pool.CreateSnapshot(op.volume, op.snapshot).status();
+    case OpKind::kDeleteSnapshot:
+      return pool.DeleteSnapshot(op.volume, op.snapshot);
+    case OpKind::kClone:
+      return pool.Clone(op.volume, op.snapshot, op.target).status();
+    case OpKind::kRollback:
+      return pool.Rollback(op.volume, op.snapshot);
   }
   return Status::InvalidArgument("unknown op");
 }
@@ -283,6 +347,9 @@ struct WorkloadSpec {
   // pools so small that the allocator runs past the high-water mark and
   // reuses freed blocks.
   uint64_t max_volume_blocks = 0;
+  // The device holds back some completions (FaultDevice latency rules on a
+  // ManualClock), so requests complete out of submission order.
+  bool reorder = false;
 
   PoolOptions pool_options() const {
     PoolOptions o;
@@ -295,7 +362,8 @@ struct WorkloadSpec {
     return "workload seed " + std::to_string(seed) + " (block " + std::to_string(block_bytes) +
            ", sector " + std::to_string(sector_bytes) + ", cache " +
            std::to_string(cache_bytes / block_bytes) + " blocks, device " +
-           std::to_string(device_bytes / block_bytes) + " blocks, " + std::to_string(ops) + " ops)";
+           std::to_string(device_bytes / block_bytes) + " blocks, " + std::to_string(ops) + " ops" +
+           (reorder ? ", out-of-order completions" : "") + ")";
   }
 };
 
@@ -325,12 +393,15 @@ inline std::vector<WorkloadOp> GenerateWorkload(const WorkloadSpec& spec) {
       return bs * (1 + rand(spec.max_volume_blocks)) - (rand(3) == 0 ? 512 * rand(bs / 512) : 0);
     }
     switch (rand(5)) {
-      case 0: return bs * (1 + rand(6)) + 512 * rand(bs / 512);  // maybe a partial last block
-      case 1: return bs * (4 + rand(24));
+      case 0:
+        return bs * (1 + rand(6)) + 512 * rand(bs / 512);  // maybe a partial last block
+      case 1:
+        return bs * (4 + rand(24));
       case 2:
         if (tall_ok) return bs * fanout + bs * (1 + rand(3));  // two map levels
         return bs * 32;
-      default: return bs * (8 + rand(8));
+      default:
+        return bs * (8 + rand(8));
     }
   };
   auto snaps_of = [&](const std::string& vol) {
@@ -404,7 +475,8 @@ inline std::vector<WorkloadOp> GenerateWorkload(const WorkloadSpec& spec) {
         op.kind = OpKind::kGrow;
         op.volume = vol;
         op.length = size + bs * rand(4) + 512 * (1 + rand(4));
-        if (tall_ok && rand(4) == 0 && size < bs * fanout) op.length = bs * fanout + bs * (1 + rand(2));
+        if (tall_ok && rand(4) == 0 && size < bs * fanout)
+          op.length = bs * fanout + bs * (1 + rand(2));
         if (spec.max_volume_blocks > 0) {
           if (size + 512 > spec.max_volume_blocks * bs) continue;
           op.length = std::min(op.length, spec.max_volume_blocks * bs);
@@ -416,7 +488,21 @@ inline std::vector<WorkloadOp> GenerateWorkload(const WorkloadSpec& spec) {
       }
     }
     SNAPDISK_CHECK(ApplyOp(op, &m), "generated an op that does not apply");
+    const bool data = IsDataOp(op.kind);
     ops.push_back(std::move(op));
+    // Sometimes several data ops in flight at once (maybe overlapping).
+    if (data && rand(4) == 0 && static_cast<int>(ops.size()) + 1 < spec.ops) {
+      const uint64_t extra = 1 + rand(3);
+      for (uint64_t j = 0; j < extra && static_cast<int>(ops.size()) < spec.ops; ++j) {
+        const std::string vol = rand(2) ? ops.back().volume : pick(m.volumes);
+        WorkloadOp more =
+            data_op(rand(3) ? OpKind::kWrite : (rand(2) ? OpKind::kTrim : OpKind::kWriteZeroes),
+                    vol, rand(2) ? 2 : 6);
+        SNAPDISK_CHECK(ApplyOp(more, &m), "generated an op that does not apply");
+        ops.back().join_next = true;
+        ops.push_back(std::move(more));
+      }
+    }
   }
   return ops;
 }
@@ -442,7 +528,8 @@ class CrashOracle {
 
   // Records that `op` returned `status`; `healthy_before`/`healthy_after` are
   // the pool's health around the call.
-  void Record(const WorkloadOp& op, const Status& status, bool healthy_before, bool healthy_after) {
+  void Record(const WorkloadOp& op, const Status& status, bool healthy_before,
+              bool /*healthy_after*/) {
     if (!status.ok()) ++failed_ops_;
     if (!status.ok() && !healthy_before) {
       // Documented: once failed, every call returns IOError "pool failed ...".
@@ -456,13 +543,14 @@ class CrashOracle {
       }
       return;
     }
-    if (status.ok() && (!healthy_before || !healthy_after)) {
+    if (status.ok() && !healthy_before) {
       Violation("'" + Describe(op) + "' returned OK on a failed pool");
     }
     ModelState next = live_;
     if (!ApplyOp(op, &next)) {
       // Cannot apply here: an earlier op it depends on failed.
-      if (status.ok()) Violation("'" + Describe(op) + "' returned OK but its target does not exist");
+      if (status.ok())
+        Violation("'" + Describe(op) + "' returned OK but its target does not exist");
       return;
     }
     if (!status.ok()) {
@@ -475,6 +563,62 @@ class CrashOracle {
     } else if (!(live_ == states_.back())) {
       states_.push_back(live_);
       AddHistory(live_);
+    }
+  }
+
+  // Records a batch of data ops that were in flight together. Requests that
+  // do not overlap (in blocks of `block_bytes`, on one volume) may be applied
+  // in any order, so a commit during the batch may hold any subset of the
+  // successful ones that is closed under "an earlier overlapping request
+  // comes first".
+  void RecordBatch(const std::vector<WorkloadOp>& ops, const std::vector<Status>& statuses,
+                   bool healthy_before, bool healthy_after, uint64_t block_bytes) {
+    std::vector<const WorkloadOp*> done;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (!statuses[i].ok()) {
+        ++failed_ops_;
+        if (!healthy_before) {
+          Record(ops[i], statuses[i], healthy_before, healthy_after);  // the failed-pool check
+          --failed_ops_;
+          continue;
+        }
+        ModelState alone = live_;
+        if (ApplyOp(ops[i], &alone)) AddHistory(alone);  // all-old or all-new per block
+        continue;
+      }
+      if (!healthy_before) Violation("'" + Describe(ops[i]) + "' returned OK on a failed pool");
+      done.push_back(&ops[i]);
+    }
+    auto overlaps = [&](const WorkloadOp& a, const WorkloadOp& b) {
+      if (a.volume != b.volume) return false;
+      const uint64_t a0 = a.offset / block_bytes,
+                     a1 = (a.offset + a.length + block_bytes - 1) / block_bytes;
+      const uint64_t b0 = b.offset / block_bytes,
+                     b1 = (b.offset + b.length + block_bytes - 1) / block_bytes;
+      return a0 < b1 && b0 < a1;
+    };
+    const ModelState start = live_;
+    const size_t n = done.size();
+    for (uint64_t mask = 1; mask < (uint64_t{1} << n); ++mask) {
+      bool closed = true;
+      for (size_t j = 0; j < n && closed; ++j) {
+        if (!(mask >> j & 1)) continue;
+        for (size_t i = 0; i < j && closed; ++i) {
+          if (!(mask >> i & 1) && overlaps(*done[i], *done[j])) closed = false;
+        }
+      }
+      if (!closed) continue;
+      ModelState st = start;
+      for (size_t j = 0; j < n; ++j) {
+        if (mask >> j & 1) ApplyOp(*done[j], &st);
+      }
+      if (mask + 1 == (uint64_t{1} << n)) live_ = st;
+      bool known = false;
+      for (const ModelState& k : states_) known = known || k == st;
+      if (!known) {
+        states_.push_back(st);
+        AddHistory(st);
+      }
     }
   }
 
@@ -514,13 +658,58 @@ class CrashOracle {
   bool reported_failed_code_ = false;
 };
 
+// Submits ops[begin, end) (data ops) all at once and polls until every one
+// completed; their statuses are appended to `out`.
+inline void ExecuteBatch(Pool& pool, const std::vector<WorkloadOp>& ops, size_t begin, size_t end,
+                         std::vector<Status>* out) {
+  const size_t n = end - begin;
+  std::vector<VolumeRequest> requests(n);
+  std::vector<Image> buffers(n);
+  std::vector<Status> statuses(n);
+  std::vector<bool> pending(n, false);
+  size_t in_flight = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const WorkloadOp& op = ops[begin + i];
+    auto v = pool.OpenVolume(op.volume);
+    if (!v.ok()) {
+      statuses[i] = v.status();
+      continue;
+    }
+    VolumeRequest& r = requests[i];
+    r.op = op.kind == OpKind::kWrite  ? VolumeOp::kWrite
+           : op.kind == OpKind::kTrim ? VolumeOp::kTrim
+                                      : VolumeOp::kWriteZeroes;
+    r.offset_bytes = op.offset;
+    r.length_bytes = op.length;
+    if (op.kind == OpKind::kWrite) {
+      buffers[i] = WriteData(op.data_seed, op.length);
+      r.data = buffers[i].data();
+    }
+    r.on_complete = [&statuses, &pending, &in_flight, i](VolumeRequest&, const Status& s) {
+      statuses[i] = s;
+      pending[i] = false;
+      --in_flight;
+    };
+    Status s = (*v)->Submit(r);
+    if (!s.ok()) {
+      statuses[i] = s;
+      continue;
+    }
+    pending[i] = true;
+    ++in_flight;
+  }
+  while (in_flight > 0) pool.Poll(1);
+  for (Status& s : statuses) out->push_back(std::move(s));
+}
+
 // Runs every op of the workload, whatever fails, feeding the oracle. A
 // reopen closes the pool (a commit) and opens it again on `device`; if either
 // fails, the workload stops there (`pool` may then be null).
-inline void RunWorkload(std::unique_ptr<Pool>& pool, BlockDevice& device, const PoolOptions& options,
-                        const std::vector<WorkloadOp>& ops, CrashOracle* oracle,
-                        std::vector<Status>* statuses = nullptr) {
-  for (const WorkloadOp& op : ops) {
+inline void RunWorkload(std::unique_ptr<Pool>& pool, BlockDevice& device,
+                        const PoolOptions& options, const std::vector<WorkloadOp>& ops,
+                        CrashOracle* oracle, std::vector<Status>* statuses = nullptr) {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const WorkloadOp& op = ops[i];
     const bool before = pool->health().ok();
     Status s;
     bool stop = false;
@@ -540,6 +729,16 @@ inline void RunWorkload(std::unique_ptr<Pool>& pool, BlockDevice& device, const 
       // the workload on a durable state.
       oracle->Record(op, closed_ok ? Status::OK() : s, before, closed_ok);
       stop = !pool;
+    } else if (op.join_next || (i > 0 && ops[i - 1].join_next)) {
+      size_t end = i + 1;
+      while (end < ops.size() && ops[end - 1].join_next) ++end;
+      std::vector<Status> batch;
+      ExecuteBatch(*pool, ops, i, end, &batch);
+      oracle->RecordBatch(std::vector<WorkloadOp>(ops.begin() + i, ops.begin() + end), batch,
+                          before, pool->health().ok(), pool->block_bytes());
+      if (statuses) statuses->insert(statuses->end(), batch.begin(), batch.end());
+      i = end - 1;
+      continue;
     } else {
       s = ExecuteOp(*pool, op);
       oracle->Record(op, s, before, pool->health().ok());
@@ -604,12 +803,18 @@ enum class BlockRole : uint8_t {
 
 inline const char* BlockRoleName(BlockRole r) {
   switch (r) {
-    case BlockRole::kSuperblock: return "superblock";
-    case BlockRole::kSpaceMap: return "space-map";
-    case BlockRole::kCatalogNode: return "catalog-node";
-    case BlockRole::kCatalogData: return "catalog-block";
-    case BlockRole::kMapNode: return "map-node";
-    case BlockRole::kData: return "data";
+    case BlockRole::kSuperblock:
+      return "superblock";
+    case BlockRole::kSpaceMap:
+      return "space-map";
+    case BlockRole::kCatalogNode:
+      return "catalog-node";
+    case BlockRole::kCatalogData:
+      return "catalog-block";
+    case BlockRole::kMapNode:
+      return "map-node";
+    case BlockRole::kData:
+      return "data";
   }
   return "?";
 }
@@ -629,7 +834,7 @@ struct LayoutRecord {
 struct LayoutOwner {
   std::string record;  // LayoutRecord::display
   bool is_volume = false;
-  int level = -1;      // -1 data
+  int level = -1;  // -1 data
   uint64_t first_vbn = 0;
   uint64_t vbn_count = 0;
 };
@@ -664,13 +869,13 @@ inline void WalkTree(BlockDevice& dev, PoolLayout* L, const format::MapEntry& re
   uint64_t span = 1;
   for (int i = 0; i <= level; ++i) span *= fanout;  // VBNs under this ref (level -1: 1)
   if (ref.pbn < L->first_data_block || ref.pbn >= L->high_water) {
-    L->problems.push_back(what + ": pointer to block " + std::to_string(ref.pbn) + " outside [first_data_block, high_water)");
+    L->problems.push_back(what + ": pointer to block " + std::to_string(ref.pbn) +
+                          " outside [first_data_block, high_water)");
     return;
   }
   L->live[ref.pbn] = level < 0 ? data_role : node_role;
   if (record) {
-    L->owners[ref.pbn].push_back(
-        {record->display, record->kind == 1, level, base_vbn, span});
+    L->owners[ref.pbn].push_back({record->display, record->kind == 1, level, base_vbn, span});
   }
   Image block;
   if (level < 0) {
@@ -688,8 +893,8 @@ inline void WalkTree(BlockDevice& dev, PoolLayout* L, const format::MapEntry& re
   const uint64_t child_span = span / fanout;
   for (uint64_t i = 0; i < fanout; ++i) {
     const format::MapEntry child = format::LoadMapEntry(block.data() + i * format::kMapEntryBytes);
-    WalkTree(dev, L, child, level - 1, base_vbn + i * child_span, node_role, data_role, record, what,
-             leaves);
+    WalkTree(dev, L, child, level - 1, base_vbn + i * child_span, node_role, data_role, record,
+             what, leaves);
   }
 }
 
@@ -719,7 +924,8 @@ inline Result<PoolLayout> ScanLayout(BlockDevice& dev, bool verify_data = false)
   if (best) {
     try_at(best->block_bytes, best->block_bytes, 1);
   } else {
-    for (uint32_t bs = format::kMinBlockBytes; bs <= format::kMaxBlockBytes; bs *= 2) try_at(bs, bs, 1);
+    for (uint32_t bs = format::kMinBlockBytes; bs <= format::kMaxBlockBytes; bs *= 2)
+      try_at(bs, bs, 1);
   }
   if (!best) return Status::Corruption("no valid superblock");
   const format::Superblock& sb = *best;
@@ -737,8 +943,8 @@ inline Result<PoolLayout> ScanLayout(BlockDevice& dev, bool verify_data = false)
   auto geometry = format::ComputeSpaceMapGeometry(sb.pool_blocks, bs);
   if (!geometry.ok()) return geometry.status();
   const format::SpaceMapGeometry& g = *geometry;
-  std::vector<format::SpaceMapEntry> entries(sb.space_map_top.begin(),
-                                             sb.space_map_top.begin() + g.blocks_at_level[g.height - 1]);
+  std::vector<format::SpaceMapEntry> entries(
+      sb.space_map_top.begin(), sb.space_map_top.begin() + g.blocks_at_level[g.height - 1]);
   Image block;
   for (int level = g.height - 1; level >= 0; --level) {
     std::vector<format::SpaceMapEntry> below(level > 0 ? g.blocks_at_level[level - 1] : 0);
@@ -753,7 +959,8 @@ inline Result<PoolLayout> ScanLayout(BlockDevice& dev, bool verify_data = false)
       }
       if (format::Checksum(block) != e.checksum) {
         L.problems.push_back("space map block (level " + std::to_string(level) + ", index " +
-                             std::to_string(i) + ") at " + std::to_string(pbn) + ": checksum mismatch");
+                             std::to_string(i) + ") at " + std::to_string(pbn) +
+                             ": checksum mismatch");
         continue;
       }
       for (uint64_t j = 0; level > 0 && j < g.entries_per_dir; ++j) {
@@ -801,8 +1008,8 @@ inline Result<PoolLayout> ScanLayout(BlockDevice& dev, bool verify_data = false)
   }
   for (const LayoutRecord& r : L.records) {
     std::vector<std::pair<uint64_t, format::MapEntry>> data;
-    WalkTree(dev, &L, r.root, r.height - 1, 0, BlockRole::kMapNode, BlockRole::kData, &r,
-             r.display, verify_data ? &data : nullptr);
+    WalkTree(dev, &L, r.root, r.height - 1, 0, BlockRole::kMapNode, BlockRole::kData, &r, r.display,
+             verify_data ? &data : nullptr);
     for (const auto& [vbn, e] : data) {
       if (!ReadBlock(dev, e.pbn, bs, &block).ok() || format::Checksum(block) != e.checksum) {
         L.problems.push_back(r.display + " block " + std::to_string(vbn) + " at " +
@@ -878,10 +1085,15 @@ struct RecoveryCheck {
 
 namespace recovery_internal {
 
-inline bool BlockMatches(const Image& actual, const Image& candidate, uint64_t begin, uint64_t end) {
-  for (uint64_t i = begin; i < end; ++i) {
-    const std::byte want = i < candidate.size() ? candidate[i] : std::byte{0};
-    if (actual[i] != want) return false;
+inline bool BlockMatches(const Image& actual, const Image& candidate, uint64_t begin,
+                         uint64_t end) {
+  const uint64_t common = std::min<uint64_t>(end, std::max<uint64_t>(begin, candidate.size()));
+  if (common > begin &&
+      std::memcmp(actual.data() + begin, candidate.data() + begin, common - begin) != 0) {
+    return false;
+  }
+  for (uint64_t i = common; i < end; ++i) {  // beyond the candidate's size: zeros
+    if (actual[i] != std::byte{0}) return false;
   }
   return true;
 }
@@ -930,10 +1142,9 @@ inline std::vector<std::string> CheckRecovered(MemoryDevice& dev, const PoolOpti
         }
         superblock = superblock && op.length_bytes <= format::kMaxBlockBytes;
         auto it = layout->live.find(op.offset_bytes / bs);
-        const bool catalog = op.offset_bytes % bs == 0 && op.length_bytes == bs &&
-                             it != layout->live.end() &&
-                             (it->second == BlockRole::kCatalogNode ||
-                              it->second == BlockRole::kCatalogData);
+        const bool catalog =
+            op.offset_bytes % bs == 0 && op.length_bytes == bs && it != layout->live.end() &&
+            (it->second == BlockRole::kCatalogNode || it->second == BlockRole::kCatalogData);
         ok = superblock || catalog;
       }
       if (!ok) {
@@ -982,8 +1193,8 @@ inline std::vector<std::string> CheckRecovered(MemoryDevice& dev, const PoolOpti
   if (!catalog_ok) {
     std::string expected;
     for (const ModelState& st : states) expected += "\n      " + CatalogOf(st);
-    errors.push_back("catalog is " + actual_catalog + "; expected the last commit's or a later one:" +
-                     expected);
+    errors.push_back("catalog is " + actual_catalog +
+                     "; expected the last commit's or a later one:" + expected);
   }
 
   // Volumes: per block, all-old or all-new.
@@ -1004,7 +1215,8 @@ inline std::vector<std::string> CheckRecovered(MemoryDevice& dev, const PoolOpti
     for (uint64_t begin = 0; begin < image->size(); begin += bs) {
       const uint64_t end = std::min<uint64_t>(image->size(), begin + bs);
       bool any = false;
-      for (const ImagePtr& candidate : h->second) any = any || BlockMatches(*image, *candidate, begin, end);
+      for (const ImagePtr& candidate : h->second)
+        any = any || BlockMatches(*image, *candidate, begin, end);
       if (!any && bad_blocks++ < 3) {
         errors.push_back("volume " + name + " block " + std::to_string(begin / bs) + " (offset " +
                          std::to_string(begin) + ") matches none of its " +
@@ -1049,8 +1261,10 @@ inline std::vector<std::string> CheckRecovered(MemoryDevice& dev, const PoolOpti
       auto it = oracle.durable().volumes.find(name);
       if (it == oracle.durable().volumes.end() || !SameImage(it->second, image)) diff += " " + name;
     }
-    errors.push_back("pool is not the state after any prefix of the operations (mixed state; "
-                     "volumes differing from the last commit:" + diff + ")");
+    errors.push_back(
+        "pool is not the state after any prefix of the operations (mixed state; "
+        "volumes differing from the last commit:" +
+        diff + ")");
   }
 
   if (what.reuse && errors.empty()) {
