@@ -47,7 +47,7 @@ Result<CachedBlock*> BlockMap::LoadNode(const MapEntry& ref) {
 }
 
 Result<CachedBlock*> BlockMap::NewNode(MapEntry* ref) {
-  SNAPDISK_ASSIGN_OR_RETURN(uint64_t pbn, space_.Allocate());
+  SNAPDISK_ASSIGN_OR_RETURN(uint64_t pbn, space_.AllocateMetadata());
   *ref = MapEntry{pbn, 0};  // the checksum is filled in at commit
   return cache_.Insert(pbn, /*dirty=*/true);
 }

@@ -301,7 +301,7 @@ Status Pool::WriteCatalog() {
     }
     MapEntry fresh;
     if (!empty) {
-      SNAPDISK_ASSIGN_OR_RETURN(fresh.pbn, space_->Allocate());
+      SNAPDISK_ASSIGN_OR_RETURN(fresh.pbn, space_->AllocateMetadata());
       fresh.checksum = format::Checksum(block.span());
       SNAPDISK_RETURN_IF_ERROR(device_.Write(fresh.pbn * block_bytes_, block.span()));
     }

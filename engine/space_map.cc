@@ -134,6 +134,30 @@ Result<uint64_t> SpaceMap::Allocate() {
   return AllocateRun(1, &count);
 }
 
+Result<uint64_t> SpaceMap::AllocateMetadata() {
+  while (metadata_next_ < metadata_end_) {
+    const uint64_t pbn = metadata_next_++;
+    SNAPDISK_ASSIGN_OR_RETURN(uint32_t * slot, CountSlot(pbn, false));
+    if (*slot != 0 || pending_free_.count(pbn) || cooling_.count(pbn)) continue;
+    SNAPDISK_ASSIGN_OR_RETURN(slot, CountSlot(pbn, true));
+    *slot = 1;
+    ++blocks_in_use_;
+    return pbn;
+  }
+  // A new chunk from never-used space, aligned to a leaf of counts.
+  const uint64_t chunk = geometry_.counts_per_leaf;
+  const uint64_t start = (high_water_ + chunk - 1) / chunk * chunk;
+  // Only while the pool has plenty of never-used space left: near the end,
+  // data needs it more than metadata needs locality.
+  if (start + chunk <= pool_blocks_ && pool_blocks_ - start >= 8 * chunk) {
+    high_water_ = start + chunk;  // blocks skipped below `start` stay free for the scan
+    metadata_next_ = start;
+    metadata_end_ = start + chunk;
+    return AllocateMetadata();
+  }
+  return Allocate();
+}
+
 Result<uint64_t> SpaceMap::AllocateRun(uint64_t max_count, uint64_t* count) {
   SNAPDISK_CHECK(max_count > 0, "empty allocation");
   // Blocks freed by overwrites first: still allocated in the file, so writing

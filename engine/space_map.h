@@ -59,6 +59,13 @@ class SpaceMap {
 
   // A free block, its count set to 1.
   Result<uint64_t> Allocate();
+  // A block for metadata (map nodes, catalog blocks), count set to 1. Taken
+  // from chunks of never-used space set aside for metadata, each chunk the
+  // span of one space-map leaf: siblings in a tree then share a leaf of
+  // counts, so shadowing a node (one more reference to each child) dirties a
+  // leaf or two instead of hundreds. Falls back to Allocate() when no chunk
+  // can be had.
+  Result<uint64_t> AllocateMetadata();
   // Up to `max_count` consecutive free blocks starting at the returned PBN
   // (at least 1), each with count 1. `*count` receives how many.
   Result<uint64_t> AllocateRun(uint64_t max_count, uint64_t* count);
@@ -106,6 +113,11 @@ class SpaceMap {
   uint64_t high_water_ = 0;
   uint64_t blocks_in_use_ = 0;
   uint64_t scan_cursor_ = 0;
+  // The current metadata chunk: [metadata_next_, metadata_end_). Its unused
+  // blocks are ordinary free blocks (below high_water_): if the pool is
+  // reopened they are simply found by the scan.
+  uint64_t metadata_next_ = 0;
+  uint64_t metadata_end_ = 0;
   std::unordered_set<uint64_t> pending_free_;
   std::unordered_set<uint64_t> pending_reuse_;  // the kReuse part of pending_free_
   std::unordered_set<uint64_t> cooling_;        // freed by the last commit
