@@ -12,6 +12,9 @@ namespace snapdisk::testing {
 ScratchDir::ScratchDir() {
   static std::atomic<int> counter{0};
   const char* base = std::getenv("SNAPDISK_TEST_TMPDIR");
+#ifdef SNAPDISK_TEST_TMPDIR_DEFAULT
+  if (base == nullptr) base = SNAPDISK_TEST_TMPDIR_DEFAULT;  // the build tree's test-tmp
+#endif
   std::filesystem::path root = base ? std::filesystem::path(base)
                                     : std::filesystem::temp_directory_path() / "snapdisk-tests";
   path_ = root / ("t" + std::to_string(getpid()) + "-" + std::to_string(counter++));

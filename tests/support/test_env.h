@@ -9,8 +9,9 @@
 
 namespace snapdisk::testing {
 
-// A fresh, empty directory for one test, under $SNAPDISK_TEST_TMPDIR (set by
-// ctest to the build tree) or the system temp dir; removed by the destructor.
+// A fresh, empty directory for one test, under $SNAPDISK_TEST_TMPDIR, else the
+// build tree's test-tmp (compiled in), else the system temp dir; removed by
+// the destructor.
 class ScratchDir {
  public:
   ScratchDir();

@@ -1,21 +1,36 @@
 // The snapdisk CLI's subcommands. Each Add*Command registers its subcommands
 // (options, --help text, callback) on the root app; a callback stores the
 // process exit code (exit_codes.h) in `exit_code`.
+//
+// Commands on a pool do their work through an Executor (command_context.h):
+// in the `snapdisk` process a LocalExecutor (which forwards to the pool's
+// server when one is running), inside the server the control socket's own.
+// So the same registration serves both: AddPoolCommandSet builds the command
+// tree the control server parses a forwarded command line with.
 #pragma once
 
 #include <CLI/CLI.hpp>
+
+#include "tools/cli/command_context.h"
 
 namespace snapdisk::cli {
 
 // experiment.cc: the disk experiment.
 void AddExperimentCommand(CLI::App& app, int& exit_code);
 // pool_commands.cc: pool create|info|fsck|scrub.
-void AddPoolCommands(CLI::App& app, int& exit_code);
+void AddPoolCommands(CLI::App& app, int& exit_code, Executor& executor);
 // volume_commands.cc: volume create|list|info|delete, import, export.
-void AddVolumeCommands(CLI::App& app, int& exit_code);
+void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor);
 // snapshot_commands.cc: snapshot create|list|delete|diff, clone, rollback.
-void AddSnapshotCommands(CLI::App& app, int& exit_code);
+void AddSnapshotCommands(CLI::App& app, int& exit_code, Executor& executor);
 // tools/nbd/serve_command.cc: serve (the NBD server).
 void AddServeCommand(CLI::App& app, int& exit_code);
+
+// Sets up `app` as the root of the pool commands (footer with the exit codes,
+// one subcommand required) and adds the pool, volume and snapshot commands.
+void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor);
+
+// The footer of every pool command's --help: sizes, exit codes, the server.
+std::string HelpFooter();
 
 }  // namespace snapdisk::cli

@@ -11,11 +11,12 @@ inline constexpr int kExitUsage = 2;          // bad command line
 inline constexpr int kExitNotFound = 3;
 inline constexpr int kExitBusy = 4;
 inline constexpr int kExitCorruption = 5;
-inline constexpr int kExitIoError = 6;  // I/O error or no space
+inline constexpr int kExitIoError = 6;        // I/O error or no space
+inline constexpr int kExitInterrupted = 130;  // Ctrl-C / SIGTERM (import, export undo their work)
 
 inline constexpr const char* kExitCodeHelp =
     "Exit codes: 0 success, 1 a check found problems, 2 bad usage, 3 not found,\n"
-    "4 busy, 5 corruption, 6 I/O error or no space.";
+    "4 busy, 5 corruption, 6 I/O error or no space, 130 interrupted.";
 
 // The exit code for a failed Status.
 inline int ExitCodeFor(const Status& s) {
@@ -31,10 +32,11 @@ inline int ExitCodeFor(const Status& s) {
     case StatusCode::kIOError:
     case StatusCode::kNoSpace:
       return kExitIoError;
+    case StatusCode::kCancelled:
+      return kExitInterrupted;
     case StatusCode::kInvalidArgument:
     case StatusCode::kAlreadyExists:
     case StatusCode::kUnsupported:
-    case StatusCode::kCancelled:
       return kExitUsage;
   }
   return kExitIoError;

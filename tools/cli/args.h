@@ -1,0 +1,40 @@
+// Parsing of the CLI's arguments: sizes ("64G"), names of volumes and
+// snapshots, "VOL@SNAP" references; and CLI11 validators built on them, so
+// that a bad argument is a usage error (exit 2) reported before any pool is
+// opened.
+//
+// Thread safety: pure functions.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "disk/status.h"
+
+namespace snapdisk::cli {
+
+// A size in bytes: digits, then optionally a binary unit K, M, G, T, P or E
+// (1K = 1024), case-insensitive, optionally followed by "B" or "iB"; or a
+// plain "B" for bytes. "64G", "512m", "4KiB", "1tb", "4096", "4096B".
+// InvalidArgument (naming the text) for anything else: empty, zero, signs,
+// fractions, spaces, unknown units, or a value that does not fit in 64 bits.
+Result<uint64_t> ParseSize(std::string_view text);
+
+// A snapshot reference "VOL@SNAP" (or just "VOL" when `snapshot_required` is
+// false, giving an empty snapshot). Both names are checked with ValidateName.
+struct VolumeRef {
+  std::string volume;
+  std::string snapshot;  // empty: the live volume
+};
+Result<VolumeRef> ParseVolumeRef(std::string_view text, bool snapshot_required);
+
+// CLI11 validators: an empty string when the value is good, else a message
+// (CLI11 prefixes it with the option's name).
+CLI::Validator SizeValidator();
+// `what`: "volume name" or "snapshot name".
+CLI::Validator NameValidator(const std::string& what);
+CLI::Validator VolumeRefValidator(bool snapshot_required);
+
+}  // namespace snapdisk::cli

@@ -1,0 +1,51 @@
+#include "tools/cli/command_context.h"
+
+#include "tools/cli/exit_codes.h"
+
+namespace snapdisk::cli {
+
+std::string CommandContext::ResolvePath(const std::string& path) const {
+  if (path.empty() || path[0] == '/' || cwd_.empty()) return path;
+  return cwd_ + "/" + path;
+}
+
+std::string ErrorMessage(const Status& status, const std::string& pool_path) {
+  std::string msg = status.message();
+  if (msg.empty()) msg = status.ToString();
+  for (char& c : msg) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  static constexpr std::string_view kMissing = "does not exist";
+  const bool catalog_object = msg.rfind("volume '", 0) == 0 || msg.rfind("snapshot '", 0) == 0;
+  if (status.IsNotFound() && catalog_object && !pool_path.empty() &&
+      msg.size() >= kMissing.size() &&
+      msg.compare(msg.size() - kMissing.size(), kMissing.size(), kMissing) == 0) {
+    msg += " in pool " + pool_path;
+  }
+  return msg;
+}
+
+nlohmann::ordered_json ErrorJson(const Status& status, const std::string& message) {
+  return {{"error",
+           {{"code", StatusCodeName(status.code())},
+            {"message", message},
+            {"exit_code", ExitCodeFor(status)}}}};
+}
+
+int CommandContext::Fail(const Status& status) const {
+  const std::string msg = ErrorMessage(status, pool_path_);
+  out_.ProgressEnd();
+  out_.Stderr("snapdisk: " + msg + "\n");
+  if (json_) PrintJson(ErrorJson(status, msg));
+  return ExitCodeFor(status);
+}
+
+void CommandContext::PrintJson(const nlohmann::ordered_json& doc) const {
+  out_.Stdout(doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
+}
+
+void CommandContext::Note(std::string_view text) const {
+  out_.Stderr("snapdisk: " + std::string(text) + "\n");
+}
+
+}  // namespace snapdisk::cli

@@ -1,0 +1,183 @@
+#include "tools/cli/report.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <ctime>
+
+namespace snapdisk::cli {
+
+namespace {
+constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  int unit = 0;
+  while (unit < 6 && bytes >= (uint64_t{1} << (10 * (unit + 1)))) ++unit;
+  if (unit == 0) return std::to_string(bytes) + " B";
+  const uint64_t scale = uint64_t{1} << (10 * unit);
+  char buf[64];
+  if (bytes % scale == 0) {
+    std::snprintf(buf, sizeof buf, "%" PRIu64 " %s", bytes / scale, kUnits[unit]);
+  } else {
+    const double v = static_cast<double>(bytes) / static_cast<double>(scale);
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[unit]);
+  }
+  return buf;
+}
+
+std::string ExactBytes(uint64_t bytes) {
+  int unit = 0;
+  while (unit < 6 && bytes != 0 && bytes % (uint64_t{1} << (10 * (unit + 1))) == 0) ++unit;
+  return std::to_string(bytes >> (10 * unit)) + " " + kUnits[unit];
+}
+
+std::string Rfc3339(int64_t unix_ns) {
+  int64_t secs = unix_ns / 1'000'000'000;
+  int64_t ns = unix_ns % 1'000'000'000;
+  if (ns < 0) {
+    ns += 1'000'000'000;
+    --secs;
+  }
+  const time_t t = static_cast<time_t>(secs);
+  struct tm tm_utc;
+  gmtime_r(&t, &tm_utc);
+  char buf[64];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm_utc);
+  std::snprintf(buf + n, sizeof buf - n, ".%09" PRId64 "Z", ns);
+  return buf;
+}
+
+std::string HumanTime(int64_t unix_ns) {
+  int64_t secs = unix_ns / 1'000'000'000;
+  if (unix_ns < 0 && unix_ns % 1'000'000'000 != 0) --secs;
+  const time_t t = static_cast<time_t>(secs);
+  struct tm tm_utc;
+  gmtime_r(&t, &tm_utc);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm_utc);
+  return buf;
+}
+
+std::string HumanSeconds(double seconds) {
+  char buf[64];
+  if (seconds < 1) {
+    std::snprintf(buf, sizeof buf, "%.0f ms", seconds * 1000);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f s", seconds);
+  }
+  return buf;
+}
+
+std::string Table::Render() const {
+  std::vector<size_t> width;
+  for (const auto& row : rows_) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  std::string out;
+  for (const auto& row : rows_) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      const bool right = c < right_.size() && right_[c];
+      const size_t pad = width[c] - row[c].size();
+      if (c > 0) line += "  ";
+      if (right) line.append(pad, ' ');
+      line += row[c];
+      if (!right && c + 1 < row.size()) line.append(pad, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& rows) {
+  size_t width = 0;
+  for (const auto& [k, v] : rows) width = std::max(width, k.size());
+  std::string out;
+  for (const auto& [k, v] : rows) {
+    out += k;
+    out.append(width - k.size() + 2, ' ');
+    out += v;
+    out += '\n';
+  }
+  return out;
+}
+
+nlohmann::ordered_json PoolInfoJson(const PoolInfo& info, const std::string& path) {
+  return {{"path", path},
+          {"block_bytes", info.block_bytes},
+          {"pool_bytes", info.pool_bytes},
+          {"used_bytes", info.used_bytes},
+          {"free_bytes", info.free_bytes},
+          {"metadata_bytes", info.metadata_bytes},
+          {"generation", info.generation},
+          {"volumes", info.volumes},
+          {"snapshots", info.snapshots}};
+}
+
+nlohmann::ordered_json VolumeJson(const VolumeInfo& info) {
+  return {{"name", info.name},
+          {"id", info.id},
+          {"size_bytes", info.size_bytes},
+          {"profile", EssdLevelName(info.profile)},
+          {"created", Rfc3339(info.created_unix_ns)},
+          {"created_unix_ns", info.created_unix_ns},
+          {"snapshots", info.snapshots},
+          {"lsn", info.lsn},
+          {"lineage", info.lineage},
+          {"origin", info.origin.empty() ? nlohmann::ordered_json(nullptr)
+                                         : nlohmann::ordered_json(info.origin)}};
+}
+
+nlohmann::ordered_json SnapshotJson(const SnapshotInfo& info) {
+  return {{"volume", info.volume},
+          {"name", info.name},
+          {"id", info.id},
+          {"size_bytes", info.size_bytes},
+          {"created", Rfc3339(info.created_unix_ns)},
+          {"created_unix_ns", info.created_unix_ns},
+          {"lsn", info.lsn},
+          {"exclusive_bytes", info.exclusive_bytes},
+          {"shared_bytes", info.shared_bytes}};
+}
+
+nlohmann::ordered_json FsckJson(const FsckReport& report) {
+  nlohmann::ordered_json problems = nlohmann::ordered_json::array();
+  for (const FsckProblem& p : report.problems) {
+    problems.push_back({{"kind", p.kind}, {"block", p.block}, {"detail", p.detail}});
+  }
+  return {{"clean", report.clean()},
+          {"generation", report.generation},
+          {"map_nodes", report.map_nodes},
+          {"data_blocks", report.data_blocks},
+          {"catalog_blocks", report.catalog_blocks},
+          {"blocks_in_use", report.blocks_in_use},
+          {"problems", problems}};
+}
+
+nlohmann::ordered_json ScrubJson(const ScrubReport& report) {
+  nlohmann::ordered_json problems = nlohmann::ordered_json::array();
+  for (const ScrubProblem& p : report.problems) {
+    problems.push_back({{"volume", p.volume},
+                        {"snapshot", p.snapshot.empty() ? nlohmann::ordered_json(nullptr)
+                                                        : nlohmann::ordered_json(p.snapshot)},
+                        {"offset_bytes", p.offset_bytes},
+                        {"block", p.block},
+                        {"detail", p.detail}});
+  }
+  return {{"clean", report.clean()},
+          {"blocks_read", report.blocks_read},
+          {"bytes_read", report.bytes_read},
+          {"problems", problems}};
+}
+
+nlohmann::ordered_json ExtentJson(const Extent& extent) {
+  return {{"offset_bytes", extent.offset_bytes},
+          {"length_bytes", extent.length_bytes},
+          {"zero", extent.zero}};
+}
+
+}  // namespace snapdisk::cli

@@ -1,0 +1,58 @@
+// How the CLI shows things: sizes and times for humans, aligned tables, and
+// the JSON objects of --json output (stable field names: sizes in bytes,
+// times as RFC 3339 UTC plus integer ns since the Unix epoch).
+//
+// Thread safety: pure functions; a Table is a value.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/fsck.h"
+#include "engine/pool.h"
+
+namespace snapdisk::cli {
+
+// "512 B", "4 KiB", "1.5 GiB": one decimal unless the value is a whole
+// number of its unit.
+std::string HumanBytes(uint64_t bytes);
+// The largest binary unit that represents `bytes` exactly: "1028 KiB",
+// "3 MiB", "4097 B" (for extents, where rounding would mislead).
+std::string ExactBytes(uint64_t bytes);
+// "2024-05-01T10:00:00.123456789Z" (RFC 3339, UTC, nanoseconds).
+std::string Rfc3339(int64_t unix_ns);
+// "2024-05-01 10:00:00 UTC" (seconds; for tables).
+std::string HumanTime(int64_t unix_ns);
+// "1.2 s", "350 ms".
+std::string HumanSeconds(double seconds);
+
+// A table with a header row; columns are left-aligned unless marked right.
+// Render() separates columns with two spaces, with no trailing spaces.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) : rows_{std::move(header)} {}
+  void RightAlign(size_t column) {
+    if (right_.size() <= column) right_.resize(column + 1, false);
+    right_[column] = true;
+  }
+  void AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  std::string Render() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+  std::vector<bool> right_;
+};
+
+// "key   value" lines with the keys padded to one width.
+std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& rows);
+
+nlohmann::ordered_json PoolInfoJson(const PoolInfo& info, const std::string& path);
+nlohmann::ordered_json VolumeJson(const VolumeInfo& info);
+nlohmann::ordered_json SnapshotJson(const SnapshotInfo& info);
+nlohmann::ordered_json FsckJson(const FsckReport& report);
+nlohmann::ordered_json ScrubJson(const ScrubReport& report);
+nlohmann::ordered_json ExtentJson(const Extent& extent);
+
+}  // namespace snapdisk::cli
