@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -209,7 +210,27 @@ Status FileDevice::InitRing() {
 FileDevice::~FileDevice() {
   if (ring_ != nullptr) DrainRing();
   ring_.reset();
+  if (event_fd_ >= 0) close(event_fd_);
   close(fd_);
+}
+
+int FileDevice::completion_event_fd() {
+  if (event_fd_ >= 0) return event_fd_;
+  const int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) return -1;
+  if (ring_ != nullptr && io_uring_register_eventfd(&ring_->ring, efd) != 0) {
+    close(efd);
+    return -1;
+  }
+  event_fd_ = efd;
+  SignalWork();  // whatever is already queued or finished needs a Poll
+  return event_fd_;
+}
+
+void FileDevice::SignalWork() {
+  if (event_fd_ < 0 || event_signalled_) return;
+  event_signalled_ = true;
+  (void)eventfd_write(event_fd_, 1);
 }
 
 void FileDevice::DrainRing() {
@@ -255,6 +276,7 @@ Status FileDevice::Submit(IoRequest& request) {
     slot.status = ExecuteSync(slot);
     ready_.push_back(index);
   }
+  if (!polling_) SignalWork();  // queued outside Poll: the next Poll must hand it over
   return Status::OK();
 }
 
@@ -301,9 +323,25 @@ void FileDevice::QueueSqe(uint32_t slot_index) {
 uint32_t FileDevice::Poll(uint32_t min_completions) {
   SNAPDISK_CHECK(!polling_, "Poll called from inside a completion callback");
   polling_ = true;
+  if (event_signalled_) {
+    // This Poll does the work the signal announced: take the signal back so
+    // the caller's loop does not wake up again just to read it. (A completion
+    // the kernel posts after this read signals anew.)
+    eventfd_t value;
+    (void)eventfd_read(event_fd_, &value);
+    event_signalled_ = false;
+  }
   const uint32_t target = std::min(min_completions, in_flight_);
   const uint32_t ran = ring_ != nullptr ? PollRing(target) : PollSync(target);
   polling_ = false;
+  if (event_fd_ >= 0) {
+    // Completions left in the CQ (completion_batch) or requests that callbacks
+    // queued in the last round would otherwise wait for an unrelated wakeup.
+    const bool left = ring_ != nullptr ? (io_uring_cq_ready(&ring_->ring) > 0 ||
+                                          io_uring_sq_ready(&ring_->ring) > 0)
+                                       : !ready_.empty();
+    if (left) SignalWork();
+  }
   return ran;
 }
 

@@ -114,6 +114,20 @@ class FileDevice final : public BlockDevice {
 
   const std::string& path() const { return path_; }
   bool direct_io() const { return options_.direct_io; }
+
+  // For event loops (the NBD server): a nonblocking eventfd that becomes
+  // readable whenever Poll(0) has work to do — the kernel posted a completion
+  // (registered with io_uring_register_eventfd), a request was queued by
+  // Submit outside Poll and not yet handed to the kernel, or a Poll left
+  // completions unreaped or queued requests unsubmitted. Use: wait for it
+  // (epoll), read it to reset it, then call Poll(0) — the device writes it at
+  // most once between two Polls, so reading it without polling can lose the
+  // wakeup for requests queued since. Poll reads it back when the device
+  // itself wrote it, so a loop that polls right after submitting is not
+  // woken again for nothing. Made on the first call (readable at once); the
+  // device owns and closes it. -1 when no eventfd can be made (then poll on
+  // a timer). Costs nothing until called.
+  int completion_event_fd();
   // False on the pread/pwrite fallback path.
   bool uses_io_uring() const { return ring_ != nullptr; }
 
@@ -163,6 +177,11 @@ class FileDevice final : public BlockDevice {
   std::vector<uint32_t> running_;  // fallback: swapped with ready_ while callbacks run
   uint32_t in_flight_ = 0;
   bool polling_ = false;  // callbacks must not call Poll
+  // completion_event_fd(): -1 until asked for; `event_signalled_` avoids
+  // writing it again before the next Poll.
+  int event_fd_ = -1;
+  bool event_signalled_ = false;
+  void SignalWork();
   IoStats stats_;
 };
 

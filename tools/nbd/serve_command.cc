@@ -1,7 +1,50 @@
-// Development scaffold while the NBD server is being written: registers
-// nothing. Replaced by the real `snapdisk serve`.
+// `snapdisk serve`: the NBD server (tools/nbd/nbd_server.h) on the command line.
+#include <memory>
+#include <string>
+
 #include "tools/cli/commands.h"
+#include "tools/cli/exit_codes.h"
+#include "tools/nbd/nbd_server.h"
 
 namespace snapdisk::cli {
-void AddServeCommand(CLI::App&, int&) {}
+
+void AddServeCommand(CLI::App& app, int& exit_code) {
+  auto opt = std::make_shared<nbd::ServerOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve",
+      "Serve a pool's volumes over NBD: every volume by name, every snapshot read-only as "
+      "VOL@SNAP (qemu-img, qemu-io, nbdcopy, nbdinfo, fio --ioengine=nbd)");
+  cmd->footer(
+      "Examples:\n"
+      "  snapdisk serve pool.img --socket /tmp/pool.sock\n"
+      "  qemu-img info 'nbd+unix:///db?socket=/tmp/pool.sock'\n"
+      "  nbdinfo --map 'nbd+unix:///db@nightly?socket=/tmp/pool.sock'\n"
+      "  snapdisk serve pool.img --port 10809      # TCP on 127.0.0.1\n\n"
+      "Exports: VOL (read-write), VOL@SNAP (read-only); the empty name means the pool's\n"
+      "only volume. Requests up to 32 MiB; flush and FUA commit the pool (every\n"
+      "connection sees them). Clients holding a volume make rollback and delete busy.\n\n"
+      "Prints one line to stderr when ready. While it runs, other snapdisk commands on the\n"
+      "pool go through its control socket (POOL.ctl). SIGTERM or SIGINT finishes the\n"
+      "requests in flight, commits the pool and exits 0.\n\n" +
+      std::string(kExitCodeHelp));
+  cmd->add_option("POOL", opt->pool_path, "Path of the pool file")->required();
+  auto* socket = cmd->add_option("--socket", opt->socket_path, "Listen on this Unix socket");
+  auto* port =
+      cmd->add_option("--port", opt->tcp_port, "Listen on this TCP port (0: any free port)")
+          ->check(CLI::Range(0, 65535));
+  socket->excludes(port);
+  cmd->add_option("--bind", opt->bind_address, "Address for --port")
+      ->capture_default_str()
+      ->needs(port);
+  cmd->add_option("--max-clients", opt->max_clients, "Connections served at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-requests", opt->max_requests_per_client,
+                  "Requests in flight per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  cmd->add_flag("--verbose", opt->verbose, "Log connections and client errors to stderr");
+  cmd->callback([opt, &exit_code] { exit_code = nbd::Serve(*opt); });
+}
+
 }  // namespace snapdisk::cli
