@@ -24,25 +24,17 @@
 
 #include "engine/pool_file.h"
 #include "engine/volume.h"
+#include "support/serve_process.h"
 #include "support/test_env.h"
 #include "tools/nbd/nbd_protocol.h"
 
 namespace snapdisk {
 namespace {
 
-constexpr uint64_t kImageBytes = 64 << 20;
+using testing::ServerProcess;
+using testing::SnapdiskBin;
 
-// $SNAPDISK_BIN, else the snapdisk binary of the build tree this test
-// binary belongs to (BUILD/tests/x -> BUILD/tools/snapdisk).
-std::string SnapdiskBin() {
-  const char* bin = std::getenv("SNAPDISK_BIN");
-  if (bin != nullptr && *bin != '\0') return bin;
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  const auto candidate = exe.parent_path().parent_path() / "tools" / "snapdisk";
-  return std::filesystem::exists(candidate, ec) ? candidate.string() : "";
-}
+constexpr uint64_t kImageBytes = 64 << 20;
 
 bool OnPath(const std::string& tool) {
   return std::system(("command -v " + tool + " >/dev/null 2>&1").c_str()) == 0;
@@ -80,62 +72,6 @@ int Shell(const std::string& cmd, std::string* output = nullptr) {
       GTEST_SKIP() << tool " is not installed (not on PATH); skipped"; \
     }                                                                  \
   } while (0)
-
-class ServerProcess {
- public:
-  ServerProcess(const std::string& pool, const std::string& socket, const std::string& log)
-      : log_(log) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 2);
-      const std::string bin = SnapdiskBin();
-      ::execl(bin.c_str(), bin.c_str(), "serve", pool.c_str(), "--socket", socket.c_str(),
-              static_cast<char*>(nullptr));
-      _exit(127);
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  std::string Log() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  bool WaitReady() {
-    for (int i = 0; i < 1000; ++i) {
-      if (Log().find("snapdisk: serving") != std::string::npos) return true;
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 3000; ++i) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-};
 
 // Holds an export open (NBD_OPT_GO), as any client would, without I/O.
 class HeldExport {
@@ -198,7 +134,8 @@ class NbdInteropTest : public ::testing::Test {
     ASSERT_TRUE((*pf)->pool().CreateVolume("vm", kImageBytes).ok());
     ASSERT_TRUE((*pf)->pool().CreateVolume("copy", kImageBytes).ok());
     ASSERT_TRUE((*pf)->Close().ok());
-    server_ = std::make_unique<ServerProcess>(pool_, socket_, dir_.File("server.log"));
+    server_ = std::make_unique<ServerProcess>(pool_, std::vector<std::string>{"--socket", socket_},
+                                              dir_.File("server.log"));
     ASSERT_TRUE(server_->WaitReady()) << server_->Log();
   }
   void TearDown() override {
