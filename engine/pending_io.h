@@ -25,7 +25,6 @@ struct PendingIo {
   Stage stage = Stage::kDone;
   uint64_t first_vbn = 0;
   uint64_t end_vbn = 0;         // one past the last block touched
-  bool holds_blocks = false;    // its VBNs are in the volume's busy set
   std::byte* blocks = nullptr;  // block-aligned data: the user's buffer or `bounce`
   AlignedBuffer bounce;         // for requests not aligned to blocks
   // Per block of [first_vbn, end_vbn): what the map said (reads) or the new

@@ -103,7 +103,6 @@ Status Volume::Submit(VolumeRequest& request) {
   io->volume = this;
   io->user = &request;
   io->status = Status::OK();
-  io->holds_blocks = false;
   io->device_pending = 0;
   io->submit_ns = SystemClock::Get().NowNs();
   io->complete_after_ns = 0;
@@ -432,7 +431,6 @@ void Pool::StartMutation(PendingIo* io) {
   Volume& volume = *io->volume;
   const VolumeRequest& user = *io->user;
   volume.busy_ranges_.emplace(io->first_vbn, io->end_vbn);
-  io->holds_blocks = true;
   const uint64_t n = io->block_count();
   const bool aligned = IsBlockAligned(user, block_bytes_);
   if (user.op != VolumeOp::kWrite && aligned) {
@@ -544,7 +542,6 @@ void Pool::FinishMutation(PendingIo* io) {
   io->metadata_reserved = 0;
   io->waited_for_space = false;
   volume.busy_ranges_.erase(io->first_vbn);
-  io->holds_blocks = false;
   CompleteIo(io, io->status);
   volume.StartDeferred();
 }

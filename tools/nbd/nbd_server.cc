@@ -841,45 +841,44 @@ void Connection::StartRequest(Slot* slot) {
     return Reject(slot, kEperm, "export '" + export_.name + "' is a read-only snapshot");
   }
   slot->fua = mutation && (r.flags & kCmdFlagFua) != 0;
-  const std::string where = std::string(CommandName(r.type)) + " at offset " +
-                            std::to_string(r.offset) + " length " + std::to_string(r.length);
+  // Only a rejected request needs its description: build it then, not on
+  // every request.
+  auto where = [&] {
+    return std::string(CommandName(r.type)) + " at offset " + std::to_string(r.offset) +
+           " length " + std::to_string(r.length);
+  };
   switch (r.type) {
     case kCmdRead:
-      if (!flags_ok(0)) return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+    case kCmdWrite: {
+      const bool read = r.type == kCmdRead;
+      if (!flags_ok(0))
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       if (r.length > max) {
         return Reject(slot, kEinval,
-                      where + ": longer than the " + std::to_string(max) + "-byte limit");
+                      where() + ": longer than the " + std::to_string(max) + "-byte limit");
       }
       if (!in_range) {
+        // proto.md: a read past the end is EINVAL, a write past the end ENOSPC.
         return Reject(
-            slot, kEinval,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
+            slot, read ? kEinval : kEnospc,
+            where() + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
       }
       if (r.length == 0) return server_.SlotDone(slot);
-      EnsureBuffer(slot, r.length);
-      return Submit(slot, VolumeOp::kRead, r.offset, r.length, slot->buffer.data());
-    case kCmdWrite:
-      if (!flags_ok(0)) return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
-      if (r.length > max) {
-        return Reject(slot, kEinval,
-                      where + ": longer than the " + std::to_string(max) + "-byte limit");
-      }
-      if (!in_range) {
-        return Reject(
-            slot, kEnospc,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
-      }
-      if (r.length == 0) return server_.SlotDone(slot);
-      return Submit(slot, VolumeOp::kWrite, r.offset, r.length, slot->buffer.data());
+      if (read) EnsureBuffer(slot, r.length);  // a write's payload is already in the buffer
+      return Submit(slot, read ? VolumeOp::kRead : VolumeOp::kWrite, r.offset, r.length,
+                    slot->buffer.data());
+    }
     case kCmdFlush:
-      if (!flags_ok(0)) return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+      if (!flags_ok(0))
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       return Submit(slot, VolumeOp::kFlush, 0, 0, nullptr);
     case kCmdTrim: {
-      if (!flags_ok(0)) return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+      if (!flags_ok(0))
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       if (!in_range) {
         return Reject(
             slot, kEinval,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
+            where() + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
       }
       // A trim is a hint: only whole blocks are given back.
       const uint64_t first = (r.offset + block_bytes_ - 1) / block_bytes_ * block_bytes_;
@@ -889,41 +888,42 @@ void Connection::StartRequest(Slot* slot) {
     }
     case kCmdWriteZeroes: {
       if (!flags_ok(kCmdFlagNoHole | kCmdFlagFastZero)) {
-        return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       }
       if (!in_range) {
         return Reject(
             slot, kEnospc,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
+            where() + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
       }
       const bool aligned = r.offset % block_bytes_ == 0 && r.length % block_bytes_ == 0;
       // Aligned zeroing only unmaps (fast whatever the length); unaligned
       // edges are a read-modify-write of one block each.
       if ((r.flags & kCmdFlagFastZero) != 0 && !aligned) {
-        return Reject(slot, kEnotsup, where + ": not block-aligned, so not faster than a write");
+        return Reject(slot, kEnotsup, where() + ": not block-aligned, so not faster than a write");
       }
       if (r.length == 0) return server_.SlotDone(slot);
       return Submit(slot, VolumeOp::kWriteZeroes, r.offset, r.length, nullptr);
     }
     case kCmdCache:
-      if (!flags_ok(0)) return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+      if (!flags_ok(0))
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       if (!in_range) {
         return Reject(
             slot, kEinval,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
+            where() + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
       }
       return server_.SlotDone(slot);  // a hint; the page cache does the rest
     case kCmdBlockStatus:
       if (!flags_ok(kCmdFlagReqOne)) {
-        return Reject(slot, kEinval, where + ": unsupported flags " + Hex(r.flags));
+        return Reject(slot, kEinval, where() + ": unsupported flags " + Hex(r.flags));
       }
       if (!structured_ || !base_allocation_) {
-        return Reject(slot, kEinval, where + ": no metadata context was negotiated");
+        return Reject(slot, kEinval, where() + ": no metadata context was negotiated");
       }
       if (!in_range || r.length == 0) {
         return Reject(
             slot, kEinval,
-            where + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
+            where() + ": beyond the end of the export (" + std::to_string(size) + " bytes)");
       }
       return BlockStatus(slot);
     default:
