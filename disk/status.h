@@ -31,6 +31,9 @@ enum class StatusCode : uint8_t {
   kUnsupported = 7,
   kAlreadyExists = 8,
   kCancelled = 9,
+  // Refused by a rule that no caller can override: a WORM retention lock, a
+  // policy that keeps the log on.
+  kPermissionDenied = 10,
 };
 
 // "OK", "NotFound", ... (stable: used in --json output).
@@ -62,6 +65,9 @@ class [[nodiscard]] Status {
     return Status(StatusCode::kAlreadyExists, msg);
   }
   static Status Cancelled(std::string_view msg) { return Status(StatusCode::kCancelled, msg); }
+  static Status PermissionDenied(std::string_view msg) {
+    return Status(StatusCode::kPermissionDenied, msg);
+  }
   // An error from a failed system call: errno is mapped to a code (ENOSPC and
   // EDQUOT to NoSpace, everything else to IOError) and its text appended.
   static Status FromErrno(int errno_value, std::string_view context);
@@ -77,6 +83,7 @@ class [[nodiscard]] Status {
   bool IsUnsupported() const { return code() == StatusCode::kUnsupported; }
   bool IsAlreadyExists() const { return code() == StatusCode::kAlreadyExists; }
   bool IsCancelled() const { return code() == StatusCode::kCancelled; }
+  bool IsPermissionDenied() const { return code() == StatusCode::kPermissionDenied; }
 
   // The message alone ("" for OK).
   const std::string& message() const;

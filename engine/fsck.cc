@@ -88,8 +88,9 @@ Result<FsckReport> Fsck::Check(Pool& pool, const CheckProgress& progress) {
 
   for (const Pool::Record& r : pool.records_) {
     if (r.id == 0) continue;
-    SNAPDISK_RETURN_IF_ERROR(
-        walk(r.root, (r.kind == Pool::Kind::kVolume ? "volume " : "snapshot ") + r.name));
+    static constexpr const char* kLabels[] = {"", "volume ", "snapshot ", "attribute ",
+                                              "write log "};
+    SNAPDISK_RETURN_IF_ERROR(walk(r.root, kLabels[static_cast<int>(r.kind)] + r.name));
   }
 
   uint64_t in_use = 0;
@@ -140,10 +141,10 @@ Result<ScrubReport> Fsck::Scrub(Pool& pool, const CheckProgress& progress) {
   for (const Pool::Record& r : pool.records_) {
     if (r.id == 0) continue;
     std::string volume = r.name, snapshot;
-    if (r.kind == Pool::Kind::kSnapshot) {
+    if (r.kind != Pool::Kind::kVolume) {  // a snapshot, attribute or write log of a volume
       auto vol = pool.slot_by_id_.find(r.parent_id);
       volume = vol == pool.slot_by_id_.end() ? "?" : pool.records_[vol->second].name;
-      snapshot = r.name;
+      snapshot = r.kind == Pool::Kind::kSnapshot ? r.name : "(" + r.name + ")";
     }
     Status s = map.ForEachData(r.root, [&](uint64_t vbn, const MapEntry& e) -> Status {
       if (e.pbn < first || e.pbn - first >= state.size()) {

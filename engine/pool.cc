@@ -33,6 +33,14 @@ void EncodeRecord(const Pool::Record& r, std::byte* p) {
   format::Store64(p + 56, r.lsn);
   format::Store64(p + 64, r.lineage);
   std::memcpy(p + 72, r.name.data(), r.name.size());
+  if (r.kind == Pool::Kind::kLog) {
+    format::Store64(p + 200, r.log_next_index);
+    format::Store64(p + 208, r.log_first_index);
+    format::Store64(p + 216, r.log_dropped_through);
+    format::Store64(p + 224, r.log_next_block);
+    format::Store64(p + 232, r.log_first_block);
+    p[240] = static_cast<std::byte>(r.log_flags);
+  }
 }
 
 Result<Pool::Record> DecodeRecord(const std::byte* p, size_t slot) {
@@ -44,7 +52,7 @@ Result<Pool::Record> DecodeRecord(const std::byte* p, size_t slot) {
   };
   r.parent_id = format::Load64(p + 8);
   const uint8_t kind = static_cast<uint8_t>(p[16]);
-  if (kind != 1 && kind != 2) return bad("unknown kind");
+  if (kind < 1 || kind > 4) return bad("unknown kind");
   r.kind = static_cast<Pool::Kind>(kind);
   const uint8_t profile = static_cast<uint8_t>(p[17]);
   if (profile > 4) return bad("unknown profile");
@@ -61,6 +69,18 @@ Result<Pool::Record> DecodeRecord(const std::byte* p, size_t slot) {
   r.lineage = format::Load64(p + 64);
   r.name.assign(reinterpret_cast<const char*>(p + 72), name_len);
   if (!ValidateName(r.name, "name").ok()) return bad("bad name");
+  if (r.kind == Pool::Kind::kLog) {
+    r.log_next_index = format::Load64(p + 200);
+    r.log_first_index = format::Load64(p + 208);
+    r.log_dropped_through = format::Load64(p + 216);
+    r.log_next_block = format::Load64(p + 224);
+    r.log_first_block = format::Load64(p + 232);
+    r.log_flags = static_cast<uint8_t>(p[240]);
+    if (r.log_first_index == 0 || r.log_first_index > r.log_next_index ||
+        r.log_first_block > r.log_next_block) {
+      return bad("bad write log state");
+    }
+  }
   return r;
 }
 
@@ -241,8 +261,11 @@ Status Pool::LoadCatalog() {
       if (!volume_by_name_.emplace(r.name, slot).second) {
         return Status::Corruption("catalog: volume name '" + r.name + "' appears twice");
       }
-    } else {
+    } else if (r.kind == Kind::kSnapshot) {
       snapshot_by_key_.emplace(SnapshotKey(r.parent_id, r.name), slot);
+    } else {
+      aux_by_key_.emplace(AuxKey(r.kind, r.parent_id, r.name), slot);
+      if (r.kind == Kind::kLog) log_slot_by_volume_[r.parent_id] = slot;
     }
   }
   std::reverse(free_slots_.begin(), free_slots_.end());  // lowest slot first
@@ -251,6 +274,11 @@ Status Pool::LoadCatalog() {
 
 std::string Pool::SnapshotKey(uint64_t volume_id, std::string_view name) {
   return std::to_string(volume_id) + "/" + std::string(name);
+}
+
+std::string Pool::AuxKey(Kind kind, uint64_t volume_id, std::string_view name) {
+  return std::to_string(static_cast<int>(kind)) + ":" + std::to_string(volume_id) + "/" +
+         std::string(name);
 }
 
 size_t Pool::AllocateSlot() {
@@ -270,8 +298,17 @@ void Pool::FreeSlot(size_t slot) {
   slot_by_id_.erase(r.id);
   if (r.kind == Kind::kVolume) {
     volume_by_name_.erase(r.name);
-  } else {
+  } else if (r.kind == Kind::kSnapshot) {
     snapshot_by_key_.erase(SnapshotKey(r.parent_id, r.name));
+  } else {
+    aux_by_key_.erase(AuxKey(r.kind, r.parent_id, r.name));
+    if (r.kind == Kind::kLog) {
+      log_slot_by_volume_.erase(r.parent_id);
+      if (auto it = log_pending_.find(slot); it != log_pending_.end()) {
+        log_pending_records_ -= it->second.size();
+        log_pending_.erase(it);
+      }
+    }
   }
   r = Record{};
   free_slots_.push_back(slot);
@@ -324,7 +361,20 @@ Status Pool::Fail(Status why) {
 
 Status Pool::CheckHealthy() const {
   if (closed_) return Status::InvalidArgument("pool is closed");
+  if (!unreported_failure_.ok()) {
+    // A commit nobody called failed the pool (see CommitInBackground): the
+    // next caller hears what happened, later ones that the pool failed.
+    Status first = std::move(unreported_failure_);
+    unreported_failure_ = Status::OK();
+    return first;
+  }
   return failure_;
+}
+
+void Pool::CommitInBackground() {
+  if (!failure_.ok()) return;
+  Status s = Commit();
+  if (!s.ok()) unreported_failure_ = s;
 }
 
 Status Pool::Commit() {
@@ -339,11 +389,13 @@ Status Pool::CommitLocked(bool force) {
   SNAPDISK_RETURN_IF_ERROR(failure_);
   // Cooling blocks (freed by the last commit) are released by the next one:
   // commit even when nothing else changed, so freed space shows up.
-  const bool changed = force || force_commit_ || !dirty_roots_.empty() ||
+  // (Pending log records mark their log's root dirty.)
+  const bool changed = force || force_commit_ || log_pressure_ || !dirty_roots_.empty() ||
                        !dirty_record_blocks_.empty() || space_->dirty_blocks() > 0 ||
                        space_->cooling_blocks() > 0;
   if (!changed) return device_.Flush();  // nothing new, but completed writes must be durable
   force_commit_ = false;
+  SNAPDISK_RETURN_IF_ERROR(CommitLogs());
   map_->BeginCommit();
   for (size_t slot : dirty_roots_) {
     if (records_[slot].id == 0) continue;
@@ -397,8 +449,8 @@ PoolInfo Pool::Info() const {
   info.free_bytes = space_->free_blocks() * block_bytes_;
   info.generation = sb_.generation;
   for (const Record& r : records_) {
-    if (r.id == 0) continue;
-    (r.kind == Kind::kVolume ? info.volumes : info.snapshots)++;
+    info.volumes += r.id != 0 && r.kind == Kind::kVolume;
+    info.snapshots += r.id != 0 && r.kind == Kind::kSnapshot;
   }
   info.cache_bytes = cache_->cached_bytes();
   info.warnings = open_warnings_;
@@ -519,6 +571,7 @@ Status Pool::NewVolumeRecord(std::string_view name, uint64_t size_bytes, EssdLev
   volume_by_name_[r.name] = slot;
   MarkRootDirty(slot);
   *slot_out = slot;
+  NewLogRecord(r.id);  // may move records_: `r` is dead from here
   return Status::OK();
 }
 
@@ -548,7 +601,8 @@ Status Pool::DeleteVolume(std::string_view name) {
                         " snapshots; delete them first");
   }
   volumes_.erase(r.id);
-  Status s = map_->Release(r.root);
+  Status s = DeleteAuxRecords(r.id);
+  if (s.ok()) s = map_->Release(records_[slot].root);
   if (!s.ok()) return Fail(s);
   FreeSlot(slot);
   return Status::OK();

@@ -19,7 +19,9 @@
 // changing metadata, the pool *fails*: that call returns its own error
 // (NoSpace, IOError, Corruption) prefixed "pool failed (reopen it)", every
 // later call returns IOError saying the same, and the last commit on disk is
-// intact.
+// intact. (When a commit the pool started itself — to bound memory or to free
+// space for a waiting write — fails it, the next call gets that error with its
+// own code.)
 // Errors that leave memory consistent (bad arguments, not found, a read's
 // checksum mismatch, NoSpace before anything changed) do not fail the pool.
 //
@@ -35,10 +37,12 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -69,9 +73,12 @@ struct PoolOptions {
   // Time source for QoS pacing and latency; null: the system's monotonic
   // clock. Must outlive the pool.
   Clock* clock = nullptr;
-  // Time source for creation times (ns since the Unix epoch); null: the real
-  // wall clock.
-  int64_t (*wall_clock_ns)() = nullptr;
+  // Time source for creation times and log records (ns since the Unix
+  // epoch); empty: the real wall clock.
+  std::function<int64_t()> wall_clock_ns;
+  // Data the write log of a volume without a policy keeps referenced before
+  // it drops its oldest records (see Pool, "The write log").
+  uint64_t log_unshipped_limit_bytes = uint64_t{1} << 30;
 };
 
 struct PoolInfo {
@@ -181,6 +188,62 @@ class Pool {
   // marked in use (Volume::SetInUse). Starts a new lineage.
   Status Rollback(std::string_view volume, std::string_view snapshot);
 
+  // ---- The write log (engine/write_log.cc) ----
+  // Every volume journals its mutations from creation on (log backup is on by
+  // default): one record per write, trim or write-zeroes with its LSN, time
+  // and range. Records do not copy data: they hold references to the blocks
+  // the write produced, which stay allocated until the record is dropped —
+  // after its log segment was shipped (snapshot/log_backup.h). Records and
+  // references are committed with everything else, so a flushed write's
+  // record survives any crash.
+  //
+  // Without a policy (SetLogRequired false), the log keeps at most
+  // `PoolOptions::log_unshipped_limit_bytes` of referenced data: beyond it the
+  // oldest records are dropped at commit, and LogInfo::dropped_through says
+  // so (a later segment then reports the gap). With a policy nothing is
+  // dropped unshipped and the log cannot be turned off.
+  struct LogRecord {
+    uint64_t index = 0;  // position in the volume's log: 1, 2, ... (never reused)
+    uint64_t lsn = 0;
+    uint64_t lineage = 0;
+    int64_t time_unix_ns = 0;
+    VolumeOp op = VolumeOp::kWrite;  // kWrite, kTrim or kWriteZeroes
+    uint64_t offset_bytes = 0;
+    uint64_t length_bytes = 0;
+    uint64_t first_log_block = 0;  // internal: where the data references start
+  };
+  struct LogInfo {
+    bool enabled = true;
+    bool required = false;        // a policy holds the log on
+    uint64_t first_index = 0;     // oldest record kept (0: none kept)
+    uint64_t next_index = 1;      // the index the next record gets
+    uint64_t dropped_through = 0; // records up to this index were dropped unshipped
+    uint64_t records = 0;
+    uint64_t referenced_bytes = 0;  // data blocks kept for the records
+  };
+  Result<LogInfo> GetLogInfo(std::string_view volume);
+  // Turning the log off drops every record; refused (PermissionDenied) while
+  // required.
+  Status SetLogEnabled(std::string_view volume, bool enabled);
+  Status SetLogRequired(std::string_view volume, bool required);
+  // Records with index >= from_index, oldest first, at most max_records.
+  Result<std::vector<LogRecord>> ReadLog(std::string_view volume, uint64_t from_index,
+                                         size_t max_records);
+  // The bytes a write record wrote (record.length_bytes of them), verified
+  // against their checksums (Corruption naming the volume and LSN).
+  Status ReadLogData(std::string_view volume, const LogRecord& record, std::span<std::byte> out);
+  // Drops records with index <= through_index and lets their blocks go.
+  Status DropLog(std::string_view volume, uint64_t through_index);
+
+  // ---- Volume attributes (engine/attributes.cc) ----
+  // Small named values kept with a volume (a backup policy, backup state),
+  // committed like everything else and deleted with the volume. Keys follow
+  // the name rules; values up to 64 KiB.
+  Status SetAttribute(std::string_view volume, std::string_view key, std::string_view value);
+  // NotFound when unset.
+  Result<std::string> GetAttribute(std::string_view volume, std::string_view key);
+  Status RemoveAttribute(std::string_view volume, std::string_view key);
+
   // Drives volume I/O: pushes queued work to the device and runs completion
   // callbacks of finished requests on this thread. Waits until at least
   // min(min_completions, requests in flight) callbacks ran; Poll(0) never
@@ -190,7 +253,7 @@ class Pool {
   uint32_t in_flight() const { return requests_in_flight_; }
 
   // ---- Internal interface for snapshot/, restore/ and tools (not for users) ----
-  enum class Kind : uint8_t { kVolume = 1, kSnapshot = 2 };
+  enum class Kind : uint8_t { kVolume = 1, kSnapshot = 2, kAttribute = 3, kLog = 4 };
   struct Record {
     uint64_t id = 0;  // 0: free slot
     uint64_t parent_id = 0;
@@ -202,6 +265,13 @@ class Pool {
     int64_t created_unix_ns = 0;
     uint64_t lsn = 0;
     uint64_t lineage = 0;
+    // kLog only: the write log's state (FORMAT.md, "write log").
+    uint64_t log_next_index = 1;
+    uint64_t log_first_index = 1;
+    uint64_t log_dropped_through = 0;
+    uint64_t log_next_block = 0;
+    uint64_t log_first_block = 0;
+    uint8_t log_flags = 0;
   };
   BlockMap& block_map() { return *map_; }
   SpaceMap& space_map() { return *space_; }
@@ -220,6 +290,9 @@ class Pool {
   Status CommitLocked(bool force);
   Status Fail(Status why);
   Status CheckHealthy() const;
+  // A commit the pool starts itself (memory bound, space waiters): its
+  // error, if any, goes to the next caller.
+  void CommitInBackground();
   int64_t WallNowNs() const;
 
   // Catalog helpers.
@@ -237,6 +310,26 @@ class Pool {
   SnapshotInfo MakeSnapshotInfo(const Record& r) const;
   Status NewVolumeRecord(std::string_view name, uint64_t size_bytes, EssdLevel profile,
                          const TreeRoot& root, uint64_t parent_id, size_t* slot_out);
+  // Attribute and write-log records, by AuxKey().
+  static std::string AuxKey(Kind kind, uint64_t volume_id, std::string_view name);
+  Result<size_t> FindLogSlot(std::string_view volume);
+  // The new volume's write log (enabled), in NewVolumeRecord.
+  void NewLogRecord(uint64_t volume_id);
+  // Frees the attribute and log records of a volume being deleted.
+  Status DeleteAuxRecords(uint64_t volume_id);
+  // Journals a completed mutation of `volume` (engine/write_log.cc).
+  Status AppendLog(const Volume& volume, VolumeOp op, uint64_t offset_bytes, uint64_t length_bytes,
+                   const std::vector<format::MapEntry>* blocks);
+  // Extra metadata a write of `blocks` needs for its log references.
+  uint64_t LogMetadataNeed(const Volume& volume, uint64_t blocks) const;
+  // Commit, step 1: drops what logs without a policy keep beyond the limit,
+  // then writes pending log records into record blocks.
+  Status CommitLogs();
+  Result<LogRecord> ReadLogRecord(size_t log_slot, uint64_t index);
+  // Data blocks kept by logs that no policy requires (they give way when the
+  // pool is full).
+  uint64_t UnrequiredLogBlocks() const;
+  Status DropLogThrough(size_t log_slot, uint64_t through_index);
   // Volume handle bookkeeping (delete/rollback must see no I/O in flight).
   Volume* LiveVolume(uint64_t id) const;
   Status CheckIdle(const Record& volume) const;
@@ -270,8 +363,9 @@ class Pool {
   // (metadata_reserved_) and what the next commit allocates. So a map update
   // never runs out of space half-way, and NoSpace comes before anything changed.
   static constexpr uint64_t kCommitReserveBlocks = 64;
-  // What a catalog operation may allocate: a tree grown to full height.
-  static constexpr uint64_t kCatalogOpBlocks = format::kMaxTreeHeight + 2;
+  // What a catalog operation may allocate: two records (a volume and its
+  // log) in a catalog tree grown to full height.
+  static constexpr uint64_t kCatalogOpBlocks = 2 * format::kMaxTreeHeight + 2;
   uint64_t MetadataNeed(const TreeRoot& root, uint64_t blocks) const;
   // `freeing`: the operation gives space back (trim): it may dip into the
   // commit's fixed margin, so a full pool can always be trimmed.
@@ -293,6 +387,7 @@ class Pool {
   std::unique_ptr<SpaceMap> space_;
   std::unique_ptr<BlockMap> map_;
   Status failure_;
+  mutable Status unreported_failure_;  // see CommitInBackground
   bool closed_ = false;
   bool force_commit_ = false;  // commit even with nothing dirty (a new pool)
 
@@ -302,6 +397,15 @@ class Pool {
   std::unordered_map<std::string, size_t> volume_by_name_;
   std::unordered_map<std::string, size_t> snapshot_by_key_;  // SnapshotKey() -> slot
   std::unordered_map<uint64_t, size_t> slot_by_id_;
+  std::unordered_map<std::string, size_t> aux_by_key_;        // AuxKey() -> slot
+  std::unordered_map<uint64_t, size_t> log_slot_by_volume_;  // volume id -> its log's slot
+  // Log records not yet in record blocks, by log slot, oldest first.
+  std::unordered_map<size_t, std::vector<LogRecord>> log_pending_;
+  uint64_t log_pending_records_ = 0;  // over all logs (bounded by early commits)
+  static constexpr uint64_t kMaxPendingLogRecords = 1 << 16;
+  // A write found the pool full while logs without a policy kept blocks: the
+  // next commit drops those logs whole.
+  bool log_pressure_ = false;
   std::vector<size_t> free_slots_;
   std::set<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
   std::set<size_t> dirty_roots_;            // slots whose trees changed

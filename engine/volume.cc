@@ -111,9 +111,10 @@ Status Volume::Submit(VolumeRequest& request) {
   const uint32_t block = pool_.block_bytes_;
   io->first_vbn = request.offset_bytes / block;
   io->end_vbn = (request.offset_bytes + request.length_bytes + block - 1) / block;
-  if (qos_) {
+  QosLimiter* limiter = charge_qos_to_ != nullptr ? charge_qos_to_->qos_.get() : qos_.get();
+  if (limiter != nullptr) {
     const int64_t now = pool_.clock().NowNs();
-    const QosGrant grant = qos_->Reserve(StatsOp(request.op), request.length_bytes, now);
+    const QosGrant grant = limiter->Reserve(StatsOp(request.op), request.length_bytes, now);
     io->complete_after_ns = grant.complete_ns;
     if (grant.start_ns > now) {
       pool_.admissions_.emplace(grant.start_ns, io);
@@ -439,8 +440,9 @@ void Pool::StartMutation(PendingIo* io) {
     Status s = CheckRoom(2 * MetadataNeed(record.root, 1), /*freeing=*/true);
     if (s.ok()) {
       s = map_->Unmap(record.root, io->first_vbn, n);
-      if (!s.ok()) s = Fail(s);
       ++record.lsn;
+      if (s.ok()) s = AppendLog(volume, user.op, user.offset_bytes, user.length_bytes, nullptr);
+      if (!s.ok()) s = Fail(s);
       MarkRootDirty(volume.slot_);
     }
     io->status = s;
@@ -474,11 +476,15 @@ void Pool::StartBlockWrites(PendingIo* io) {
   const uint64_t n = io->block_count();
   io->entries.assign(n, MapEntry{});
   io->stage = PendingIo::Stage::kWriteBlocks;
-  const uint64_t metadata = MetadataNeed(RecordOf(*io->volume).root, n);
+  const uint64_t metadata =
+      MetadataNeed(RecordOf(*io->volume).root, n) + LogMetadataNeed(*io->volume, n);
   if (Status room = CheckRoom(n + metadata); !room.ok()) {
-    if (space_->freed_not_reusable_blocks() > 0 && !io->waited_for_space) {
-      // Only blocks freed since the last commit are left: Poll commits, which
-      // makes them reusable, and starts this write again.
+    const bool log_can_give = UnrequiredLogBlocks() > 0;
+    if ((space_->freed_not_reusable_blocks() > 0 || log_can_give) && !io->waited_for_space) {
+      // Only blocks freed since the last commit are left, or blocks that
+      // write logs without a policy keep: Poll commits (dropping those logs),
+      // which makes the blocks reusable, and starts this write again.
+      log_pressure_ = log_pressure_ || log_can_give;
       io->waited_for_space = true;
       space_waiters_.push_back(io);
       return;
@@ -523,6 +529,14 @@ void Pool::FinishMutation(PendingIo* io) {
         }
       }
       ++record.lsn;
+      if (s.ok()) {
+        // Unaligned trims and write-zeroes wrote zeros into their edge
+        // blocks; their record needs no data.
+        const VolumeRequest& user = *io->user;
+        const bool data = user.op == VolumeOp::kWrite;
+        s = AppendLog(volume, user.op, user.offset_bytes, user.length_bytes,
+                      data ? &io->entries : nullptr);
+      }
       MarkRootDirty(volume.slot_);
       if (!s.ok()) s = Fail(s);
     } else {
@@ -592,16 +606,16 @@ void Pool::RetrySpaceWaiters() {
   if (space_waiters_.empty()) return;
   // Blocks freed in the open transaction become reusable two commits later
   // (see SpaceMap::CommitDone): commit twice if that is what it takes.
-  if (failure_.ok()) (void)Commit();
+  CommitInBackground();
   if (failure_.ok() && space_->cooling_blocks() > 0) {
     Status s = CommitLocked(/*force=*/true);
-    if (!s.ok()) (void)Fail(s);
+    if (!s.ok()) unreported_failure_ = Fail(s);
   }
   std::vector<PendingIo*> waiting;
   waiting.swap(space_waiters_);
   for (PendingIo* io : waiting) {
     if (!failure_.ok()) {
-      io->status = failure_;  // nothing was allocated: entries are empty
+      io->status = CheckHealthy();  // nothing was allocated: entries are empty
       FinishMutation(io);
     } else {
       StartBlockWrites(io);
@@ -618,8 +632,13 @@ Status Pool::CheckRoom(uint64_t blocks, bool freeing) const {
   // What the next commit itself allocates: rewritten catalog blocks and the
   // catalog tree nodes above them (plus a fixed margin, except for
   // operations that free space).
-  const uint64_t commit_need = (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) +
-                               (freeing ? 0 : kCommitReserveBlocks);
+  uint64_t commit_need = (dirty_record_blocks_.size() + 1) * (catalog_root_.height + 1) +
+                         (freeing ? 0 : kCommitReserveBlocks);
+  // Log records waiting for their record blocks (64 bytes each).
+  for (const auto& [slot, pending] : log_pending_) {
+    if (pending.empty()) continue;
+    commit_need += (pending.size() * 64 / block_bytes_ + 2) * (records_[slot].root.height + 1);
+  }
   const uint64_t free = space_->free_blocks();
   if (free >= blocks + metadata_reserved_ + commit_need) return Status::OK();
   return Status::NoSpace("pool is full: " + std::to_string(free) + " free blocks of " +
@@ -654,7 +673,12 @@ uint32_t Pool::Poll(uint32_t min_completions) {
   while (true) {
     // Dirty metadata is pinned in the cache until a commit: commit early when
     // it passes half the budget, so memory stays bounded whatever is written.
-    if (cache_->dirty_bytes() > options_.cache_bytes / 2 && failure_.ok()) (void)Commit();
+    // So do log records waiting for their record blocks.
+    if ((cache_->dirty_bytes() > options_.cache_bytes / 2 ||
+         log_pending_records_ > kMaxPendingLogRecords) &&
+        failure_.ok()) {
+      CommitInBackground();
+    }
     RetrySpaceWaiters();
     const int64_t next_timer = RunTimers();
     PumpBacklog();

@@ -103,6 +103,11 @@ class Volume {
   IoStats& stats() { return stats_; }
   // The QoS limiter of the volume's ESSD profile; null when unlimited.
   QosLimiter* qos() { return qos_.get(); }
+  // Admits this handle's requests through `other`'s QoS limiter (null: back
+  // to its own). A physical backup reads a snapshot this way, competing with
+  // the volume's workload for the volume's IOPS and throughput. `other` must
+  // stay open while set (a volume outlives its snapshots).
+  void ChargeQosTo(Volume* other) { charge_qos_to_ = other; }
 
  private:
   friend class Pool;
@@ -129,6 +134,7 @@ class Volume {
   std::deque<PendingIo*> deferred_;  // mutations waiting for busy blocks
   IoStats stats_;
   std::unique_ptr<QosLimiter> qos_;  // null for the unlimited profile
+  Volume* charge_qos_to_ = nullptr;
 };
 
 }  // namespace snapdisk

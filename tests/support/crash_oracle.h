@@ -531,10 +531,15 @@ class CrashOracle {
   void Record(const WorkloadOp& op, const Status& status, bool healthy_before,
               bool /*healthy_after*/) {
     if (!status.ok()) ++failed_ops_;
+    const bool says_failed =
+        !status.ok() && status.message().find("pool failed") != std::string::npos;
     if (!status.ok() && !healthy_before) {
-      // Documented: once failed, every call returns IOError "pool failed ...".
-      if ((!status.IsIOError() || status.message().find("pool failed") == std::string::npos) &&
-          !reported_failed_code_) {
+      // Documented: once failed, every call returns IOError "pool failed ...",
+      // except that when a commit the pool ran by itself failed it, the next
+      // call reports that failure with its own code.
+      const bool first_report = says_failed && !failure_reported_;
+      failure_reported_ = failure_reported_ || says_failed;
+      if ((!status.IsIOError() || !says_failed) && !first_report && !reported_failed_code_) {
         reported_failed_code_ = true;  // once per run: every later call says the same
         Violation(std::string("after the pool failed, a call returned ") +
                   StatusCodeName(status.code()) +
@@ -543,6 +548,7 @@ class CrashOracle {
       }
       return;
     }
+    failure_reported_ = failure_reported_ || says_failed;
     if (status.ok() && !healthy_before) {
       Violation("'" + Describe(op) + "' returned OK on a failed pool");
     }
@@ -656,6 +662,7 @@ class CrashOracle {
   uint64_t violation_count_ = 0;
   uint64_t failed_ops_ = 0;
   bool reported_failed_code_ = false;
+  bool failure_reported_ = false;  // a call returned a "pool failed" error
 };
 
 // Submits ops[begin, end) (data ops) all at once and polls until every one
@@ -822,9 +829,9 @@ inline const char* BlockRoleName(BlockRole r) {
 struct LayoutRecord {
   uint64_t id = 0;
   uint64_t parent_id = 0;
-  uint8_t kind = 0;  // 1 volume, 2 snapshot
+  uint8_t kind = 0;  // 1 volume, 2 snapshot, 3 attribute, 4 write log
   std::string name;
-  std::string display;  // "vol" or "vol@snap"
+  std::string display;  // "vol", "vol@snap", "vol(log)", "vol(attribute)"
   uint64_t size_bytes = 0;
   format::MapEntry root;
   uint8_t height = 0;
@@ -834,6 +841,7 @@ struct LayoutRecord {
 struct LayoutOwner {
   std::string record;  // LayoutRecord::display
   bool is_volume = false;
+  uint8_t kind = 0;  // LayoutRecord::kind
   int level = -1;  // -1 data
   uint64_t first_vbn = 0;
   uint64_t vbn_count = 0;
@@ -875,7 +883,8 @@ inline void WalkTree(BlockDevice& dev, PoolLayout* L, const format::MapEntry& re
   }
   L->live[ref.pbn] = level < 0 ? data_role : node_role;
   if (record) {
-    L->owners[ref.pbn].push_back({record->display, record->kind == 1, level, base_vbn, span});
+    L->owners[ref.pbn].push_back(
+        {record->display, record->kind == 1, record->kind, level, base_vbn, span});
   }
   Image block;
   if (level < 0) {
@@ -1000,9 +1009,9 @@ inline Result<PoolLayout> ScanLayout(BlockDevice& dev, bool verify_data = false)
   }
   for (LayoutRecord& r : L.records) {
     r.display = r.name;
-    if (r.kind == 2) {
+    if (r.kind >= 2) {
       for (const LayoutRecord& v : L.records) {
-        if (v.id == r.parent_id) r.display = v.name + "@" + r.name;
+        if (v.id == r.parent_id) r.display = v.name + (r.kind == 2 ? "@" + r.name : "(" + r.name + ")");
       }
     }
   }

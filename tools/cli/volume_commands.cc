@@ -15,6 +15,7 @@ struct VolumeArgs {
   std::string size;
   std::string profile = "unlimited";
   std::string file;
+  std::string log = "on";
   bool json = false;
 };
 
@@ -49,6 +50,9 @@ int CreateVolume(CommandContext& ctx, const VolumeArgs& args) {
   const EssdLevel level = ParseEssdLevel(args.profile).value();
   auto info = ctx.pool().CreateVolume(args.volume, SizeOf(args.size), level);
   if (!info.ok()) return ctx.Fail(info.status());
+  if (args.log == "off") {
+    if (Status s = ctx.pool().SetLogEnabled(args.volume, false); !s.ok()) return ctx.Fail(s);
+  }
   if (Status s = ctx.pool().Commit(); !s.ok()) return ctx.Fail(s);
   if (ctx.json()) {
     ctx.PrintJson(VolumeJson(*info));
@@ -144,6 +148,12 @@ void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "ESSD performance level: PL0, PL1, PL2, PL3 or unlimited (default)")
         ->check(ProfileValidator())
         ->type_name("PL0|PL1|PL2|PL3|unlimited");
+    cmd->add_option("--log", args->log,
+                    "Write log (log backup), on by default: each write's blocks are kept\n"
+                    "until a log backup ships them (at most 1 GiB, less when the pool\n"
+                    "runs short, while no backup policy requires the log)")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->type_name("on|off");
     AddJsonFlag(cmd, args->json);
     cmd->callback([args, &exit_code, &executor] {
       exit_code = executor.RunOnPool(args->pool, {args->json}, [args](CommandContext& ctx) {
