@@ -1,0 +1,166 @@
+// Backup jobs: snapshot, physical (full / differential / incremental / auto)
+// and log backups of one volume into a WormStore.
+//
+// How each method reads the volume — the difference the comparator measures:
+//  - Snapshot backup: takes an O(1) snapshot ("backup-<id>", usable at once
+//    for local restore: instant access), then copies the blocks changed since
+//    the previous snapshot backup's snapshot (all mapped blocks the first
+//    time) straight from the pool, NOT through the volume's QoS limiter. The
+//    previous backup snapshot is deleted once the new set is durable.
+//  - Physical backup: takes a snapshot for a consistent image, then reads it
+//    through the volume's own QoS limiter (Volume::ChargeQosTo), competing with
+//    the workload like a real physical backup; `rate_mb_per_s` caps it further.
+//    full: every allocated block; diff: blocks changed since the last full;
+//    incr: changed since the last backup of any kind; auto: diff when a full
+//    of this lineage finished within the last 3 days, else full. The snapshot
+//    of the last full and of the last backup are kept to compute those
+//    changes ("backup-<id>"); older ones are deleted.
+//  - Log backup: cuts the volume's write log (engine, Pool::ReadLog) at the
+//    current LSN and ships the records as a segment (snapshot/log_backup.h).
+//
+// Driving: a job runs on the pool's thread. Step() does a bounded slice of
+// work and never blocks (reads are submitted to the pool and finish in
+// Pool::Poll; compression and store puts run on the job's worker threads), so
+// the NBD server can run backups inside its event loop while clients write.
+// Run() is the blocking form for the CLI and tests.
+//
+// Failure: the manifest is put last, so a failed or cancelled job leaves no
+// set visible (chunks it stored are ordinary, retained objects that a later
+// set can reuse). Its snapshot is deleted.
+//
+// Retention: every object of the set is retained until the set's retain-until;
+// chunks shared with earlier sets and the sets a diff/incr depends on are
+// extended to it, so a chain never expires before its last member.
+//
+// Thread safety: a job is driven by the pool's thread; progress() and Cancel()
+// may be called from any thread. The pool and the store must outlive the job.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "disk/clock.h"
+#include "disk/status.h"
+#include "engine/pool.h"
+#include "engine/worm_store.h"
+#include "snapshot/backup_set.h"
+
+namespace snapdisk {
+
+enum class BackupMethod : uint8_t { kSnapshot, kFull, kDiff, kIncr, kAuto, kLog };
+// "snapshot", "full", "diff", "incr", "auto", "log".
+const char* BackupMethodName(BackupMethod method);
+Result<BackupMethod> ParseBackupMethod(std::string_view name);
+
+inline constexpr uint32_t kMinRetentionDays = 7;
+inline constexpr uint32_t kMaxRetentionDays = 730;
+// InvalidArgument "retention must be 7-730 days (got N)".
+Status ValidateRetentionDays(uint32_t days);
+
+struct BackupOptions {
+  BackupMethod method = BackupMethod::kSnapshot;
+  // Physical backups: a further cap on the read rate (10^6 bytes/s); 0: as
+  // fast as the volume's QoS allows.
+  double rate_mb_per_s = 0;
+  uint32_t retain_days = 7;  // 7-730
+  // Threads that compress and put chunks (>= 1).
+  uint32_t worker_threads = 2;
+  // Reads in flight (each one chunk long), 1-256. Memory: the job holds
+  // max_reads_in_flight + 2 * worker_threads chunk buffers.
+  uint32_t max_reads_in_flight = 4;
+  // Paces the rate cap and times progress; null: the system's monotonic
+  // clock. Must outlive the job. (Store times come from WormStore::NowUnixNs.)
+  Clock* clock = nullptr;
+};
+
+enum class BackupState : uint8_t { kRunning, kDone, kFailed, kCancelled };
+const char* BackupStateName(BackupState state);
+
+struct BackupProgress {
+  std::string id;  // known from the start
+  std::string volume;
+  BackupType type = BackupType::kFull;
+  BackupState state = BackupState::kRunning;
+  uint64_t total_bytes = 0;   // volume bytes to copy (or log record bytes)
+  uint64_t done_bytes = 0;    // of those, stored
+  uint64_t read_bytes = 0;    // bytes read from the pool
+  uint64_t stored_bytes = 0;  // bytes of new chunk objects
+  int64_t started_unix_ns = 0;
+  double rate_bytes_per_s = 0;  // done_bytes over the time so far
+  double eta_s = 0;             // at that rate; 0 when unknown or done
+};
+
+class LogBackupJob;
+
+class BackupJob {
+ public:
+  // Validates, picks the type (auto), takes the snapshot or cuts the log, and
+  // returns the running job. Errors here change nothing: NotFound (volume),
+  // InvalidArgument (retention, rate, threads, reads), NotFound naming what is
+  // missing for diff/incr ("no full backup of 'vol' in lineage 5 to
+  // differentiate from; take a full backup first"; or the base's snapshot is
+  // gone from the pool), Busy while another job of this process backs up the
+  // volume (one at a time, see ReserveBackupSequence). kLog runs a
+  // LogBackupJob (snapshot/log_backup.h: its own errors — NotFound when there
+  // is nothing to ship, Corruption for a gap). auto falls back to full when the
+  // recent full's snapshot is gone. The snapshot is committed before Start
+  // returns (so it is usable at once and survives a crash).
+  static Result<std::unique_ptr<BackupJob>> Start(Pool& pool, WormStore& store,
+                                                  std::string_view volume,
+                                                  const BackupOptions& options);
+  // Destroying a running job cancels it and waits (driving Pool::Poll) until
+  // its reads are done and its snapshot deleted: call on the pool's thread.
+  ~BackupJob();
+
+  // A bounded slice of work; true once the job has finished (then result()).
+  // Never waits for I/O or the workers; the caller also drives Pool::Poll.
+  // The step that finishes the job commits the pool (after creating or
+  // deleting backup snapshots), which waits for the device.
+  bool Step();
+  // Step and Poll until finished; calls `progress` about every 100 ms (return
+  // false to cancel).
+  Result<BackupSet> Run(const std::function<bool(const BackupProgress&)>& progress = {});
+  // The set once kDone, else the error (Cancelled after Cancel()).
+  const Result<BackupSet>& result() const;
+
+  BackupProgress progress() const;
+  // Asks the job to stop (any thread). It then fails with Cancelled at a later
+  // Step, unless its manifest is already being put (then it finishes).
+  void Cancel();
+
+ private:
+  struct Impl;
+  explicit BackupJob(std::unique_ptr<Impl> impl);
+  explicit BackupJob(std::unique_ptr<LogBackupJob> log);
+  std::unique_ptr<Impl> impl_;        // data backups
+  std::unique_ptr<LogBackupJob> log_;  // log backups
+};
+
+// Storage used in the store by one volume's sets, per method, against the free
+// quota (the seed's billing rule: 50% of the volume size for physical
+// backups).
+struct StorageReport {
+  std::string volume;
+  uint64_t volume_size_bytes = 0;
+  uint64_t snapshot_bytes = 0;  // stored bytes of chunks first stored by snapshot sets
+  uint64_t physical_bytes = 0;  // ... by full/diff/incr sets
+  uint64_t log_bytes = 0;       // ... by log segments
+  uint64_t sets = 0;
+  uint64_t free_quota_bytes = 0;  // volume_size / 2
+  uint64_t billable_bytes = 0;    // physical + log beyond the free quota
+};
+// One report per volume with sets, by volume name; empty when there are none.
+// A chunk counts once, for the set that stored it first.
+Result<std::vector<StorageReport>> ReportStorage(WormStore& store, std::string_view volume = {});
+
+// Extends a set's retain-until, that of its chunks, and — for a diff or incr —
+// that of the sets it depends on (down to its full) and their chunks, so the
+// set stays restorable until then; sets that depend on it are left alone.
+// Never shortens: PermissionDenied when `until` is earlier than now or than
+// the set's retain-until. Objects retained longer already are left as they are.
+Status ExtendBackupSet(WormStore& store, std::string_view id, int64_t until_unix_ns);
+
+}  // namespace snapdisk

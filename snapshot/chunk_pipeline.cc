@@ -1,0 +1,247 @@
+#include "snapshot/chunk_pipeline.h"
+
+#include <chrono>
+
+namespace snapdisk {
+
+namespace {
+
+// Variant keys tried after a chunk's own key turned out burned (expired: a
+// WORM key is never written twice). A handful suffice: each one burns only
+// when a whole generation of sets using it expired.
+constexpr int kMaxChunkKeyVariants = 1000;
+
+bool IsVariantOf(std::string_view key, std::string_view base) {
+  if (key.size() <= base.size() + 1 || key.substr(0, base.size()) != base ||
+      key[base.size()] != '.') {
+    return false;
+  }
+  for (char c : key.substr(base.size() + 1)) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+// Shares an existing object: retained until `until` afterwards, or an error.
+Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t until,
+                     ChunkInfo* info) {
+  SNAPDISK_RETURN_IF_ERROR(ChunkPipeline::RetainUntil(store, object.key, until));
+  info->key = object.key;
+  info->stored_bytes = object.size_bytes;
+  info->new_in_set = false;
+  return Status::OK();
+}
+
+}  // namespace
+
+ChunkPipeline::ChunkPipeline(WormStore& store, const Options& options)
+    : store_(store), options_(options) {
+  SNAPDISK_CHECK(options.worker_threads >= 1 && options.buffers >= 1, "pipeline without workers");
+  buffer_storage_.reserve(options.buffers);
+  free_buffers_.reserve(options.buffers);
+  for (uint32_t i = 0; i < options.buffers; ++i) {
+    buffer_storage_.push_back(std::make_unique_for_overwrite<std::byte[]>(options.chunk_bytes));
+    free_buffers_.push_back(buffer_storage_.back().get());
+  }
+  outputs_.reserve(options.buffers + options.max_other_tasks);
+  workers_.reserve(options.worker_threads);
+  for (uint32_t i = 0; i < options.worker_threads; ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+ChunkPipeline::~ChunkPipeline() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    stopping_ = true;
+    queue_.clear();
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+std::byte* ChunkPipeline::AcquireBuffer() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_buffers_.empty()) return nullptr;
+  std::byte* b = free_buffers_.back();
+  free_buffers_.pop_back();
+  return b;
+}
+
+void ChunkPipeline::ReleaseBuffer(std::byte* buffer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_buffers_.push_back(buffer);
+}
+
+void ChunkPipeline::SubmitChunk(std::byte* buffer, uint64_t length_bytes, uint64_t tag) {
+  SNAPDISK_CHECK(length_bytes > 0 && length_bytes <= options_.chunk_bytes, "bad chunk length");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_) {
+      free_buffers_.push_back(buffer);
+      return;
+    }
+    queue_.push_back(Task{tag, buffer, length_bytes, {}});
+  }
+  work_cv_.notify_one();
+}
+
+bool ChunkPipeline::TrySubmitTask(std::function<Status()> task, uint64_t tag) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_) return true;  // dropped, as queued tasks are
+    if (other_tasks_ >= options_.max_other_tasks) return false;
+    ++other_tasks_;
+    queue_.push_back(Task{tag, nullptr, 0, std::move(task)});
+  }
+  work_cv_.notify_one();
+  return true;
+}
+
+void ChunkPipeline::TakeOutputs(std::vector<Output>& out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Output& o : outputs_) out.push_back(std::move(o));
+  outputs_.clear();
+}
+
+void ChunkPipeline::WaitForOutput(int64_t timeout_ns) {
+  std::unique_lock<std::mutex> lock(mu_);
+  output_cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns),
+                      [this] { return !outputs_.empty() || (queue_.empty() && running_ == 0); });
+}
+
+size_t ChunkPipeline::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size() + running_ + outputs_.size();
+}
+
+void ChunkPipeline::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  for (Task& t : queue_) {
+    if (t.buffer != nullptr) {
+      free_buffers_.push_back(t.buffer);
+    } else {
+      --other_tasks_;
+    }
+  }
+  queue_.clear();
+  output_cv_.notify_all();
+}
+
+void ChunkPipeline::WorkerLoop() {
+  std::vector<std::byte> encode_buffer;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping
+    Task task = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
+
+    Output out;
+    out.tag = task.tag;
+    if (task.buffer != nullptr) {
+      out.is_chunk = true;
+      const std::span<const std::byte> raw(task.buffer, task.length_bytes);
+      out.status = StoreChunk(store_, raw, options_.zstd_level, options_.retain_until_unix_ns,
+                              encode_buffer, &out.chunk);
+      if (out.status.ok()) {
+        if (options_.done_bytes) options_.done_bytes->fetch_add(task.length_bytes);
+        if (options_.stored_bytes && out.chunk.new_in_set) {
+          options_.stored_bytes->fetch_add(out.chunk.stored_bytes);
+        }
+      }
+    } else {
+      out.status = task.work();
+    }
+
+    lock.lock();
+    --running_;
+    if (task.buffer != nullptr) {
+      free_buffers_.push_back(task.buffer);
+    } else {
+      --other_tasks_;
+    }
+    outputs_.push_back(std::move(out));
+    output_cv_.notify_all();
+  }
+}
+
+Status ChunkPipeline::RetainUntil(WormStore& store, std::string_view key, int64_t until_unix_ns) {
+  Result<WormObjectInfo> head = store.Head(key);
+  if (!head.ok()) return head.status();
+  if (head->retain_until_unix_ns >= until_unix_ns) return Status::OK();
+  Status s = store.ExtendRetention(key, until_unix_ns);
+  if (s.ok()) return s;
+  // Someone may have extended it further meanwhile (an earlier time is then
+  // refused): fine as long as it now lasts long enough.
+  head = store.Head(key);
+  if (head.ok() && head->retain_until_unix_ns >= until_unix_ns) return Status::OK();
+  return s;
+}
+
+Status ChunkPipeline::StoreChunk(WormStore& store, std::span<const std::byte> raw, int zstd_level,
+                                 int64_t retain_until_unix_ns,
+                                 std::vector<std::byte>& encode_buffer, ChunkInfo* info) {
+  info->hash = ChunkHash(raw);
+  info->raw_bytes = raw.size();
+  const std::string key = ChunkKey(info->hash);
+  auto context = [&](const Status& s) { return s.WithContext("storing chunk " + info->hash); };
+
+  bool encoded = false;
+  Result<WormObjectInfo> head = store.Head(key);
+  if (head.ok()) {
+    Status s = ShareExisting(store, *head, retain_until_unix_ns, info);
+    if (s.ok()) return s;  // else: present but unusable (e.g. expired): try variants below
+  } else if (!head.status().IsNotFound()) {
+    return context(head.status());
+  } else {
+    EncodeChunkInto(raw, zstd_level, encode_buffer);
+    encoded = true;
+    Status put = store.Put(key, encode_buffer, retain_until_unix_ns);
+    if (put.ok()) {
+      info->key = key;
+      info->stored_bytes = encode_buffer.size();
+      info->new_in_set = true;
+      return put;
+    }
+    if (!put.IsAlreadyExists()) return context(put);
+    // Put by someone else just now (another worker, another job), or the key
+    // is burned (it existed and expired).
+    head = store.Head(key);
+    if (head.ok() && ShareExisting(store, *head, retain_until_unix_ns, info).ok()) {
+      return Status::OK();
+    }
+    if (!head.ok() && !head.status().IsNotFound()) return context(head.status());
+  }
+
+  // The content key cannot be used: share a live variant or put a new one.
+  Result<std::vector<WormObjectInfo>> variants = store.List(key);
+  if (!variants.ok()) return context(variants.status());
+  for (const WormObjectInfo& v : *variants) {
+    if (IsVariantOf(v.key, key) && ShareExisting(store, v, retain_until_unix_ns, info).ok()) {
+      return Status::OK();
+    }
+  }
+  if (!encoded) EncodeChunkInto(raw, zstd_level, encode_buffer);
+  for (int n = 1; n <= kMaxChunkKeyVariants; ++n) {
+    const std::string variant = key + "." + std::to_string(n);
+    Status put = store.Put(variant, encode_buffer, retain_until_unix_ns);
+    if (put.ok()) {
+      info->key = variant;
+      info->stored_bytes = encode_buffer.size();
+      info->new_in_set = true;
+      return put;
+    }
+    if (!put.IsAlreadyExists()) return context(put);
+    Result<WormObjectInfo> vh = store.Head(variant);
+    if (vh.ok() && ShareExisting(store, *vh, retain_until_unix_ns, info).ok()) return Status::OK();
+  }
+  return context(Status::IOError("no usable key among " + std::to_string(kMaxChunkKeyVariants) +
+                                 " variants of '" + key + "'"));
+}
+
+}  // namespace snapdisk
