@@ -2,7 +2,7 @@
 // printing one JSON object per line so bench/engine_vs_fio.sh can put them
 // next to fio's figures from the same run.
 //
-//   engine_bench --dir DIR --scenario NAME [--seconds S] [--volume-mib N] [--direct]
+//   engine_bench --dir DIR --scenario NAME [--seconds S] [--volume-mib N] [--direct] [--log on|off]
 //
 // Scenarios (all on a pool file in DIR, unlimited profile, in-process):
 //   randwrite   4 KiB random writes, QD32, no flush, on a fully written
@@ -47,6 +47,7 @@ struct Args {
   double seconds = 10;
   uint64_t volume_mib = 8192;
   bool direct = false;
+  bool log = true;  // the volume's write log (on by default, as for every volume)
 };
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -151,6 +152,9 @@ void ScenarioRandWrite(const Args& args) {
   auto pf = NewPool(args, "randwrite.pool", size * 5 / 2 + 256 * kMiB);  // room for the snapshot
   Pool& pool = pf->pool();
   if (auto r = pool.CreateVolume("v", size); !r.ok()) Die("create volume", r.status());
+  if (!args.log) {
+    if (Status s = pool.SetLogEnabled("v", false); !s.ok()) Die("log off", s);
+  }
   Volume& v = **pool.OpenVolume("v");
   Fill(pool, v, size, 1);
   // Steady state: the volume's blocks are all written; writes replace them.
@@ -331,11 +335,13 @@ int main(int argc, char** argv) {
       args.volume_mib = std::stoull(value());
     else if (a == "--direct")
       args.direct = true;
+    else if (a == "--log")
+      args.log = std::string(value()) != "off";
     else {
       std::fprintf(
           stderr,
           "usage: engine_bench --dir DIR --scenario randwrite|randread|snapshot|diff|reopen "
-          "[--seconds S] [--volume-mib N] [--direct]\n");
+          "[--seconds S] [--volume-mib N] [--direct] [--log on|off]\n");
       return 2;
     }
   }

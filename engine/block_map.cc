@@ -150,7 +150,7 @@ Result<MapEntry> BlockMap::Set(TreeRoot& root, uint64_t vbn, const MapEntry& dat
 }
 
 Status BlockMap::UnmapRef(MapEntry* ref, int level, uint64_t base_vbn, uint64_t first,
-                          uint64_t end) {
+                          uint64_t end, SpaceMap::FreeKind data_kind) {
   if (ref->pbn == 0) return Status::OK();
   SNAPDISK_ASSIGN_OR_RETURN(CachedBlock * node, MakeWritable(ref));
   MapEntry* entries = Entries(node);
@@ -162,10 +162,10 @@ Status BlockMap::UnmapRef(MapEntry* ref, int level, uint64_t base_vbn, uint64_t 
     MapEntry* child = &entries[i];
     if (child->pbn == 0) continue;
     if (first <= child_base && child_base + span <= end) {
-      SNAPDISK_RETURN_IF_ERROR(ReleaseRef(*child, level - 1));
+      SNAPDISK_RETURN_IF_ERROR(ReleaseRef(*child, level - 1, data_kind));
       *child = MapEntry{};
     } else {
-      SNAPDISK_RETURN_IF_ERROR(UnmapRef(child, level - 1, child_base, first, end));
+      SNAPDISK_RETURN_IF_ERROR(UnmapRef(child, level - 1, child_base, first, end, data_kind));
     }
   }
   for (uint32_t i = 0; i < fanout_; ++i) {
@@ -179,9 +179,10 @@ Status BlockMap::UnmapRef(MapEntry* ref, int level, uint64_t base_vbn, uint64_t 
   return Status::OK();
 }
 
-Status BlockMap::Unmap(TreeRoot& root, uint64_t first_vbn, uint64_t count) {
+Status BlockMap::Unmap(TreeRoot& root, uint64_t first_vbn, uint64_t count,
+                       SpaceMap::FreeKind data_kind) {
   if (count == 0) return Status::OK();
-  return UnmapRef(&root.entry, root.height - 1, 0, first_vbn, first_vbn + count);
+  return UnmapRef(&root.entry, root.height - 1, 0, first_vbn, first_vbn + count, data_kind);
 }
 
 Status BlockMap::Share(const TreeRoot& root) {
@@ -193,9 +194,9 @@ Status BlockMap::ReleaseData(uint64_t pbn, SpaceMap::FreeKind kind) {
   return space_.Decrement(pbn, kind).status();
 }
 
-Status BlockMap::ReleaseRef(const MapEntry& ref, int level) {
+Status BlockMap::ReleaseRef(const MapEntry& ref, int level, SpaceMap::FreeKind data_kind) {
   if (ref.pbn == 0) return Status::OK();
-  if (level < 0) return ReleaseData(ref.pbn);
+  if (level < 0) return ReleaseData(ref.pbn, data_kind);
   SNAPDISK_ASSIGN_OR_RETURN(CachedBlock * node, LoadNode(ref));
   SNAPDISK_ASSIGN_OR_RETURN(uint32_t left, space_.Decrement(ref.pbn));
   if (left > 0) return Status::OK();
@@ -204,7 +205,7 @@ Status BlockMap::ReleaseRef(const MapEntry& ref, int level) {
   std::vector<MapEntry> children(Entries(node), Entries(node) + fanout_);
   cache_.Erase(ref.pbn);
   for (const MapEntry& child : children) {
-    SNAPDISK_RETURN_IF_ERROR(ReleaseRef(child, level - 1));
+    SNAPDISK_RETURN_IF_ERROR(ReleaseRef(child, level - 1, data_kind));
   }
   return Status::OK();
 }

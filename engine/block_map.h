@@ -55,8 +55,11 @@ class BlockMap {
   Result<format::MapEntry> Set(TreeRoot& root, uint64_t vbn, const format::MapEntry& data);
   // Makes [first_vbn, first_vbn + count) holes, dropping the references of
   // what was there; subtrees wholly inside the range are released without
-  // being walked. Cost: O(mapped blocks in the range).
-  Status Unmap(TreeRoot& root, uint64_t first_vbn, uint64_t count);
+  // being walked. Cost: O(mapped blocks in the range). Data blocks freed go
+  // as `data_kind` says (a trim punches; the write log hands its blocks back
+  // for reuse).
+  Status Unmap(TreeRoot& root, uint64_t first_vbn, uint64_t count,
+               SpaceMap::FreeKind data_kind = SpaceMap::FreeKind::kPunch);
   // Raises the tree to `height` (never lowers it).
   Status Grow(TreeRoot& root, uint8_t height);
 
@@ -106,9 +109,10 @@ class BlockMap {
   Result<CachedBlock*> LoadNode(const format::MapEntry& ref);
   Result<CachedBlock*> NewNode(format::MapEntry* ref);
   Result<CachedBlock*> MakeWritable(format::MapEntry* ref);
-  Status ReleaseRef(const format::MapEntry& ref, int level);
+  Status ReleaseRef(const format::MapEntry& ref, int level,
+                    SpaceMap::FreeKind data_kind = SpaceMap::FreeKind::kPunch);
   Status UnmapRef(format::MapEntry* ref, int level, uint64_t base_vbn, uint64_t first,
-                  uint64_t end);
+                  uint64_t end, SpaceMap::FreeKind data_kind);
   bool Covers(uint8_t height, uint64_t vbn) const;
   Status WriteNode(format::MapEntry* ref, int level);
   Status DiffRefs(const format::MapEntry& a, int natural_a, const format::MapEntry& b,

@@ -78,7 +78,7 @@ struct PoolOptions {
   std::function<int64_t()> wall_clock_ns;
   // Data the write log of a volume without a policy keeps referenced before
   // it drops its oldest records (see Pool, "The write log").
-  uint64_t log_unshipped_limit_bytes = uint64_t{1} << 30;
+  uint64_t log_unshipped_limit_bytes = uint64_t{256} << 20;
 };
 
 struct PoolInfo {
@@ -402,7 +402,6 @@ class Pool {
   // Log records not yet in record blocks, by log slot, oldest first.
   std::unordered_map<size_t, std::vector<LogRecord>> log_pending_;
   uint64_t log_pending_records_ = 0;  // over all logs (bounded by early commits)
-  static constexpr uint64_t kMaxPendingLogRecords = 1 << 16;
   // A write found the pool full while logs without a policy kept blocks: the
   // next commit drops those logs whole.
   bool log_pressure_ = false;

@@ -279,7 +279,10 @@ Status Pool::DropLogThrough(size_t log_slot, uint64_t through_index) {
   // From here on a failure leaves the tree half changed: it fails the pool.
   Status s;
   if (new_first_block > log.log_first_block) {
-    s = map_->Unmap(log.root, log.log_first_block, new_first_block - log.log_first_block);
+    // Shipped blocks the volume overwrote since are free now: keep them in the
+    // file for the next writes (as an overwrite would have), don't punch.
+    s = map_->Unmap(log.root, log.log_first_block, new_first_block - log.log_first_block,
+                    SpaceMap::FreeKind::kReuse);
   }
   // Record blocks wholly below the new first record.
   const uint32_t per_block = block_bytes_ / kLogRecordBytes;

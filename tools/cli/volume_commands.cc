@@ -150,7 +150,7 @@ void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor) {
         ->type_name("PL0|PL1|PL2|PL3|unlimited");
     cmd->add_option("--log", args->log,
                     "Write log (log backup), on by default: each write's blocks are kept\n"
-                    "until a log backup ships them (at most 1 GiB, less when the pool\n"
+                    "until a log backup ships them (at most 256 MiB, less when the pool\n"
                     "runs short, while no backup policy requires the log)")
         ->check(CLI::IsMember({"on", "off"}))
         ->type_name("on|off");
