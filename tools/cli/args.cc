@@ -1,6 +1,7 @@
 #include "tools/cli/args.h"
 
 #include <cctype>
+#include <ctime>
 #include <limits>
 
 #include "engine/names.h"
@@ -86,6 +87,126 @@ Result<VolumeRef> ParseVolumeRef(std::string_view text, bool snapshot_required) 
     SNAPDISK_RETURN_IF_ERROR(ValidateName(ref.snapshot, "snapshot name"));
   }
   return ref;
+}
+
+namespace {
+
+// Reads exactly `n` digits at `*pos`.
+bool Digits(std::string_view text, size_t* pos, size_t n, int* out) {
+  if (*pos + n > text.size()) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const char c = text[*pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *pos += n;
+  *out = v;
+  return true;
+}
+
+bool Expect(std::string_view text, size_t* pos, std::string_view chars) {
+  if (*pos >= text.size() || chars.find(text[*pos]) == std::string_view::npos) return false;
+  ++*pos;
+  return true;
+}
+
+}  // namespace
+
+Result<int64_t> ParseTimestamp(std::string_view text) {
+  const auto bad = [&](std::string_view why) {
+    return Status::InvalidArgument("'" + std::string(text) + "' is not a valid time (" +
+                                   std::string(why) +
+                                   "; use RFC 3339, e.g. 2026-12-01T00:00:00Z, or a date "
+                                   "YYYY-MM-DD, which means 00:00 UTC)");
+  };
+  size_t pos = 0;
+  int year, month, day, hour = 0, minute = 0, second = 0;
+  if (!Digits(text, &pos, 4, &year) || !Expect(text, &pos, "-") ||
+      !Digits(text, &pos, 2, &month) || !Expect(text, &pos, "-") || !Digits(text, &pos, 2, &day)) {
+    return bad("expected YYYY-MM-DD first");
+  }
+  int64_t frac_ns = 0;
+  int64_t offset_s = 0;
+  if (pos < text.size()) {
+    if (!Expect(text, &pos, "Tt ") || !Digits(text, &pos, 2, &hour) || !Expect(text, &pos, ":") ||
+        !Digits(text, &pos, 2, &minute) || !Expect(text, &pos, ":") ||
+        !Digits(text, &pos, 2, &second)) {
+      return bad("expected THH:MM:SS after the date");
+    }
+    if (pos < text.size() && text[pos] == '.') {
+      ++pos;
+      size_t n = 0;
+      int64_t scale = 100'000'000;
+      while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+        if (n++ < 9) {
+          frac_ns += (text[pos] - '0') * scale;
+          scale /= 10;
+        }
+        ++pos;
+      }
+      if (n == 0) return bad("no digits after the decimal point");
+    }
+    if (pos >= text.size()) return bad("no time zone: end it with Z or +HH:MM");
+    if (text[pos] == 'Z' || text[pos] == 'z') {
+      ++pos;
+    } else if (text[pos] == '+' || text[pos] == '-') {
+      const int sign = text[pos] == '-' ? -1 : 1;
+      ++pos;
+      int oh, om;
+      if (!Digits(text, &pos, 2, &oh) || !Expect(text, &pos, ":") || !Digits(text, &pos, 2, &om) ||
+          oh > 23 || om > 59) {
+        return bad("bad time zone offset");
+      }
+      offset_s = sign * (oh * 3600 + om * 60);
+    } else {
+      return bad("bad time zone: end it with Z or +HH:MM");
+    }
+    if (pos != text.size()) return bad("unexpected text after the time");
+  }
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
+      second > 60) {
+    return bad("a field is out of range");
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second == 60 ? 59 : second;  // a leap second: the second before
+  const time_t t = ::timegm(&tm);
+  if (tm.tm_mday != day || tm.tm_mon != month - 1) return bad("no such date");
+  const int64_t seconds = static_cast<int64_t>(t) - offset_s;
+  if (seconds < 0 || seconds > int64_t{9'000'000'000}) return bad("out of range");
+  return seconds * 1'000'000'000 + frac_ns;
+}
+
+Result<uint32_t> ParseDays(std::string_view text) {
+  uint64_t v = 0;
+  if (text.empty() || text.size() > 6) {
+    return Status::InvalidArgument("'" + std::string(text) + "' is not a whole number of days");
+  }
+  for (char c : text) {
+    if (c < '0' || c > '9') {
+      return Status::InvalidArgument("'" + std::string(text) + "' is not a whole number of days");
+    }
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v > 100000) {
+    return Status::InvalidArgument("'" + std::string(text) + "' days is too many");
+  }
+  return static_cast<uint32_t>(v);
+}
+
+CLI::Validator CheckValidator(std::function<Status(const std::string&)> check,
+                              const std::string& what) {
+  return CLI::Validator(
+      [check](std::string& value) -> std::string {
+        Status s = check(value);
+        return s.ok() ? std::string() : s.message();
+      },
+      "", what);
 }
 
 CLI::Validator SizeValidator() {

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -30,11 +31,23 @@ struct VolumeRef {
 };
 Result<VolumeRef> ParseVolumeRef(std::string_view text, bool snapshot_required);
 
+// A point in time, as ns since the Unix epoch: RFC 3339
+// ("2026-12-01T00:00:00Z", "2026-12-01T09:30:00.5+02:00"; 't'/'z' in any
+// case) or a date "2026-12-01" (00:00 UTC). InvalidArgument naming the text
+// and the accepted forms otherwise (including impossible dates: 2026-02-30).
+Result<int64_t> ParseTimestamp(std::string_view text);
+// A whole number of days, 0-100000 (the caller checks its own range).
+Result<uint32_t> ParseDays(std::string_view text);
+
 // CLI11 validators: an empty string when the value is good, else a message
 // (CLI11 prefixes it with the option's name).
 CLI::Validator SizeValidator();
 // `what`: "volume name" or "snapshot name".
 CLI::Validator NameValidator(const std::string& what);
 CLI::Validator VolumeRefValidator(bool snapshot_required);
+// A validator from a check: the Status's message when it fails. `what`
+// names the value in --help ("days", "cycle").
+CLI::Validator CheckValidator(std::function<Status(const std::string&)> check,
+                              const std::string& what);
 
 }  // namespace snapdisk::cli

@@ -1,6 +1,9 @@
 #include "tools/cli/command_context.h"
 
+#include <ctime>
+
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/progress.h"
 
 namespace snapdisk::cli {
 
@@ -42,6 +45,49 @@ int CommandContext::Fail(const Status& status) const {
 
 void CommandContext::PrintJson(const nlohmann::ordered_json& doc) const {
   out_.Stdout(doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
+}
+
+int CommandContext::RunSteps(SteppedJob job) {
+  SNAPDISK_CHECK(pool_ != nullptr, "RunSteps without a pool");
+  SNAPDISK_CHECK(job.step && job.cancel && job.finish, "SteppedJob without step/cancel/finish");
+  if (step_runner_ != nullptr) return step_runner_->RunSteps(*this, std::move(job));
+  return RunStepsHere(*this, job);
+}
+
+void WaitForPoolWork(Pool& pool, int64_t idle_ns) {
+  if (pool.in_flight() > 0) {
+    (void)pool.Poll(1);
+    return;
+  }
+  const timespec ts{0, static_cast<long>(idle_ns)};
+  ::nanosleep(&ts, nullptr);
+}
+
+int RunStepsHere(CommandContext& ctx, SteppedJob& job) {
+  Output& out = ctx.out();
+  bool cancelled = false;
+  int64_t last_progress_ns = 0;
+  while (!job.step()) {
+    if (!cancelled && out.Cancelled()) {
+      cancelled = true;
+      job.cancel();
+    }
+    if (job.progress) {
+      const int64_t now = MonotonicNs();
+      if (now - last_progress_ns >= 100'000'000) {
+        last_progress_ns = now;
+        const StepProgress p = job.progress();
+        out.Progress(p.label, p.done, p.total, p.unit);
+      }
+    }
+    WaitForPoolWork(ctx.pool());
+  }
+  if (job.progress) {
+    const StepProgress p = job.progress();
+    out.Progress(p.label, p.done, p.total, p.unit);
+  }
+  out.ProgressEnd();
+  return job.finish(ctx);
 }
 
 void CommandContext::Note(std::string_view text) const {

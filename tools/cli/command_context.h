@@ -12,6 +12,13 @@
 // So `snapshot create` is the same code whether it runs in the CLI process
 // or inside `snapdisk serve`; only the Output and the Pool differ.
 //
+// Long jobs (backups) run as steps: the job's body starts the work and hands
+// a SteppedJob to CommandContext::RunSteps. In the CLI process RunSteps
+// loops (step, wait for the pool's I/O) and then calls the job's `finish`;
+// inside the server it returns kExitPending at once, and the server's event
+// loop steps the job between NBD requests and replies to the client when the
+// job has finished (control.h). Either way the same command code runs.
+//
 // Thread safety: a context and an executor belong to one thread.
 #pragma once
 
@@ -44,6 +51,48 @@ class Output {
                         ProgressUnit unit) = 0;
   virtual void ProgressEnd() = 0;
   virtual bool Cancelled() { return false; }
+};
+
+// What a progress bar shows for a stepped job.
+struct StepProgress {
+  std::string label;
+  uint64_t done = 0;
+  uint64_t total = 0;  // 0: unknown
+  ProgressUnit unit = ProgressUnit::kBytes;
+};
+
+class CommandContext;
+
+// A long job run as steps on the pool's thread.
+struct SteppedJob {
+  // A bounded slice of work that never waits for I/O (the caller drives
+  // Pool::Poll between steps); true once the job has finished.
+  std::function<bool()> step;
+  // Asks the job to stop (Ctrl-C; the client hanging up; the server shutting
+  // down): a later step then finishes it. Called at most once.
+  std::function<void()> cancel;
+  // What to show on the progress bar; polled about ten times a second. May
+  // be empty (no progress).
+  std::function<StepProgress()> progress;
+  // Called once, after the step that finished the job, on the pool's thread:
+  // reports the outcome through the context and returns the exit code.
+  std::function<int(CommandContext&)> finish;
+};
+
+// RunSteps's answer when the job goes on after the command's body returned
+// (inside the server): the exit code is not known yet. Never a process's
+// exit code.
+inline constexpr int kExitPending = -1;
+
+// Where a stepped job runs; an executor installs one in the contexts it
+// makes (the server's control socket). Without one, RunSteps runs the job to
+// its end before it returns (RunStepsHere).
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+  // Takes the job over; returns kExitPending, or an exit code when the job
+  // could not be taken (reported through `ctx`).
+  virtual int RunSteps(CommandContext& ctx, SteppedJob job) = 0;
 };
 
 // What a job gets. `pool` is null only for jobs run without a pool (pool
@@ -86,15 +135,31 @@ class CommandContext {
   // One line on stderr (a note that is not an error).
   void Note(std::string_view text) const;
 
+  // Runs `job` (see SteppedJob) and returns its exit code, or kExitPending
+  // when the executor finishes it later; a job body returns what this
+  // returns. Needs the pool. At most once per command.
+  int RunSteps(SteppedJob job);
+  void set_step_runner(StepRunner* runner) { step_runner_ = runner; }
+
  private:
   Output& out_;
   Pool* pool_ = nullptr;
+  StepRunner* step_runner_ = nullptr;
   std::string pool_path_;
   bool json_ = false;
   std::string cwd_;
   int stdin_fd_ = 0;
   int stdout_fd_ = 1;
 };
+
+// Runs a stepped job here, to its end: steps it, waiting for the pool's I/O
+// in between (WaitForPoolWork), draws its progress, cancels it once
+// ctx.out().Cancelled(), then returns job.finish(ctx).
+int RunStepsHere(CommandContext& ctx, SteppedJob& job);
+// Between two steps of a job: waits until the pool completes a request when
+// it has some in flight, else sleeps `idle_ns` (the job waits for its worker
+// threads, or for its rate limit).
+void WaitForPoolWork(Pool& pool, int64_t idle_ns = 200'000);
 
 // The one-line error message for `status`, as shown after "snapdisk: ":
 // the engine's message, with " in pool PATH" after "volume|snapshot '...'
@@ -122,8 +187,9 @@ class Executor {
   // code of the failure to reach the pool (reported through the context).
   virtual int RunOnPool(const std::string& pool_path, const JobOptions& options,
                         const PoolJob& job) = 0;
-  // Runs a job that makes its own pool (pool create): in this process only;
-  // a server refuses it. The context has no pool.
+  // Runs a job without a pool (pool create, which makes its own; the store
+  // commands): in this process only; a server refuses it. The context has
+  // no pool.
   virtual int RunWithoutPool(const std::string& pool_path, const JobOptions& options,
                              const PoolJob& job) = 0;
 };

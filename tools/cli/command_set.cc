@@ -26,12 +26,16 @@ void PlainPositionals(CLI::App& app) {
 
 }  // namespace
 
-void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor) {
+void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor,
+                       const std::vector<std::string>& command_line) {
   app.footer(HelpFooter());
   app.require_subcommand(1);
   AddPoolCommands(app, exit_code, executor);
   AddVolumeCommands(app, exit_code, executor);
   AddSnapshotCommands(app, exit_code, executor);
+  AddStoreCommands(app, exit_code, executor);
+  AddBackupCommands(app, exit_code, executor, command_line);
+  AddPolicyCommands(app, exit_code, executor);
   PlainPositionals(app);
 }
 

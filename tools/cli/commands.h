@@ -10,6 +10,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
 
 #include "tools/cli/command_context.h"
 
@@ -23,12 +25,24 @@ void AddPoolCommands(CLI::App& app, int& exit_code, Executor& executor);
 void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor);
 // snapshot_commands.cc: snapshot create|list|delete|diff, clone, rollback.
 void AddSnapshotCommands(CLI::App& app, int& exit_code, Executor& executor);
+// store_commands.cc: store create|verify|expire|report (no pool).
+void AddStoreCommands(CLI::App& app, int& exit_code, Executor& executor);
+// backup_commands.cc: backup POOL VOL (on the pool) and backup list|extend|
+// export (store only). `command_line` (the arguments after the program
+// name) tells `backup POOL VOL` from `backup list` (see the file comment).
+void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
+                       const std::vector<std::string>& command_line);
+// policy_commands.cc: policy set|show|remove|run.
+void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor);
 // tools/nbd/serve_command.cc: serve (the NBD server).
 void AddServeCommand(CLI::App& app, int& exit_code);
 
 // Sets up `app` as the root of the pool commands (footer with the exit codes,
-// one subcommand required) and adds the pool, volume and snapshot commands.
-void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor);
+// one subcommand required) and adds the pool, volume, snapshot, store, backup
+// and policy commands. `command_line`: the arguments that will be parsed
+// (after the program name).
+void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor,
+                       const std::vector<std::string>& command_line = {});
 
 // The footer of every pool command's --help: sizes, exit codes, the server.
 std::string HelpFooter();

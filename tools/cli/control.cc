@@ -172,17 +172,18 @@ class CaptureOutput : public Output {
   std::string err_;
 };
 
-// Runs jobs against the pool the server holds.
+// Runs jobs against the pool the server holds; stepped jobs go to `runner`.
 class ServerExecutor : public Executor {
  public:
   ServerExecutor(Pool& pool, const std::string& served_path, Output& out, std::string cwd,
-                 int stdin_fd, int stdout_fd)
+                 int stdin_fd, int stdout_fd, StepRunner& runner)
       : pool_(pool),
         served_path_(served_path),
         out_(out),
         cwd_(std::move(cwd)),
         stdin_fd_(stdin_fd),
-        stdout_fd_(stdout_fd) {}
+        stdout_fd_(stdout_fd),
+        runner_(runner) {}
 
   int RunOnPool(const std::string& pool_path, const JobOptions& options,
                 const PoolJob& job) override {
@@ -201,6 +202,7 @@ class ServerExecutor : public Executor {
           "the request did not pass the stdin/stdout descriptor that '-' needs"));
     }
     ctx.set_pool(&pool_);
+    ctx.set_step_runner(&runner_);
     return job(ctx);
   }
 
@@ -217,6 +219,7 @@ class ServerExecutor : public Executor {
   const std::string cwd_;
   const int stdin_fd_;
   const int stdout_fd_;
+  StepRunner& runner_;
 };
 
 // Reads the request line and the descriptors passed with it.
@@ -344,19 +347,68 @@ class SigpipeGuard {
 
 }  // namespace
 
-void ServeControlConnection(int fd, Pool& pool, const std::string& pool_path) {
+struct ControlSession::Impl : public StepRunner {
+  Impl(int fd_in, Pool& pool_in, const std::string& pool_path_in, bool allow_steps_in)
+      : fd(fd_in), pool(pool_in), pool_path(pool_path_in), allow_steps(allow_steps_in) {}
+
+  // Takes the command's stepped job over (CommandContext::RunSteps).
+  int RunSteps(CommandContext& c, SteppedJob j) override {
+    SNAPDISK_CHECK(!running, "a command ran two stepped jobs");
+    if (!allow_steps) {
+      j.cancel();
+      while (!j.step()) WaitForPoolWork(pool);
+      return c.Fail(Status::Busy("the server of pool " + pool_path + " runs " +
+                                 std::to_string(kMaxServerJobs) +
+                                 " backups already; try again when one has finished"));
+    }
+    ctx.emplace(c);
+    job = std::move(j);
+    running = true;
+    return kExitPending;
+  }
+
+  void Reply(int exit_code, const std::string& out_text, const std::string& err_text) {
+    const json reply = {{"exit_code", exit_code}, {"stdout", out_text}, {"stderr", err_text}};
+    timeval tv{kRequestTimeoutS, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    (void)SendAll(fd, Dump(reply) + "\n");
+    for (int passed : fds) ::close(passed);
+    fds.clear();
+    ::close(fd);
+    fd = -1;
+  }
+
+  void Fail(const Status& s, int* exit_code, std::string* err_text) const {
+    *err_text += "snapdisk: " + ErrorMessage(s, pool_path) + "\n";
+    *exit_code = ExitCodeFor(s);
+  }
+
+  void Begin();
+  bool Step();
+
+  int fd;
+  Pool& pool;
+  const std::string pool_path;
+  const bool allow_steps;
+  std::vector<int> fds;  // passed by the client; closed with the reply
+  std::unique_ptr<CaptureOutput> out;
+  // The stepped job, while one runs.
+  std::optional<CommandContext> ctx;
+  SteppedJob job;
+  bool running = false;
+  bool cancel_asked = false;  // by the server
+  bool cancelled = false;     // job.cancel() called
+  int64_t last_progress_ns = 0;
+};
+
+void ControlSession::Impl::Begin() {
   SigpipeGuard sigpipe_guard;
   // The timeouts below need a blocking socket, whatever the listener was.
   if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0 && (flags & O_NONBLOCK)) {
     ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   }
-  std::vector<int> fds;
   int exit_code = kExitOk;
   std::string out_text, err_text;
-  auto fail = [&](const Status& s) {
-    err_text += "snapdisk: " + ErrorMessage(s, pool_path) + "\n";
-    exit_code = ExitCodeFor(s);
-  };
   try {
     std::string line;
     Status s = CheckPeer(fd);
@@ -393,34 +445,107 @@ void ServeControlConnection(int fd, Pool& pool, const std::string& pool_path) {
       }
     }
     if (s.ok()) {
-      CaptureOutput out(fd, request.value("progress", false));
-      ServerExecutor executor(pool, pool_path, out, request["cwd"].get<std::string>(), stdin_fd,
-                              stdout_fd);
+      out = std::make_unique<CaptureOutput>(fd, request.value("progress", false));
+      ServerExecutor executor(pool, pool_path, *out, request["cwd"].get<std::string>(), stdin_fd,
+                              stdout_fd, *this);
       CLI::App app{"snapdisk"};
-      AddPoolCommandSet(app, exit_code, executor);
+      AddPoolCommandSet(app, exit_code, executor, argv);
       std::reverse(argv.begin(), argv.end());  // CLI11 takes the arguments in reverse
       try {
         app.parse(argv);
       } catch (const CLI::CallForHelp&) {
-        out.Stdout(app.help());
+        out->Stdout(app.help());
       } catch (const CLI::ParseError& e) {
-        out.Stderr("snapdisk: " + std::string(e.what()) + "\n");
+        out->Stderr("snapdisk: " + std::string(e.what()) + "\n");
         exit_code = kExitUsage;
       }
-      out_text = out.out();
-      err_text = out.err();
+      if (running) {
+        SNAPDISK_CHECK(exit_code == kExitPending, "a stepped job's command did not return it");
+        return;  // Step() goes on
+      }
+      out_text = out->out();
+      err_text = out->err();
     } else {
-      fail(s);
+      Fail(s, &exit_code, &err_text);
     }
   } catch (const std::exception& e) {
-    fail(Status::IOError(std::string("control request failed: ") + e.what()));
+    Fail(Status::IOError(std::string("control request failed: ") + e.what()), &exit_code,
+         &err_text);
   }
-  const json reply = {{"exit_code", exit_code}, {"stdout", out_text}, {"stderr", err_text}};
-  timeval tv{kRequestTimeoutS, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  (void)SendAll(fd, Dump(reply) + "\n");
-  for (int passed : fds) ::close(passed);
-  ::close(fd);
+  if (running) {
+    // The parse threw after the job was taken: let it go, then answer.
+    job.cancel();
+    while (!job.step()) WaitForPoolWork(pool);
+    job = {};
+    ctx.reset();
+    running = false;
+  }
+  if (exit_code == kExitPending) exit_code = kExitIoError;
+  Reply(exit_code, out_text, err_text);
+}
+
+bool ControlSession::Impl::Step() {
+  if (fd < 0) return true;
+  SNAPDISK_CHECK(running, "a control session without a job is not done");
+  SigpipeGuard sigpipe_guard;
+  int exit_code = kExitIoError;
+  std::string err_text;
+  try {
+    if (!cancelled && (cancel_asked || out->Cancelled())) {
+      cancelled = true;
+      job.cancel();
+    }
+    if (!job.step()) {
+      if (job.progress) {
+        const int64_t now = MonotonicNs();
+        if (now - last_progress_ns >= 100'000'000) {
+          last_progress_ns = now;
+          const StepProgress p = job.progress();
+          out->Progress(p.label, p.done, p.total, p.unit);
+        }
+      }
+      return false;
+    }
+    out->ProgressEnd();
+    exit_code = job.finish(*ctx);
+    err_text = out->err();
+  } catch (const std::exception& e) {
+    err_text = out->err();
+    Fail(Status::IOError(std::string("control request failed: ") + e.what()), &exit_code,
+         &err_text);
+  }
+  job = {};  // the job's state goes (a finished job does not wait)
+  ctx.reset();
+  running = false;
+  Reply(exit_code, out->out(), err_text);
+  return true;
+}
+
+ControlSession::ControlSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ControlSession::~ControlSession() {
+  if (impl_->fd < 0) return;
+  Cancel();
+  while (!Step()) WaitForPoolWork(impl_->pool);
+}
+
+std::unique_ptr<ControlSession> ControlSession::Start(int fd, Pool& pool,
+                                                      const std::string& pool_path,
+                                                      bool allow_steps) {
+  auto impl = std::make_unique<Impl>(fd, pool, pool_path, allow_steps);
+  impl->Begin();
+  return std::unique_ptr<ControlSession>(new ControlSession(std::move(impl)));
+}
+
+bool ControlSession::done() const { return impl_->fd < 0; }
+
+bool ControlSession::Step() { return impl_->Step(); }
+
+void ControlSession::Cancel() { impl_->cancel_asked = true; }
+
+void ServeControlConnection(int fd, Pool& pool, const std::string& pool_path) {
+  std::unique_ptr<ControlSession> session = ControlSession::Start(fd, pool, pool_path);
+  while (!session->Step()) WaitForPoolWork(pool);
 }
 
 // ---- Client ----------------------------------------------------------------

@@ -2,7 +2,10 @@
 // command_context.h). RunOnPool first offers the whole command line to the
 // pool's server (control.h); when none listens, it opens the pool itself with
 // PoolFile (Busy, naming the pid, when another process holds it), runs the
-// job, and closes the pool, which commits.
+// job, and closes the pool, which commits. A job that runs as steps (a
+// backup: CommandContext::RunSteps) runs to its end inside RunOnPool,
+// stepped with Pool::Poll waits in between, its progress on the terminal;
+// Ctrl-C cancels it.
 //
 // Before PoolFile::Open it checks that the path is a regular file with a
 // snapdisk superblock magic where a superblock can be, so that pointing the

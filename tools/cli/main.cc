@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   snapdisk::cli::LocalExecutor executor(args);
   CLI::App app{"snapdisk: block-level snapshots of simulated ESSD cloud disks", "snapdisk"};
   int exit_code = snapdisk::cli::kExitOk;
-  snapdisk::cli::AddPoolCommandSet(app, exit_code, executor);
+  snapdisk::cli::AddPoolCommandSet(app, exit_code, executor, args);
   snapdisk::cli::AddServeCommand(app, exit_code);
   snapdisk::cli::AddExperimentCommand(app, exit_code);
   try {
@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
     const CLI::App* deepest = Deepest(app, &path);
     std::string message = OneLine(e.what());
     if (e.get_name() == "RequiredError" && !deepest->get_subcommands({}).empty() &&
-        deepest->get_subcommands().empty()) {
+        deepest->get_subcommands().empty() &&
+        std::string(e.what()).find("ubcommand") != std::string::npos) {
       message = ExplainMissingSubcommand(*deepest, path);
     }
     std::fprintf(stderr, "snapdisk: %s (see '%s --help')\n", message.c_str(), path.c_str());

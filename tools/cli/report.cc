@@ -180,4 +180,105 @@ nlohmann::ordered_json ExtentJson(const Extent& extent) {
           {"zero", extent.zero}};
 }
 
+void AddTime(nlohmann::ordered_json& doc, const std::string& name, int64_t unix_ns,
+             bool zero_is_null) {
+  if (zero_is_null && unix_ns == 0) {
+    doc[name] = nullptr;
+    doc[name + "_unix_ns"] = nullptr;
+    return;
+  }
+  doc[name] = Rfc3339(unix_ns);
+  doc[name + "_unix_ns"] = unix_ns;
+}
+
+nlohmann::ordered_json BackupSetJson(const BackupSet& set) {
+  nlohmann::ordered_json doc = {
+      {"id", set.id},
+      {"sequence", set.sequence},
+      {"volume", set.volume},
+      {"volume_id", set.volume_id},
+      {"lineage", set.lineage},
+      {"type", BackupTypeName(set.type)},
+      {"first_lsn", set.first_lsn},
+      {"last_lsn", set.last_lsn},
+      {"base", set.base.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(set.base)}};
+  AddTime(doc, "started", set.started_unix_ns);
+  AddTime(doc, "finished", set.finished_unix_ns);
+  AddTime(doc, "consistent", set.consistent_unix_ns, /*zero_is_null=*/true);
+  if (set.type == BackupType::kLog) {
+    AddTime(doc, "first_record", set.first_record_unix_ns, true);
+    AddTime(doc, "last_record", set.last_record_unix_ns, true);
+  }
+  AddTime(doc, "retain_until", set.retain_until_unix_ns);
+  doc["volume_size_bytes"] = set.volume_size_bytes;
+  doc["data_bytes"] = set.data_bytes;
+  doc["stored_bytes"] = set.stored_bytes;
+  doc["chunk_count"] = set.chunks.size();
+  doc["key"] = set.key;
+  doc["sha256"] = set.sha256;
+  return doc;
+}
+
+nlohmann::ordered_json StorageReportJson(const StorageReport& r) {
+  return {{"volume", r.volume},
+          {"volume_size_bytes", r.volume_size_bytes},
+          {"sets", r.sets},
+          {"snapshot_bytes", r.snapshot_bytes},
+          {"physical_bytes", r.physical_bytes},
+          {"log_bytes", r.log_bytes},
+          {"free_quota_bytes", r.free_quota_bytes},
+          {"billable_bytes", r.billable_bytes}};
+}
+
+nlohmann::ordered_json WormVerifyJson(const WormVerifyReport& r) {
+  nlohmann::ordered_json problems = nlohmann::ordered_json::array();
+  for (const WormProblem& p : r.problems) problems.push_back({{"key", p.key}, {"what", p.what}});
+  return {{"ok", r.ok()},
+          {"objects", r.objects},
+          {"bytes", r.bytes},
+          {"head_sha256", r.head_sha256},
+          {"problems", problems}};
+}
+
+nlohmann::ordered_json ExportReportJson(const ExportReport& r) {
+  nlohmann::ordered_json sets = nlohmann::ordered_json::array();
+  for (const ExportedSet& s : r.sets) {
+    nlohmann::ordered_json set = {
+        {"id", s.id},
+        {"type", BackupTypeName(s.type)},
+        {"volume", s.volume},
+        {"base", s.base.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s.base)},
+        {"first_lsn", s.first_lsn},
+        {"last_lsn", s.last_lsn}};
+    AddTime(set, "consistent", s.consistent_unix_ns, true);
+    set["data_bytes"] = s.data_bytes;
+    set["chunk_count"] = s.chunk_count;
+    AddTime(set, "retain_until", s.retain_until_unix_ns);
+    set["sha256"] = s.sha256;
+    sets.push_back(std::move(set));
+  }
+  nlohmann::ordered_json doc = {{"path", r.path},
+                                {"target_id", r.target_id},
+                                {"version", r.version},
+                                {"file_bytes", r.file_bytes}};
+  AddTime(doc, "exported", r.exported_unix_ns);
+  doc["manifest_count"] = r.manifest_count;
+  doc["chunk_count"] = r.chunk_count;
+  doc["chunk_stored_bytes"] = r.chunk_stored_bytes;
+  doc["sha256"] = r.sha256;
+  doc["sets"] = sets;
+  return doc;
+}
+
+nlohmann::ordered_json PolicyJson(const BackupPolicy& p) {
+  return {{"store_dir", p.store_dir},
+          {"method", PolicyMethodName(p.method)},
+          {"incremental", p.incremental},
+          {"retention_days", p.retention_days},
+          {"cycle", FormatCycle(p.cycle_days)},
+          {"window", FormatWindow(p.window_start_min, p.window_end_min)},
+          {"log_frequency", LogFrequencyName(p.log_frequency)},
+          {"log_retention_days", p.log_retention_days}};
+}
+
 }  // namespace snapdisk::cli

@@ -12,6 +12,11 @@
 
 #include "engine/fsck.h"
 #include "engine/pool.h"
+#include "engine/worm_store.h"
+#include "snapshot/backup.h"
+#include "snapshot/backup_export.h"
+#include "snapshot/backup_set.h"
+#include "snapshot/policy.h"
 
 namespace snapdisk::cli {
 
@@ -54,5 +59,20 @@ nlohmann::ordered_json SnapshotJson(const SnapshotInfo& info);
 nlohmann::ordered_json FsckJson(const FsckReport& report);
 nlohmann::ordered_json ScrubJson(const ScrubReport& report);
 nlohmann::ordered_json ExtentJson(const Extent& extent);
+
+// A time as two fields: "<name>": RFC 3339 and "<name>_unix_ns" (both null
+// when `unix_ns` is 0 and `zero_is_null`).
+void AddTime(nlohmann::ordered_json& doc, const std::string& name, int64_t unix_ns,
+             bool zero_is_null = false);
+// A backup set: id, sequence, volume, type, first_lsn, last_lsn, base (null
+// when none), started/finished/consistent, retain_until, sizes, chunk_count,
+// key, sha256; log segments also first_record/last_record.
+nlohmann::ordered_json BackupSetJson(const BackupSet& set);
+nlohmann::ordered_json StorageReportJson(const StorageReport& report);
+nlohmann::ordered_json WormVerifyJson(const WormVerifyReport& report);
+nlohmann::ordered_json ExportReportJson(const ExportReport& report);
+// The policy's fields (store_dir, method, incremental, retention_days, cycle,
+// window, log_frequency, log_retention_days).
+nlohmann::ordered_json PolicyJson(const BackupPolicy& policy);
 
 }  // namespace snapdisk::cli

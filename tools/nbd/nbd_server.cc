@@ -6,6 +6,10 @@
 //   encode replies (one commit for every FUA write of the turn) -> one
 //   sendmsg per connection with output -> parse input that waited for a free
 //   slot.
+// Control commands that run as steps (backups, cli::ControlSession) get one
+// Step() per turn, before the engine is driven (so the reads a step submits
+// go to the device in the same turn); while one runs, epoll sleeps at most
+// kJobTurnNs, since the job's worker threads have no fd to wake the loop.
 //
 // Every request owns a Slot from its header until its reply is on the wire;
 // a connection has a fixed number of slots, so a client can never have more
@@ -74,6 +78,8 @@ constexpr uint32_t kBaseAllocationContextId = 1;
 constexpr size_t kMaxErrorMessageBytes = 1024;
 constexpr int kMaxIov = 256;
 constexpr int kMaxEvents = 64;
+// Longest epoll sleep while a stepped control command (a backup) runs.
+constexpr int64_t kJobTurnNs = 1'000'000;
 
 std::string Hex(uint64_t v) {
   char b[24];
@@ -151,6 +157,7 @@ class Server {
   void AcceptClients();
   void AcceptControl();
   void DriveEngine();
+  void StepControlJobs();
   void ProcessCompleted();
   void FlushDirty();
   void Reap();
@@ -170,6 +177,8 @@ class Server {
   Handler signal_tag_{Handler::Kind::kSignal};
   Handler event_tag_{Handler::Kind::kDeviceEvent};
   std::vector<std::unique_ptr<Connection>> connections_;
+  // Control commands still running as steps (at most cli::kMaxServerJobs).
+  std::vector<std::unique_ptr<cli::ControlSession>> control_jobs_;
   std::vector<Slot*> completed_;   // slots whose requests finished (or failed at once)
   std::vector<Slot*> processing_;  // completed_, swapped out while replies are encoded
   std::vector<Slot*> fua_;
@@ -1321,9 +1330,23 @@ void Server::AcceptControl() {
       if (errno == EINTR) continue;
       return;
     }
-    // Synchronous on this thread (control.h bounds how long a peer may take
-    // to send its request); NBD clients wait meanwhile.
-    cli::ServeControlConnection(fd, *pool_, options_.pool_path);
+    // Reading the request and running the command are synchronous on this
+    // thread (control.h bounds how long a peer may take to send its
+    // request); NBD clients wait meanwhile. A backup is left running as
+    // steps, driven by StepControlJobs.
+    auto session = cli::ControlSession::Start(fd, *pool_, options_.pool_path,
+                                              control_jobs_.size() < cli::kMaxServerJobs);
+    if (!session->done()) control_jobs_.push_back(std::move(session));
+  }
+}
+
+void Server::StepControlJobs() {
+  for (size_t i = 0; i < control_jobs_.size();) {
+    if (control_jobs_[i]->Step()) {
+      control_jobs_.erase(control_jobs_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
   }
 }
 
@@ -1388,9 +1411,10 @@ void Server::Reap() {
 // completions (the pool has no fd for those).
 int64_t Server::TimeoutNs() const {
   if (!completed_.empty() || !dirty_.empty()) return 0;
-  if (pool_->in_flight() == 0) return -1;
+  const int64_t job_ns = control_jobs_.empty() ? -1 : kJobTurnNs;
+  if (pool_->in_flight() == 0) return job_ns;
   if (qos_exports_ > 0) return 50'000;
-  if (event_fd_ >= 0) return 10'000'000;
+  if (event_fd_ >= 0) return job_ns >= 0 ? job_ns : 10'000'000;
   return 200'000;
 }
 
@@ -1451,6 +1475,7 @@ void Server::Loop() {
         }
       }
     }
+    StepControlJobs();
     DriveEngine();
     ProcessCompleted();
     FlushDirty();
@@ -1469,9 +1494,16 @@ void Server::Shutdown() {
     control_fd_ = -1;
     cli::RemoveControlSocket(options_.pool_path);
   }
+  for (auto& c : connections_) c->StopReading();
+  // Running backups are cancelled; their clients get their answer.
+  for (auto& job : control_jobs_) job->Cancel();
+  while (!control_jobs_.empty()) {
+    StepControlJobs();
+    if (!control_jobs_.empty()) cli::WaitForPoolWork(*pool_);
+    ProcessCompleted();
+  }
   // Finish what the engine holds, send what replies can be sent without
   // waiting on slow clients, then hang up.
-  for (auto& c : connections_) c->StopReading();
   while (pool_->in_flight() > 0) {
     (void)pool_->Poll(1);
     ProcessCompleted();

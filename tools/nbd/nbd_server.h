@@ -11,6 +11,10 @@
 // a short timeout) says there is work. Replies go out in completion order,
 // matched by the client's cookie, batched into one sendmsg per connection per
 // loop turn.
+// Control commands run on the same thread: most to their end when they
+// arrive; backups as steps between loop turns (tools/cli/control.h), so NBD
+// requests keep being served while one runs. SIGTERM cancels running backups
+// (their clients get exit 130).
 //
 // Limits (bounded memory): at most `max_clients` connections, each with at
 // most `max_requests_per_client` requests in flight and at most

@@ -1,0 +1,759 @@
+// The backup commands of the CLI, run as the real binary ($SNAPDISK_BIN):
+// store create|verify|expire|report, backup POOL VOL with every method,
+// backup list|extend|export, policy set|show|remove|run (each bad value of
+// policy set refused with its allowed range), the `backup` command/group
+// parsing, and backups inside `snapdisk serve` while an NBD client keeps
+// writing (its writes keep completing; the backup succeeds), cancelled by
+// the client hanging up or by the server stopping.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/pool_file.h"
+#include "engine/volume.h"
+#include "snapshot/backup_export.h"
+#include "support/cli_test_support.h"
+#include "support/serve_process.h"
+#include "support/test_env.h"
+#include "tools/nbd/nbd_protocol.h"
+
+namespace snapdisk::cli {
+namespace {
+
+using nlohmann::json;
+using testing::CliOptions;
+using testing::CliResult;
+using testing::RunCli;
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+class CliBackupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pool_ = dir_.File("pool");
+    store_ = dir_.File("store");
+    auto pf = PoolFile::Create(pool_, 512 * kMiB);
+    ASSERT_TRUE(pf.ok()) << pf.status().ToString();
+    ASSERT_TRUE((*pf)->pool().CreateVolume("db", 64 * kMiB).ok());
+    ASSERT_TRUE((*pf)->Close().ok());
+    CliResult r = RunCli({"store", "create", store_, "--chunk-size", "256K"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // Writes through the library (no server holds the pool then).
+  void Write(const std::string& volume, uint64_t offset, uint64_t length, uint64_t seed) {
+    auto pf = PoolFile::Open(pool_);
+    ASSERT_TRUE(pf.ok()) << pf.status().ToString();
+    auto v = (*pf)->pool().OpenVolume(volume);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    ASSERT_TRUE((*v)->Write(offset, snapdisk::testing::PatternBytes(seed, length)).ok());
+    ASSERT_TRUE((*pf)->Close().ok());
+  }
+
+  // Runs a command that must succeed with --json; returns its document.
+  json RunJson(std::vector<std::string> args, const CliOptions& options = {}) {
+    args.push_back("--json");
+    CliResult r = RunCli(args, options);
+    EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+    EXPECT_EQ(r.err, "");
+    json doc = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(doc.is_discarded()) << r.out;
+    return doc;
+  }
+
+  json Backup(const std::string& method, const std::string& volume = "db") {
+    return RunJson({"backup", pool_, volume, "--store", store_, "--method", method});
+  }
+
+  snapdisk::testing::ScratchDir dir_;
+  std::string pool_;
+  std::string store_;
+};
+
+// ---- store ---------------------------------------------------------------------
+
+TEST_F(CliBackupTest, StoreCreateRefusesBadSettingsAndExistingStores) {
+  CliResult r = RunCli({"store", "create", store_});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "already holds a WORM store")) << r.err;
+
+  r = RunCli({"store", "create", dir_.File("s2"), "--chunk-size", "48K"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "power of two from 64K to 64M")) << r.err;
+  r = RunCli({"store", "create", dir_.File("s2"), "--zstd-level", "20"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "1-19")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("s2")));
+
+  const json doc = RunJson({"store", "create", dir_.File("s2"), "--chunk-size", "4M",
+                            "--zstd-level", "3"});
+  EXPECT_EQ(doc["chunk_bytes"], 4 * kMiB);
+  EXPECT_EQ(doc["zstd_level"], 3);
+  r = RunCli({"store", "verify", dir_.File("missing")});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(Contains(r.err, "store create")) << r.err;
+}
+
+TEST_F(CliBackupTest, StoreVerifyNamesTamperedObjects) {
+  Write("db", 0, 2 * kMiB, 1);
+  const json set = Backup("full");
+  json doc = RunJson({"store", "verify", store_});
+  EXPECT_EQ(doc["ok"], true);
+  EXPECT_EQ(doc["problems"].size(), 0u);
+  EXPECT_EQ(doc["head_sha256"].get<std::string>().size(), 64u);
+  CliResult r = RunCli({"store", "verify", store_});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "intact")) << r.out;
+
+  // Rewrite one byte of the manifest behind the store's back.
+  const std::string key = set["key"];
+  const std::string path = store_ + "/objects/" + key;
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "X", 1, 3), 1);
+  ::close(fd);
+  ASSERT_EQ(::chmod(path.c_str(), 0444), 0);
+
+  r = RunCli({"store", "verify", store_});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(Contains(r.out, key + ": ")) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_TRUE(Contains(r.err, "verify found 1 problem in store")) << r.err;
+  r = RunCli({"store", "verify", store_, "--json"});
+  EXPECT_EQ(r.exit_code, 1);
+  doc = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  EXPECT_EQ(doc["ok"], false);
+  ASSERT_EQ(doc["problems"].size(), 1u);
+  EXPECT_EQ(doc["problems"][0]["key"], key);
+}
+
+TEST_F(CliBackupTest, StoreReportAndExpire) {
+  Write("db", 0, 4 * kMiB, 2);
+  Backup("full");
+  Backup("snapshot");
+  json doc = RunJson({"store", "report", store_});
+  ASSERT_EQ(doc.size(), 1u);
+  EXPECT_EQ(doc[0]["volume"], "db");
+  EXPECT_EQ(doc[0]["sets"], 2);
+  EXPECT_EQ(doc[0]["volume_size_bytes"], 64 * kMiB);
+  EXPECT_EQ(doc[0]["free_quota_bytes"], 32 * kMiB);
+  EXPECT_GT(doc[0]["physical_bytes"].get<uint64_t>(), 0u);
+  for (const char* field : {"snapshot_bytes", "log_bytes", "billable_bytes"}) {
+    EXPECT_TRUE(doc[0].contains(field)) << field;
+  }
+  EXPECT_EQ(RunJson({"store", "report", store_, "--volume", "other"}).size(), 0u);
+  CliResult r = RunCli({"store", "report", store_});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "FREE QUOTA")) << r.out;
+  // Nothing has expired yet (7 days at least).
+  doc = RunJson({"store", "expire", store_});
+  EXPECT_EQ(doc["objects"], 0);
+}
+
+// ---- backup ----------------------------------------------------------------------
+
+TEST_F(CliBackupTest, EveryMethodPrintsItsSetWithAnId) {
+  Write("db", 0, 3 * kMiB, 3);
+  const json snap = Backup("snapshot");
+  EXPECT_EQ(snap["type"], "snapshot");
+  EXPECT_EQ(snap["id"].get<std::string>().front(), 'S');
+  const json full = Backup("full");
+  EXPECT_EQ(full["type"], "full");
+  EXPECT_EQ(full["id"].get<std::string>().front(), 'F');
+  EXPECT_EQ(full["base"], nullptr);
+  EXPECT_EQ(full["data_bytes"], 3 * kMiB);
+  Write("db", 8 * kMiB, 1 * kMiB, 4);
+  const json diff = Backup("diff");
+  EXPECT_EQ(diff["type"], "diff");
+  EXPECT_EQ(diff["base"], full["id"]);
+  EXPECT_EQ(diff["data_bytes"], 1 * kMiB);
+  Write("db", 16 * kMiB, 512 * 1024, 5);
+  const json incr = Backup("incr");
+  EXPECT_EQ(incr["type"], "incr");
+  EXPECT_EQ(incr["base"], diff["id"]);
+  EXPECT_EQ(incr["first_lsn"], diff["last_lsn"].get<uint64_t>() + 1);
+  const json automatic = Backup("auto");  // a full finished just now: a diff
+  EXPECT_EQ(automatic["type"], "diff");
+  const json log = Backup("log");
+  EXPECT_EQ(log["type"], "log");
+  EXPECT_EQ(log["id"].get<std::string>().front(), 'L');
+  EXPECT_TRUE(log.contains("first_record"));
+  // Every id is distinct; every set is retained 7 days by default.
+  std::set<std::string> ids;
+  for (const json* s : {&snap, &full, &diff, &incr, &automatic, &log}) {
+    ids.insert((*s)["id"].get<std::string>());
+    const int64_t retained =
+        (*s)["retain_until_unix_ns"].get<int64_t>() - (*s)["started_unix_ns"].get<int64_t>();
+    EXPECT_EQ(retained, int64_t{7} * 86400 * 1'000'000'000);
+  }
+  EXPECT_EQ(ids.size(), 6u);
+
+  CliResult r = RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--retain",
+                        "30"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "Backed up volume 'db' as F")) << r.out;
+}
+
+TEST_F(CliBackupTest, BackupRefusesBadInputBeforeTouchingAnything) {
+  const std::string before = testing::ContentFingerprint(pool_);
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--method", "weekly"}, 2, "snapshot, full, diff, incr, auto or log"},
+      {{"--method", "full", "--retain", "5"}, 2, "7-730 days"},
+      {{"--method", "full", "--retain", "x"}, 2, "7-730 days"},
+      {{"--method", "full", "--rate", "0"}, 2, "rate must be"},
+      {{"--method", "full", "--rate", "fast"}, 2, "rate must be"},
+      {{}, 2, "--method is required"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"backup", pool_, "db", "--store", store_};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.message << ": " << r.err;
+    EXPECT_TRUE(Contains(r.err, c.message)) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  CliResult r = RunCli({"backup", pool_, "db", "--method", "full"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "--store")) << r.err;
+  r = RunCli({"backup", pool_, "nope", "--store", store_, "--method", "full"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(Contains(r.err, "'nope'")) << r.err;
+  r = RunCli({"backup", pool_, "db", "--store", dir_.File("nostore"), "--method", "full"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(Contains(r.err, "does not exist")) << r.err;
+  // A diff needs a full.
+  r = RunCli({"backup", pool_, "db", "--store", store_, "--method", "diff", "--json"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  const json doc = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  EXPECT_EQ(doc["error"]["code"], "NotFound");
+  EXPECT_EQ(testing::ContentFingerprint(pool_), before);
+}
+
+TEST_F(CliBackupTest, BackupIsBothACommandAndAGroup) {
+  // `backup` alone, and a group command without its store.
+  CliResult r = RunCli({"backup"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "list, extend, export")) << r.err;
+  r = RunCli({"backup", "list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "--store")) << r.err;
+  r = RunCli({"backup", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "snapdisk backup POOL VOL --store DIR --method M")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "list")) << r.out;
+  r = RunCli({"backup", "list", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "--volume")) << r.out;
+
+  // A pool file named like a snapdisk command ("pool") is still POOL; one
+  // named like a command of the group goes as ./export.
+  CliOptions in_dir;
+  in_dir.cwd = dir_.path().string();
+  r = RunCli({"backup", "pool", "db", "--store", "store", "--method", "full"}, in_dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::filesystem::copy_file(pool_, dir_.File("export"));
+  r = RunCli({"backup", "--json", "./export", "db", "--store", "store", "--method", "snapshot"},
+             in_dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // ... while `backup list` is the group's command.
+  r = RunCli({"backup", "list", "--store", "store"}, in_dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "F1")) << r.out;
+  r = RunCli({"backup", "list", "--store", "store", "db"}, in_dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+}
+
+TEST_F(CliBackupTest, ListShowsEverySetsFields) {
+  Write("db", 0, 1 * kMiB, 6);
+  const json full = Backup("full");
+  Write("db", 4 * kMiB, 1 * kMiB, 7);
+  const json incr = Backup("incr");
+  const json list = RunJson({"backup", "list", "--store", store_});
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["id"], full["id"]);
+  EXPECT_EQ(list[1]["id"], incr["id"]);
+  for (const json& s : list) {
+    for (const char* field :
+         {"id", "type", "volume", "first_lsn", "last_lsn", "base", "started", "started_unix_ns",
+          "finished", "finished_unix_ns", "consistent", "retain_until", "retain_until_unix_ns",
+          "data_bytes", "stored_bytes", "volume_size_bytes", "key", "sha256"}) {
+      EXPECT_TRUE(s.contains(field)) << field;
+    }
+  }
+  EXPECT_EQ(list[0]["type"], "full");
+  EXPECT_EQ(list[0]["base"], nullptr);
+  EXPECT_EQ(list[1]["type"], "incr");
+  EXPECT_EQ(list[1]["base"], full["id"]);
+  EXPECT_EQ(list[1]["first_lsn"], list[0]["last_lsn"].get<uint64_t>() + 1);
+  EXPECT_EQ(RunJson({"backup", "list", "--store", store_, "--volume", "db"}).size(), 2u);
+  EXPECT_EQ(RunJson({"backup", "list", "--store", store_, "--volume", "other"}).size(), 0u);
+  CliResult r = RunCli({"backup", "list", "--store", store_});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "RETAIN UNTIL")) << r.out;
+  EXPECT_TRUE(Contains(r.out, incr["id"].get<std::string>())) << r.out;
+}
+
+TEST_F(CliBackupTest, ExtendOnlyLengthensRetention) {
+  Write("db", 0, 1 * kMiB, 8);
+  const json set = Backup("full");
+  const std::string id = set["id"];
+  const int64_t until = set["retain_until_unix_ns"];
+  // 40 days from now, as a date; then as RFC 3339 with an offset.
+  const int64_t now_s = until / 1'000'000'000 - 7 * 86400;
+  auto date = [](int64_t unix_s) {
+    const time_t t = unix_s;
+    tm tm_utc;
+    gmtime_r(&t, &tm_utc);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm_utc);
+    return std::string(buf);
+  };
+  json doc = RunJson({"backup", "extend", "--store", store_, id, "--until",
+                      date(now_s + 40 * 86400)});
+  EXPECT_EQ(doc["id"], id);
+  EXPECT_GT(doc["retain_until_unix_ns"].get<int64_t>(), until + int64_t{30} * 86400 * 1'000'000'000);
+  const int64_t extended = doc["retain_until_unix_ns"];
+  doc = RunJson({"backup", "extend", "--store", store_, id, "--until",
+                 date(now_s + 50 * 86400) + "T12:00:00+02:00"});
+  EXPECT_EQ(doc["retain_until_unix_ns"].get<int64_t>(),
+            (extended / 1'000'000'000 + 10 * 86400 + 10 * 3600) * int64_t{1'000'000'000});
+
+  // Earlier: refused by the retention lock (exit 7), nothing changes.
+  CliResult r =
+      RunCli({"backup", "extend", "--store", store_, id, "--until", date(now_s + 20 * 86400)});
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = RunCli({"backup", "extend", "--store", store_, id, "--until", "2026-02-30"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(Contains(r.err, "RFC 3339")) << r.err;
+  r = RunCli({"backup", "extend", "--store", store_, "F999", "--until", date(now_s + 90 * 86400)});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  const json list = RunJson({"backup", "list", "--store", store_});
+  EXPECT_EQ(list[0]["retain_until_unix_ns"].get<int64_t>(),
+            (extended / 1'000'000'000 + 10 * 86400 + 10 * 3600) * int64_t{1'000'000'000});
+}
+
+TEST_F(CliBackupTest, ExportWritesAVerifiableFile) {
+  Write("db", 0, 2 * kMiB, 9);
+  const json full = Backup("full");
+  Write("db", 10 * kMiB, 1 * kMiB, 10);
+  const json incr = Backup("incr");
+  const std::string file = dir_.File("incr.sdx");
+  json doc = RunJson({"backup", "export", "--store", store_, incr["id"], file});
+  EXPECT_EQ(doc["target_id"], incr["id"]);
+  ASSERT_EQ(doc["sets"].size(), 2u);
+  EXPECT_EQ(doc["sets"][0]["id"], full["id"]);
+  auto report = VerifyBackupExport(file);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->sha256, doc["sha256"]);
+  EXPECT_EQ(report->file_bytes, doc["file_bytes"]);
+
+  CliResult r = RunCli({"backup", "export", "--store", store_, incr["id"], file});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(Contains(r.err, "--overwrite")) << r.err;
+  r = RunCli({"backup", "export", "--store", store_, full["id"], file, "--overwrite"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "Exported backup set " + full["id"].get<std::string>())) << r.out;
+  r = RunCli({"backup", "export", "--store", store_, "I77", dir_.File("x.sdx")});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("x.sdx")));
+}
+
+// ---- policy ----------------------------------------------------------------------
+
+TEST_F(CliBackupTest, PolicySetRefusesEachOutOfRangeValueWithItsRange) {
+  const std::string before = testing::ContentFingerprint(pool_);
+  const std::vector<std::string> good = {"--method",     "physical", "--retention",     "30",
+                                         "--cycle",      "mon,thu",  "--window",        "02:00-03:00",
+                                         "--log-frequency", "data"};
+  auto with = [&](const std::string& option, const std::string& value) {
+    std::vector<std::string> args = {"policy", "set", pool_, "db", "--store", store_};
+    bool replaced = false;
+    for (size_t i = 0; i < good.size(); i += 2) {
+      args.push_back(good[i]);
+      args.push_back(good[i] == option ? value : good[i + 1]);
+      replaced |= good[i] == option;
+    }
+    if (!replaced) {
+      args.push_back(option);
+      args.push_back(value);
+    }
+    return args;
+  };
+  struct Case {
+    std::string option, value, message;
+  };
+  const std::vector<Case> cases = {
+      {"--retention", "6", "retention must be 7-730 days (got 6)"},
+      {"--retention", "731", "retention must be 7-730 days (got 731)"},
+      {"--retention", "7.5", "7-730 days"},
+      {"--method", "tape", "snapshot or physical"},
+      {"--cycle", "mon", "at least two days"},
+      {"--cycle", "mon,funday", "mon,tue,wed,thu,fri,sat,sun"},
+      {"--window", "02:00-02:30", "1 to 24 hours"},
+      {"--window", "25:00-26:00", "window"},
+      {"--window", "2am", "HH:MM-HH:MM"},
+      {"--log-frequency", "10m", "5m, 30m or data"},
+      {"--log-retention", "6", "7-730 days"},
+      {"--log-retention", "31", "log retention must be 7-30 days"},
+      {"--incremental", "yes", "incremental must be on or off (got yes)"},
+  };
+  for (const Case& c : cases) {
+    CliResult r = RunCli(with(c.option, c.value));
+    EXPECT_EQ(r.exit_code, 2) << c.option << " " << c.value << ": " << r.err;
+    EXPECT_TRUE(Contains(r.err, c.message)) << c.option << " " << c.value << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // Combinations the method does not allow.
+  std::vector<std::string> args = with("--method", "snapshot");
+  CliResult r = RunCli(args);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "5m, 30m")) << r.err;
+  args = with("--log-frequency", "5m");
+  ASSERT_EQ(args[6], "--method");
+  args[7] = "snapshot";
+  args.insert(args.end(), {"--incremental", "on"});
+  r = RunCli(args);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "incremental")) << r.err;
+  // Missing options, a missing store.
+  r = RunCli({"policy", "set", pool_, "db", "--store", store_, "--method", "physical"});
+  EXPECT_EQ(r.exit_code, 2);
+  args = with("--retention", "30");
+  args[5] = dir_.File("nostore");
+  r = RunCli(args);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(Contains(r.err, "store create")) << r.err;
+  r = RunCli({"policy", "show", pool_, "db"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(Contains(r.err, "has no backup policy")) << r.err;
+  EXPECT_EQ(testing::ContentFingerprint(pool_), before);
+}
+
+TEST_F(CliBackupTest, PolicySetShowRemove) {
+  CliOptions in_dir;
+  in_dir.cwd = dir_.path().string();
+  json doc = RunJson({"policy", "set", "pool", "db", "--store", "store", "--method", "physical",
+                      "--retention", "30", "--cycle", "thu,MON", "--window", "23:00-01:00",
+                      "--log-frequency", "30m", "--incremental", "on", "--log-retention", "14"},
+                     in_dir);
+  EXPECT_EQ(doc["volume"], "db");
+  // The store is kept as an absolute path (a server or scheduler runs elsewhere).
+  EXPECT_EQ(doc["policy"]["store_dir"], std::filesystem::canonical(store_).string());
+  doc = RunJson({"policy", "show", pool_, "db"});
+  const json& p = doc["policy"];
+  EXPECT_EQ(p["method"], "physical");
+  EXPECT_EQ(p["incremental"], true);
+  EXPECT_EQ(p["retention_days"], 30);
+  EXPECT_EQ(p["cycle"], "mon,thu");
+  EXPECT_EQ(p["window"], "23:00-01:00");
+  EXPECT_EQ(p["log_frequency"], "30m");
+  EXPECT_EQ(p["log_retention_days"], 14);
+  EXPECT_EQ(doc["log"]["required"], true);
+  CliResult r = RunCli({"policy", "show", pool_, "db"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "mon,thu")) << r.out;
+  // While a policy holds it, the write log cannot be turned off.
+  r = RunCli({"policy", "remove", pool_, "db"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = RunCli({"policy", "show", pool_, "db"});
+  EXPECT_EQ(r.exit_code, 3);
+  r = RunCli({"policy", "remove", pool_, "db"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(Contains(r.err, "has no backup policy")) << r.err;
+  r = RunCli({"policy", "show", pool_, "nope"});
+  EXPECT_EQ(r.exit_code, 3);
+}
+
+TEST_F(CliBackupTest, PolicyRunRunsWhatIsDueOnce) {
+  Write("db", 0, 2 * kMiB, 11);
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
+           "--retention", "10", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
+           "00:00-24:00", "--log-frequency", "30m"});
+  // Today's occurrence started at 00:00 and nothing served it: due now.
+  json doc = RunJson({"policy", "run", pool_});
+  ASSERT_GE(doc["runs"].size(), 1u) << doc.dump();
+  const json* data_run = nullptr;
+  for (const json& run : doc["runs"]) {
+    EXPECT_EQ(run["status"], "OK") << run.dump();
+    if (run["method"] == "snapshot") data_run = &run;
+  }
+  ASSERT_NE(data_run, nullptr) << doc.dump();
+  EXPECT_EQ((*data_run)["set"]["type"], "snapshot");
+  const int64_t retained = (*data_run)["set"]["retain_until_unix_ns"].get<int64_t>() -
+                           (*data_run)["set"]["started_unix_ns"].get<int64_t>();
+  EXPECT_EQ(retained, int64_t{10} * 86400 * 1'000'000'000);
+  // Served: the next run has no data backup to do.
+  doc = RunJson({"policy", "run", pool_});
+  for (const json& run : doc["runs"]) EXPECT_NE(run["method"], "snapshot") << run.dump();
+  EXPECT_NE(doc["next_due_unix_ns"], nullptr);
+  // Policies of another store are skipped, and say so.
+  RunJson({"store", "create", dir_.File("other")});
+  CliResult r = RunCli({"policy", "run", pool_, "--store", dir_.File("other")});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(Contains(r.out, "skipped")) << r.out;
+}
+
+// ---- inside `snapdisk serve` -----------------------------------------------------
+
+// An NBD client that writes 4 KiB blocks, one at a time, and records when
+// each write completed and how long it took.
+class NbdWriter {
+ public:
+  NbdWriter(const std::string& socket_path, const std::string& name, uint64_t span_bytes)
+      : span_bytes_(span_bytes) {
+    using namespace snapdisk::nbd;  // NOLINT
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    std::byte greeting[18];
+    if (::recv(fd_, greeting, sizeof greeting, MSG_WAITALL) != 18) return;
+    std::vector<std::byte> m;
+    MessageWriter w(m);
+    w.U32(kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+    w.U64(kOptMagic);
+    w.U32(kOptGo);
+    w.U32(static_cast<uint32_t>(4 + name.size() + 2));
+    w.U32(static_cast<uint32_t>(name.size()));
+    w.Bytes(name);
+    w.U16(0);
+    if (::send(fd_, m.data(), m.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(m.size())) return;
+    for (;;) {
+      std::byte h[20];
+      if (::recv(fd_, h, sizeof h, MSG_WAITALL) != 20) return;
+      std::vector<std::byte> data(Load32(h + 16));
+      if (!data.empty() &&
+          ::recv(fd_, data.data(), data.size(), MSG_WAITALL) != static_cast<ssize_t>(data.size())) {
+        return;
+      }
+      const uint32_t type = Load32(h + 12);
+      if (type == kRepAck) break;
+      if (type != kRepInfo) return;
+    }
+    open_ = true;
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~NbdWriter() {
+    Stop();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool open() const { return open_; }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // Completion times (steady clock) and latencies of the writes.
+  std::vector<std::pair<std::chrono::steady_clock::time_point, double>> writes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return writes_;
+  }
+  std::string error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+
+ private:
+  void Loop() {
+    using namespace snapdisk::nbd;  // NOLINT
+    const std::vector<std::byte> payload = snapdisk::testing::PatternBytes(42, 4096);
+    for (uint64_t i = 0; !stop_; ++i) {
+      std::vector<std::byte> m;
+      MessageWriter w(m);
+      w.U32(kRequestMagic);
+      w.U16(0);
+      w.U16(kCmdWrite);
+      w.U64(i);
+      w.U64((i * 4096 * 7) % span_bytes_);
+      w.U32(4096);
+      m.insert(m.end(), payload.begin(), payload.end());
+      const auto start = std::chrono::steady_clock::now();
+      std::byte reply[16];
+      if (::send(fd_, m.data(), m.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(m.size()) ||
+          ::recv(fd_, reply, sizeof reply, MSG_WAITALL) != 16) {
+        std::lock_guard<std::mutex> lock(mu_);
+        error_ = "connection lost";
+        return;
+      }
+      const auto end = std::chrono::steady_clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (Load32(reply) != kSimpleReplyMagic || Load32(reply + 4) != 0 || Load64(reply + 8) != i) {
+        error_ = "bad reply to write " + std::to_string(i);
+        return;
+      }
+      writes_.emplace_back(end, std::chrono::duration<double, std::milli>(end - start).count());
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  const uint64_t span_bytes_;
+  int fd_ = -1;
+  bool open_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, double>> writes_;
+  std::string error_;
+};
+
+class CliBackupServeTest : public CliBackupTest {
+ protected:
+  void SetUp() override {
+    CliBackupTest::SetUp();
+    if (snapdisk::testing::SnapdiskBin().empty()) GTEST_SKIP() << "no snapdisk binary";
+    // 48 MiB of incompressible data: the backup reads and compresses a while
+    // (longer still with --rate).
+    for (uint64_t at = 0; at < 48 * kMiB; at += 8 * kMiB) Write("db", at, 8 * kMiB, 100 + at);
+    socket_ = dir_.File("nbd.sock");
+    server_ = std::make_unique<snapdisk::testing::ServerProcess>(
+        pool_, std::vector<std::string>{"--socket", socket_}, dir_.File("server.log"));
+    ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  }
+  void TearDown() override {
+    if (server_) {
+      EXPECT_EQ(server_->Stop(), 0) << server_->Log();
+    }
+  }
+  // `backup list` opens the store itself: Busy while the server's backup
+  // holds it; waits for it to be free.
+  json ListWhenFree() {
+    for (int i = 0; i < 200; ++i) {
+      CliResult r = RunCli({"backup", "list", "--store", store_, "--json"});
+      if (r.exit_code == 0) return json::parse(r.out, nullptr, false);
+      EXPECT_EQ(r.exit_code, 4) << r.err;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "the store stayed busy";
+    return json();
+  }
+  std::vector<std::string> BackupSnapshots() {
+    CliResult r = RunCli({"snapshot", "list", pool_, "db", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::vector<std::string> names;
+    for (const json& s : json::parse(r.out, nullptr, false)) names.push_back(s["name"]);
+    return names;
+  }
+
+  std::string socket_;
+  std::unique_ptr<snapdisk::testing::ServerProcess> server_;
+};
+
+TEST_F(CliBackupServeTest, BackupInsideTheServerKeepsNbdWritesCompleting) {
+  NbdWriter writer(socket_, "db", 32 * kMiB);
+  ASSERT_TRUE(writer.open()) << server_->Log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto start = std::chrono::steady_clock::now();
+  // --rate 24 MB/s: about two seconds for the 48 MiB (plus what the writer adds).
+  CliResult r = RunCli(
+      {"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "24", "--json"});
+  const auto end = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  writer.Stop();
+  ASSERT_EQ(r.exit_code, 0) << r.err << server_->Log();
+  const json set = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(set.is_discarded()) << r.out;
+  EXPECT_EQ(set["type"], "full");
+  EXPECT_GE(set["data_bytes"].get<uint64_t>(), 48 * kMiB);
+  EXPECT_EQ(writer.error(), "");
+  const double backup_ms = std::chrono::duration<double, std::milli>(end - start).count();
+  EXPECT_GT(backup_ms, 1000) << "the backup was meant to take a while";
+
+  // The writes kept completing while the backup ran: some in every quarter
+  // of its time, none waiting long.
+  const auto writes = writer.writes();
+  size_t during = 0;
+  size_t quarters[4] = {};
+  double max_ms = 0;
+  for (const auto& [at, latency_ms] : writes) {
+    if (at < start || at > end) continue;
+    ++during;
+    const double offset = std::chrono::duration<double, std::milli>(at - start).count();
+    ++quarters[std::min<size_t>(3, static_cast<size_t>(offset * 4 / backup_ms))];
+    max_ms = std::max(max_ms, latency_ms);
+  }
+  std::printf("backup %.0f ms; %zu writes meanwhile, max latency %.1f ms\n", backup_ms, during,
+              max_ms);
+  EXPECT_GE(during, 100u);
+  for (size_t q : quarters) EXPECT_GT(q, 0u);
+  // Bounded by the commits at the backup's start and end (one device flush each).
+  EXPECT_LT(max_ms, 2000) << "an NBD write waited for the backup";
+
+  // The set is in the store, the writer's data in the pool.
+  const json list = ListWhenFree();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["id"], set["id"]);
+}
+
+TEST_F(CliBackupServeTest, ClientHangingUpCancelsTheBackup) {
+  const auto snapshots_before = BackupSnapshots();
+  CliOptions options;
+  options.timeout_s = 1;  // killed after a second: the server sees the hang-up
+  CliResult r =
+      RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "5"},
+             options);
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
+  const json list = ListWhenFree();
+  EXPECT_EQ(list.size(), 0u) << list.dump();
+  EXPECT_EQ(BackupSnapshots(), snapshots_before);
+  // The server goes on: a backup now succeeds.
+  r = RunCli({"backup", pool_, "db", "--store", store_, "--method", "snapshot", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(CliBackupServeTest, StoppingTheServerCancelsTheBackup) {
+  auto backup = std::async(std::launch::async, [&] {
+    return RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "5"});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+  server_.reset();
+  const CliResult r = backup.get();
+  EXPECT_EQ(r.exit_code, 130) << r.err;
+  EXPECT_TRUE(Contains(r.err, "cancelled")) << r.err;
+  EXPECT_EQ(RunJson({"backup", "list", "--store", store_}).size(), 0u);
+  EXPECT_EQ(BackupSnapshots().size(), 0u);
+}
+
+TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
+           "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
+           "00:00-24:00", "--log-frequency", "5m"});
+  EXPECT_EQ(RunJson({"policy", "show", pool_, "db"})["policy"]["method"], "snapshot");
+  const json doc = RunJson({"policy", "run", pool_});
+  bool snapshot_ran = false;
+  for (const json& run : doc["runs"]) {
+    EXPECT_EQ(run["status"], "OK") << run.dump();
+    snapshot_ran |= run["method"] == "snapshot";
+  }
+  EXPECT_TRUE(snapshot_ran) << doc.dump();
+}
+
+}  // namespace
+}  // namespace snapdisk::cli
