@@ -4,6 +4,9 @@
 #include <time.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <string>
 
 namespace snapdisk {
 
@@ -40,6 +43,26 @@ void ManualClock::SleepUntilNs(int64_t deadline_ns) {
   while (now < deadline_ns &&
          !now_ns_.compare_exchange_weak(now, deadline_ns, std::memory_order_acq_rel)) {
   }
+}
+
+std::string FormatRfc3339(int64_t unix_ns) {
+  int64_t secs = unix_ns / 1'000'000'000;
+  int64_t frac_ns = unix_ns % 1'000'000'000;
+  if (frac_ns < 0) {
+    frac_ns += 1'000'000'000;
+    --secs;
+  }
+  const time_t t = static_cast<time_t>(secs);
+  struct tm tm {};
+  char out[80];
+  if (::gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_ns) + "ns";
+  size_t n = std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (frac_ns != 0) {
+    n += static_cast<size_t>(
+        std::snprintf(out + n, sizeof out - n, ".%09lld", static_cast<long long>(frac_ns)));
+  }
+  std::snprintf(out + n, sizeof out - n, "Z");
+  return out;
 }
 
 }  // namespace snapdisk

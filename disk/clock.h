@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 namespace snapdisk {
 
@@ -41,5 +42,9 @@ class ManualClock final : public Clock {
  private:
   std::atomic<int64_t> now_ns_;
 };
+
+// "2026-11-21T08:40:00Z" (with nanoseconds when not whole seconds) for a
+// time in ns since the Unix epoch: how messages show wall-clock times.
+std::string FormatRfc3339(int64_t unix_ns);
 
 }  // namespace snapdisk

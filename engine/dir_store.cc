@@ -54,6 +54,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "disk/clock.h"
 #include "engine/audit_log.h"
 #include "engine/worm_store.h"
 
@@ -105,25 +106,6 @@ int64_t RealNowUnixNs() {
 }
 
 // "2025-01-02T03:04:05Z" (fractions shown only when there are any).
-std::string FormatTime(int64_t unix_ns) {
-  int64_t secs = unix_ns / 1'000'000'000;
-  int64_t frac_ns = unix_ns % 1'000'000'000;
-  if (frac_ns < 0) {
-    frac_ns += 1'000'000'000;
-    --secs;
-  }
-  const time_t t = static_cast<time_t>(secs);
-  struct tm tm {};
-  char out[80];
-  if (::gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_ns) + "ns";
-  size_t n = std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (frac_ns != 0) {
-    n += static_cast<size_t>(
-        std::snprintf(out + n, sizeof out - n, ".%09lld", static_cast<long long>(frac_ns)));
-  }
-  std::snprintf(out + n, sizeof out - n, "Z");
-  return out;
-}
 
 std::string Hex128(XXH128_hash_t hash) {
   XXH128_canonical_t canonical;
@@ -709,7 +691,7 @@ void DirStore::ReplayLine(uint64_t n, std::string_view line) {
       }
       if (it->second.retain_until_unix_ns > time) {
         ReplayProblem(n, "expires " + key + " before its retention ended at " +
-                             FormatTime(it->second.retain_until_unix_ns));
+                             FormatRfc3339(it->second.retain_until_unix_ns));
       }
       live_.erase(it);
       tombstones_.insert(key);
@@ -856,8 +838,8 @@ Status DirStore::Put(std::string_view key, std::span<const std::byte> data,
     return Refuse(
         std::move(entry),
         Status::InvalidArgument("retention of object " + key_str +
-                                " must lie in the future: " + FormatTime(retain_until_unix_ns) +
-                                " is not after now (" + FormatTime(now) + ")"));
+                                " must lie in the future: " + FormatRfc3339(retain_until_unix_ns) +
+                                " is not after now (" + FormatRfc3339(now) + ")"));
   }
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -1029,16 +1011,16 @@ Status DirStore::ExtendRetention(std::string_view key, int64_t retain_until_unix
         std::move(entry),
         Status::PermissionDenied(
             "retention of object " + key_str + " cannot be shortened: it is locked until " +
-            FormatTime(current.retain_until_unix_ns) + " (retain_until_unix_ns " +
+            FormatRfc3339(current.retain_until_unix_ns) + " (retain_until_unix_ns " +
             std::to_string(current.retain_until_unix_ns) + "), and " +
-            FormatTime(retain_until_unix_ns) + " is earlier"));
+            FormatRfc3339(retain_until_unix_ns) + " is earlier"));
   }
   if (retain_until_unix_ns <= now) {
     return Refuse(
         std::move(entry),
         Status::InvalidArgument("retention of object " + key_str +
-                                " must lie in the future: " + FormatTime(retain_until_unix_ns) +
-                                " is not after now (" + FormatTime(now) + ")"));
+                                " must lie in the future: " + FormatRfc3339(retain_until_unix_ns) +
+                                " is not after now (" + FormatRfc3339(now) + ")"));
   }
   SNAPDISK_RETURN_IF_ERROR(
       LogOk(std::move(entry)).WithContext("extend retention of object " + key_str));
@@ -1061,11 +1043,11 @@ Status DirStore::Delete(std::string_view key) {
     auto it = live_.find(key_str);
     if (it != live_.end() && now < it->second.retain_until_unix_ns) {
       refusal = Status::PermissionDenied("object " + key_str + " is locked until " +
-                                         FormatTime(it->second.retain_until_unix_ns) +
+                                         FormatRfc3339(it->second.retain_until_unix_ns) +
                                          "; nothing deletes it before then");
     } else if (it != live_.end()) {
       refusal = Status::InvalidArgument("object " + key_str + ": its retention ended at " +
-                                        FormatTime(it->second.retain_until_unix_ns) +
+                                        FormatRfc3339(it->second.retain_until_unix_ns) +
                                         "; it is removed by the expiry pass only");
     } else if (tombstones_.count(key_str)) {
       refusal =
@@ -1363,7 +1345,7 @@ Status DirStore::RemoveStore() {
         Status::PermissionDenied("store " + dir_ + " holds " + std::to_string(locked) +
                                  (locked == 1 ? " object" : " objects") +
                                  " under retention; the latest is locked until " +
-                                 FormatTime(latest_unix_ns) + " (object " + latest_key + ")"));
+                                 FormatRfc3339(latest_unix_ns) + " (object " + latest_key + ")"));
   }
   SNAPDISK_RETURN_IF_ERROR(LogOk(std::move(entry)));
   // Rename first so that a failure half way leaves no half-store behind the

@@ -871,14 +871,15 @@ Status ExtendBackupSet(WormStore& store, std::string_view id, int64_t until_unix
   const int64_t now = store.NowUnixNs();
   if (until_unix_ns <= now) {
     return Status::PermissionDenied("retention of backup set " + std::string(id) +
-                                    " cannot end in the past (" + std::to_string(until_unix_ns) +
-                                    " <= now " + std::to_string(now) + ")");
+                                    " cannot end in the past (" + FormatRfc3339(until_unix_ns) +
+                                    " is before now, " + FormatRfc3339(now) + ")");
   }
   SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, id));
   if (until_unix_ns < set.retain_until_unix_ns) {
     return Status::PermissionDenied("backup set " + set.id + " is retained until " +
-                                    std::to_string(set.retain_until_unix_ns) +
-                                    "; retention can only be extended");
+                                    FormatRfc3339(set.retain_until_unix_ns) +
+                                    "; retention can only be extended, not shortened to " +
+                                    FormatRfc3339(until_unix_ns));
   }
   std::vector<BackupSet> chain;
   if (set.type == BackupType::kDiff || set.type == BackupType::kIncr) {
