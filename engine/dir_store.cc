@@ -55,6 +55,7 @@
 #include <utility>
 
 #include "disk/clock.h"
+#include "disk/unique_fd.h"
 #include "engine/audit_log.h"
 #include "engine/worm_store.h"
 
@@ -75,29 +76,6 @@ constexpr uint64_t kMaxChunkBytes = uint64_t{64} << 20;
 
 // ---- Small helpers ----------------------------------------------------------
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 int64_t RealNowUnixNs() {
   struct timespec ts;

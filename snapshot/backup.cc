@@ -292,7 +292,7 @@ Status BackupJob::Impl::ChooseTypeAndBase() {
       break;
     }
     case BackupMethod::kLog:
-      return Status::Unsupported("log backup: see snapshot/log_backup.h");
+      SNAPDISK_CHECK(false, "Start hands log backups to LogBackupJob");
   }
   if (base == nullptr) return Status::OK();
   if (!has_snapshot(*base)) {

@@ -30,6 +30,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "disk/unique_fd.h"
+
 namespace snapdisk {
 
 namespace {
@@ -198,30 +200,6 @@ const char* SectionTypeName(uint8_t type) {
 
 // ---- Files --------------------------------------------------------------------
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 int64_t RealNowUnixNs() {
   struct timespec ts;
