@@ -96,6 +96,12 @@ class WormStore {
   virtual Status Put(std::string_view key, std::span<const std::byte> data,
                      int64_t retain_until_unix_ns) = 0;
   virtual Result<std::vector<std::byte>> Get(std::string_view key) = 0;
+  // Bytes [offset_bytes, offset_bytes + length_bytes) of an object (an S3
+  // ranged GET). The object's own checksum covers the whole object and is not
+  // checked here: the caller checks what it reads (backup chunks carry their
+  // content hash). InvalidArgument for a range outside the object.
+  virtual Result<std::vector<std::byte>> GetRange(std::string_view key, uint64_t offset_bytes,
+                                                  uint64_t length_bytes) = 0;
   // NotFound when there is no such object (or it expired).
   virtual Result<WormObjectInfo> Head(std::string_view key) = 0;
   // Objects whose key starts with `prefix`, sorted by key.
@@ -109,6 +115,20 @@ class WormStore {
   // Status only when the check itself could not run (or was cancelled).
   virtual Result<WormVerifyReport> Verify(const WormProgress& progress = {}) = 0;
 };
+
+// GetRange's bounds check, shared by the backends: InvalidArgument naming the
+// key unless 0 < length and offset + length <= object_bytes.
+inline Status CheckGetRange(std::string_view key, uint64_t object_bytes, uint64_t offset_bytes,
+                            uint64_t length_bytes) {
+  if (length_bytes == 0 || offset_bytes > object_bytes ||
+      length_bytes > object_bytes - offset_bytes) {
+    return Status::InvalidArgument("range of " + std::to_string(length_bytes) +
+                                   " bytes at offset " + std::to_string(offset_bytes) +
+                                   " lies outside object " + std::string(key) + " of " +
+                                   std::to_string(object_bytes) + " bytes");
+  }
+  return Status::OK();
+}
 
 struct DirStoreOptions {
   // ns since the Unix epoch; empty: the real wall clock. Called from any thread.

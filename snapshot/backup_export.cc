@@ -648,6 +648,8 @@ class ExportStoreView final : public WormStore {
     return ReadOnly("put", key);
   }
   Result<std::vector<std::byte>> Get(std::string_view key) override;
+  Result<std::vector<std::byte>> GetRange(std::string_view key, uint64_t offset_bytes,
+                                          uint64_t length_bytes) override;
   Result<WormObjectInfo> Head(std::string_view key) override;
   Result<std::vector<WormObjectInfo>> List(std::string_view prefix) override;
   Status ExtendRetention(std::string_view key, int64_t) override {
@@ -820,6 +822,16 @@ Status ExportStoreView::ReadOnly(std::string_view what, std::string_view key) co
 
 Result<std::vector<std::byte>> ExportStoreView::Get(std::string_view key) {
   return reader_.GetObject(key);
+}
+
+// The whole object, checked against its section checksum, then the range.
+Result<std::vector<std::byte>> ExportStoreView::GetRange(std::string_view key,
+                                                         uint64_t offset_bytes,
+                                                         uint64_t length_bytes) {
+  SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> object, reader_.GetObject(key));
+  SNAPDISK_RETURN_IF_ERROR(CheckGetRange(key, object.size(), offset_bytes, length_bytes));
+  return std::vector<std::byte>(object.begin() + static_cast<ptrdiff_t>(offset_bytes),
+                                object.begin() + static_cast<ptrdiff_t>(offset_bytes + length_bytes));
 }
 
 Result<WormObjectInfo> ExportStoreView::Head(std::string_view key) {

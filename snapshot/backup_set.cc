@@ -579,6 +579,21 @@ Result<std::vector<std::byte>> DecodeChunk(std::span<const std::byte> object, st
   return raw;
 }
 
+Result<std::vector<std::byte>> ReadChunk(WormStore& store, const ChunkInfo& chunk,
+                                         std::string_view context) {
+  Result<std::vector<std::byte>> object = store.Get(chunk.key);
+  if (!object.ok()) {
+    return object.status().WithContext(std::string(context) + ": reading chunk " + chunk.hash);
+  }
+  SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> raw, DecodeChunk(*object, chunk.hash, context));
+  if (raw.size() != chunk.raw_bytes) {
+    return Status::Corruption(std::string(context) + ": chunk " + chunk.hash + " holds " +
+                              std::to_string(raw.size()) + " bytes, the manifest says " +
+                              std::to_string(chunk.raw_bytes));
+  }
+  return raw;
+}
+
 Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view volume) {
   const std::string prefix = volume.empty() ? "sets/" : "sets/" + std::string(volume) + "/";
   Result<std::vector<WormObjectInfo>> objects = store.List(prefix);

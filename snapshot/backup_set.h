@@ -158,6 +158,14 @@ void EncodeChunkInto(std::span<const std::byte> raw, int zstd_level, std::vector
 Result<std::vector<std::byte>> DecodeChunk(std::span<const std::byte> object,
                                            std::string_view hash, std::string_view context);
 
+// Reads the chunk `chunk` of a set from `store` and decodes it (DecodeChunk:
+// checked against its content hash and raw_bytes). Corruption naming the chunk
+// and `context` (e.g. "set F3") for a damaged chunk, the store's error (with
+// the same context) when the object cannot be read. Restores read every chunk
+// through here.
+Result<std::vector<std::byte>> ReadChunk(WormStore& store, const ChunkInfo& chunk,
+                                         std::string_view context);
+
 // Reading sets back.
 // Every set in the store (of `volume` only, when not empty), by sequence.
 Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view volume = {});

@@ -56,9 +56,8 @@ Status ForEachLogRecord(WormStore& store, const BackupSet& segment,
   size_t parsed = 0;             // of carry
   uint64_t stream_bytes = 0;
   for (const ChunkInfo& chunk : segment.chunks) {
-    SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> object, store.Get(chunk.key));
     SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> raw,
-                              DecodeChunk(object, chunk.hash, segment.id));
+                              ReadChunk(store, chunk, "log backup " + segment.id));
     stream_bytes += raw.size();
     carry.erase(carry.begin(), carry.begin() + static_cast<std::ptrdiff_t>(parsed));
     parsed = 0;

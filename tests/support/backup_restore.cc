@@ -60,13 +60,7 @@ Result<RestoreReport> RestoreBackupSet(WormStore& store, std::string_view id, Po
           return Status::Corruption("set " + set.id + " uses chunk " + x.chunk +
                                     " it does not list");
         }
-        SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> object, store.Get(it->second->key));
-        SNAPDISK_ASSIGN_OR_RETURN(cached, DecodeChunk(object, x.chunk, "set " + set.id));
-        if (cached.size() != it->second->raw_bytes) {
-          return Status::Corruption("chunk " + x.chunk + " of set " + set.id + " has " +
-                                    std::to_string(cached.size()) + " bytes, manifest says " +
-                                    std::to_string(it->second->raw_bytes));
-        }
+        SNAPDISK_ASSIGN_OR_RETURN(cached, ReadChunk(store, *it->second, "set " + set.id));
         cached_hash = x.chunk;
         ++report.chunks_read;
       }

@@ -1,6 +1,6 @@
 // A test helper that restores backup sets into a pool (the real restore module
 // comes later): a snapshot or full set alone, a diff onto its full, an incr
-// onto its chain down to the full. Every chunk is read with DecodeChunk, so
+// onto its chain down to the full. Every chunk is read with ReadChunk, so
 // each one is verified against its hash; the chain is checked to link up
 // (bases, volume, lineage, LSNs).
 //

@@ -101,6 +101,19 @@ Result<std::vector<std::byte>> MemoryWormStore::Get(std::string_view key) {
   return it->second.data;
 }
 
+Result<std::vector<std::byte>> MemoryWormStore::GetRange(std::string_view key,
+                                                         uint64_t offset_bytes,
+                                                         uint64_t length_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++counters_.gets;
+  auto it = objects_.find(key);
+  if (it == objects_.end()) return Status::NotFound("no object '" + std::string(key) + "'");
+  const std::vector<std::byte>& data = it->second.data;
+  SNAPDISK_RETURN_IF_ERROR(CheckGetRange(key, data.size(), offset_bytes, length_bytes));
+  return std::vector<std::byte>(data.begin() + static_cast<ptrdiff_t>(offset_bytes),
+                                data.begin() + static_cast<ptrdiff_t>(offset_bytes + length_bytes));
+}
+
 Result<WormObjectInfo> MemoryWormStore::Head(std::string_view key) {
   std::lock_guard<std::mutex> lock(mu_);
   ++counters_.heads;

@@ -41,6 +41,8 @@ class MemoryWormStore final : public WormStore {
   Status Put(std::string_view key, std::span<const std::byte> data,
              int64_t retain_until_unix_ns) override;
   Result<std::vector<std::byte>> Get(std::string_view key) override;
+  Result<std::vector<std::byte>> GetRange(std::string_view key, uint64_t offset_bytes,
+                                          uint64_t length_bytes) override;
   Result<WormObjectInfo> Head(std::string_view key) override;
   Result<std::vector<WormObjectInfo>> List(std::string_view prefix) override;
   Status ExtendRetention(std::string_view key, int64_t retain_until_unix_ns) override;
