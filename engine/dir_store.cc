@@ -408,7 +408,13 @@ class DirStore final : public WormStore {
         tmp_dir_(dir_ + "/tmp"),
         log_path_(dir_ + "/audit.log"),
         config_path_(dir_ + "/store.json"),
-        now_(options.now_unix_ns) {}
+        now_(options.now_unix_ns),
+        read_only_(options.read_only) {}
+
+  Status ReadOnlyRefusal(std::string_view what) const {
+    return Status::PermissionDenied("cannot " + std::string(what) + ": store " + dir_ +
+                                    " is open read-only (beside the process that holds it)");
+  }
 
   std::string ObjectPath(std::string_view key) const {
     return objects_dir_ + "/" + std::string(key);
@@ -459,6 +465,7 @@ class DirStore final : public WormStore {
   const std::function<int64_t()> now_;
   WormStoreConfig config_;
   std::string genesis_sha256_;  // SHA-256 of store.json as read at open
+  const bool read_only_;
   UniqueFd lock_fd_;
   UniqueFd tmp_dir_fd_;
   std::unique_ptr<AuditLog> log_;
@@ -588,13 +595,22 @@ Result<std::unique_ptr<DirStore>> DirStore::Open(const std::string& dir_in,
   }
 
   const std::string lock_path = dir + "/.lock";
-  store->lock_fd_ = UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!store->lock_fd_.valid()) return Status::FromErrno(errno, "open " + lock_path);
-  if (::flock(store->lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      return Status::Busy("store " + dir + " is in use by another process");
+  if (!options.read_only) {
+    store->lock_fd_ = UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!store->lock_fd_.valid()) return Status::FromErrno(errno, "open " + lock_path);
+    if (::flock(store->lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        const std::string holder = DirStoreHolder(dir);
+        return Status::Busy("store " + dir + " is in use by " +
+                            (holder.empty() ? "another process" : holder));
+      }
+      return Status::FromErrno(errno, "lock " + lock_path);
     }
-    return Status::FromErrno(errno, "lock " + lock_path);
+    // Who holds it, for the next opener's message; the lock is what counts.
+    const std::string note = options.holder.substr(0, options.holder.find('\n'));
+    if (::ftruncate(store->lock_fd_.get(), 0) == 0 && !note.empty()) {
+      (void)!::pwrite(store->lock_fd_.get(), note.data(), note.size(), 0);
+    }
   }
 
   SNAPDISK_ASSIGN_OR_RETURN(std::string config_text,
@@ -633,6 +649,7 @@ Result<std::unique_ptr<DirStore>> DirStore::Open(const std::string& dir_in,
     }
     return scan.status();
   }
+  if (options.read_only) return store;  // a view: nothing to recover, nothing logged
   SNAPDISK_ASSIGN_OR_RETURN(store->log_, AuditLog::Open(s->log_path_, *scan));
   if (scan->torn_bytes > 0) {
     Json entry = s->NewEntry("recover", s->NowUnixNs());
@@ -852,6 +869,7 @@ Status DirStore::CommitPut(std::string fields) {
 
 Status DirStore::Put(std::string_view key, std::span<const std::byte> data,
                      int64_t retain_until_unix_ns) {
+  if (read_only_) return ReadOnlyRefusal("put");
   const int64_t now = NowUnixNs();
   Json entry = NewEntry("put", now);
   entry["key"] = std::string(key.substr(0, kMaxKeyBytes + 1));
@@ -956,6 +974,11 @@ Result<DirStore::OpenObject> DirStore::OpenForRead(std::string_view key) {
   }
   object.path = ObjectPath(key);
   object.fd = UniqueFd(::open(object.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!object.fd.valid() && errno == ENOENT && read_only_) {
+    // Beside a writer: a put is logged before its temp file is renamed.
+    object.fd = UniqueFd(::open(TempPath(key).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!object.fd.valid()) errno = ENOENT;
+  }
   if (!object.fd.valid()) {
     const int err = errno;
     if (err == ENOENT) {
@@ -1047,6 +1070,7 @@ Result<std::vector<WormObjectInfo>> DirStore::List(std::string_view prefix) {
 }
 
 Status DirStore::ExtendRetention(std::string_view key, int64_t retain_until_unix_ns) {
+  if (read_only_) return ReadOnlyRefusal("extend retention");
   std::lock_guard<std::mutex> admin(admin_mu_);
   const int64_t now = NowUnixNs();
   Json entry = NewEntry("extend", now);
@@ -1095,6 +1119,7 @@ Status DirStore::ExtendRetention(std::string_view key, int64_t retain_until_unix
 }
 
 Status DirStore::Delete(std::string_view key) {
+  if (read_only_) return ReadOnlyRefusal("delete");
   const int64_t now = NowUnixNs();
   Json entry = NewEntry("delete", now);
   entry["key"] = std::string(key.substr(0, kMaxKeyBytes + 1));
@@ -1149,6 +1174,7 @@ Status DirStore::RemoveExpiredFiles() {
 }
 
 Result<WormExpireReport> DirStore::Expire() {
+  if (read_only_) return ReadOnlyRefusal("run the expiry pass");
   std::lock_guard<std::mutex> admin(admin_mu_);
   // The index came from the log; if the log has been tampered with, what it
   // says about retention cannot be trusted to delete anything.
@@ -1348,6 +1374,7 @@ Status DirStore::WalkForAddedFiles(const std::map<std::string, ObjectEntry, std:
 }
 
 Result<WormVerifyReport> DirStore::Verify(const WormProgress& progress) {
+  if (read_only_) return ReadOnlyRefusal("verify");
   WormVerifyReport report;
   SNAPDISK_RETURN_IF_ERROR(CheckAuditLog(&report.problems, &report.head_sha256));
   std::map<std::string, ObjectEntry, std::less<>> snapshot;
@@ -1375,6 +1402,7 @@ Result<WormVerifyReport> DirStore::Verify(const WormProgress& progress) {
 // ---- Removing the store -------------------------------------------------
 
 Status DirStore::RemoveStore() {
+  if (read_only_) return ReadOnlyRefusal("remove the store");
   std::lock_guard<std::mutex> admin(admin_mu_);
   std::vector<WormProblem> problems;
   std::string head;
@@ -1508,6 +1536,13 @@ Result<std::unique_ptr<WormStore>> OpenDirStore(const std::string& dir,
                                                 const DirStoreOptions& options) {
   SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<DirStore> store, DirStore::Open(dir, options));
   return std::unique_ptr<WormStore>(std::move(store));
+}
+
+std::string DirStoreHolder(const std::string& dir) {
+  Result<std::string> note = ReadSmallFile(NormalizeDir(dir) + "/.lock", 1024);
+  if (!note.ok()) return "";
+  std::string text = std::move(note).value();
+  return text.substr(0, text.find('\n'));
 }
 
 Status RemoveDirStore(const std::string& dir, const DirStoreOptions& options) {

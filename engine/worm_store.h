@@ -133,14 +133,29 @@ inline Status CheckGetRange(std::string_view key, uint64_t object_bytes, uint64_
 struct DirStoreOptions {
   // ns since the Unix epoch; empty: the real wall clock. Called from any thread.
   std::function<int64_t()> now_unix_ns;
+  // A read-only view, for reading beside a process that has the store open
+  // (a backup running in `snapdisk serve`): takes no lock, sees the objects
+  // the audit log held when it was opened (up to its last whole line), and
+  // changes nothing on disk — no recovery, no log entries. Put,
+  // ExtendRetention, Delete, Expire and Verify are refused (PermissionDenied).
+  bool read_only = false;
+  // Written into DIR/.lock while this process holds the store (not with
+  // read_only): who holds it, for the message a second opener gets (e.g.
+  // "snapdisk serve of pool /p/db.pool (pid 42)"). One line.
+  std::string holder;
 };
+
+// Who holds the store at `dir` (DirStoreOptions::holder of the process that
+// has it open), "" when nobody does or nothing was said.
+std::string DirStoreHolder(const std::string& dir);
 
 // Makes `dir` (which must not exist, or be an empty directory) a store.
 // InvalidArgument for a bad config; AlreadyExists when it holds a store.
 Status CreateDirStore(const std::string& dir, const WormStoreConfig& config = {});
 // Opens a store made by CreateDirStore; finishes puts a crash interrupted.
 // NotFound when `dir` is not a store; Busy when another process has it open
-// for writing (the store is locked with flock).
+// for writing (the store is locked with flock; the message names the holder
+// when it said who it is), unless options.read_only.
 Result<std::unique_ptr<WormStore>> OpenDirStore(const std::string& dir,
                                                 const DirStoreOptions& options = {});
 // Removes the store's directory: refused (PermissionDenied, with the count and

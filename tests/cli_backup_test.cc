@@ -641,17 +641,20 @@ class CliBackupServeTest : public CliBackupTest {
       EXPECT_EQ(server_->Stop(), 0) << server_->Log();
     }
   }
-  // `backup list` opens the store itself: Busy while the server's backup
-  // holds it; waits for it to be free.
+  // The server's running backups (`backup jobs`).
+  json Jobs() {
+    CliResult r = RunCli({"backup", "jobs", pool_, "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out, nullptr, false);
+  }
+  // The sets in the store once the server runs no backup (a cancelled one
+  // may still be undoing its start).
   json ListWhenFree() {
-    for (int i = 0; i < 200; ++i) {
-      CliResult r = RunCli({"backup", "list", "--store", store_, "--json"});
-      if (r.exit_code == 0) return json::parse(r.out, nullptr, false);
-      EXPECT_EQ(r.exit_code, 4) << r.err;
+    for (int i = 0; i < 200 && !Jobs().empty(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ADD_FAILURE() << "the store stayed busy";
-    return json();
+    EXPECT_TRUE(Jobs().empty()) << "a backup kept running";
+    return RunJson({"backup", "list", "--store", store_});
   }
   std::vector<std::string> BackupSnapshots() {
     CliResult r = RunCli({"snapshot", "list", pool_, "db", "--json"});
@@ -738,6 +741,54 @@ TEST_F(CliBackupServeTest, StoppingTheServerCancelsTheBackup) {
   EXPECT_EQ(r.exit_code, 130) << r.err;
   EXPECT_TRUE(Contains(r.err, "cancelled")) << r.err;
   EXPECT_EQ(RunJson({"backup", "list", "--store", store_}).size(), 0u);
+  EXPECT_EQ(BackupSnapshots().size(), 0u);
+}
+
+// A running backup is listed (with progress) from another command, the
+// store's sets can be listed beside it, and `backup cancel` stops it.
+TEST_F(CliBackupServeTest, RunningBackupsAreListedAndCancelled) {
+  EXPECT_EQ(Jobs().size(), 0u);
+  auto backup = std::async(std::launch::async, [&] {
+    return RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "4"});
+  });
+  json jobs;
+  for (int i = 0; i < 200; ++i) {
+    jobs = Jobs();
+    if (jobs.size() == 1 && jobs[0]["done_bytes"].get<uint64_t>() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_EQ(jobs.size(), 1u) << jobs.dump();
+  const std::string id = jobs[0]["id"];
+  EXPECT_EQ(id.substr(0, 1), "F");
+  EXPECT_EQ(jobs[0]["job"], 1);
+  EXPECT_TRUE(Contains(jobs[0]["command"], "--method full")) << jobs.dump();
+  EXPECT_GE(jobs[0]["total_bytes"].get<uint64_t>(), 48 * kMiB);
+  EXPECT_LT(jobs[0]["done_bytes"].get<uint64_t>(), jobs[0]["total_bytes"].get<uint64_t>());
+  EXPECT_FALSE(jobs[0]["eta_seconds"].is_null()) << jobs.dump();
+  CliResult table = RunCli({"backup", "jobs", pool_});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_TRUE(Contains(table.out, id)) << table.out;
+  EXPECT_TRUE(Contains(table.out, "ETA")) << table.out;
+
+  // The store is held by the server; listing reads it beside the backup.
+  CliResult list = RunCli({"backup", "list", "--store", store_});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(Contains(list.err, "in use by snapdisk serve of pool")) << list.err;
+  EXPECT_EQ(RunJson({"backup", "list", "--store", store_}).size(), 0u);
+  // Changing it still waits for the server.
+  CliResult extend = RunCli({"store", "expire", store_});
+  EXPECT_EQ(extend.exit_code, 4) << extend.err;
+  EXPECT_TRUE(Contains(extend.err, "backup jobs")) << extend.err;
+
+  CliResult none = RunCli({"backup", "cancel", pool_, "F999"});
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_TRUE(Contains(none.err, "no running job 'F999'; running: 1 (" + id + ")")) << none.err;
+  CliResult cancel = RunCli({"backup", "cancel", pool_, id});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  const CliResult r = backup.get();
+  EXPECT_EQ(r.exit_code, 130) << r.err;
+  EXPECT_TRUE(Contains(r.err, "cancelled")) << r.err;
+  EXPECT_EQ(ListWhenFree().size(), 0u);
   EXPECT_EQ(BackupSnapshots().size(), 0u);
 }
 

@@ -272,6 +272,55 @@ TEST_F(WormStoreTest, BusyWhileOpenElsewhere) {
   EXPECT_TRUE(OpenDirStore(dir_, clock_.options()).ok());
 }
 
+TEST_F(WormStoreTest, BusyNamesTheHolderThatSaidWhoItIs) {
+  Close();
+  DirStoreOptions holder = clock_.options();
+  holder.holder = "snapdisk serve of pool /p/db.pool (pid 42)\nignored";
+  auto first = OpenDirStore(dir_, holder);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(DirStoreHolder(dir_), "snapdisk serve of pool /p/db.pool (pid 42)");
+  auto second = OpenDirStore(dir_, clock_.options());
+  EXPECT_TRUE(second.status().IsBusy());
+  EXPECT_EQ(second.status().message(),
+            "store " + dir_ + " is in use by snapdisk serve of pool /p/db.pool (pid 42)");
+}
+
+// A read-only view beside the writer: sees what was logged when it opened,
+// changes nothing on disk, refuses every change.
+TEST_F(WormStoreTest, ReadOnlyViewBesideTheWriter) {
+  const int64_t retain = clock_.now() + 7 * kDayNs;
+  ASSERT_OK(Put("sets/a/1.json", "one"));
+  ASSERT_OK(store_->Put("chunks/big", PatternBytes(3, 200'000), retain));
+  DirStoreOptions ro = clock_.options();
+  ro.read_only = true;
+  // A writer mid-append: a torn last line, which a view must leave alone.
+  {
+    std::ofstream log(LogPath(), std::ios::app);
+    log << "{\"seq\": 99, \"op\": \"put\", \"key\": \"torn";
+  }
+  const auto log_size = fs::file_size(LogPath());
+  auto view = OpenDirStore(dir_, ro);
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  WormStore& v = **view;
+  EXPECT_EQ(v.List("")->size(), 2u);
+  auto got = v.Get("sets/a/1.json");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(got->data()), got->size()), "one");
+  const std::vector<std::byte> big = PatternBytes(3, 200'000);
+  EXPECT_EQ(*v.Get("chunks/big"), big);
+  EXPECT_EQ(*v.GetRange("chunks/big", 1000, 10),
+            std::vector<std::byte>(big.begin() + 1000, big.begin() + 1010));
+  for (Status refused :
+       {v.Put("x", Bytes("x"), retain), v.ExtendRetention("sets/a/1.json", retain + kDayNs),
+        v.Delete("sets/a/1.json"), v.Expire().status(), v.Verify().status()}) {
+    EXPECT_TRUE(refused.IsPermissionDenied()) << refused.ToString();
+    EXPECT_NE(refused.message().find("read-only"), std::string::npos) << refused.ToString();
+  }
+  EXPECT_EQ(fs::file_size(LogPath()), log_size);  // nothing logged, nothing cut
+  EXPECT_TRUE(RemoveDirStore(dir_, ro).IsPermissionDenied());
+  EXPECT_TRUE(fs::exists(dir_ + "/store.json"));
+}
+
 // ---- Round trip ---------------------------------------------------------------
 
 TEST_F(WormStoreTest, PutGetHeadListRoundTrip) {

@@ -7,12 +7,15 @@
 // positional is still missing, so POOL and VOL are made required only when the
 // command line's first word after `backup` is not list/extend/export (the
 // command line is known when the tree is built: AddPoolCommandSet). A pool
-// file named "list", "extend" or "export" therefore goes as ./list.
+// file named "list", "extend", "export", "jobs" or "cancel" therefore goes
+// as ./list.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "tools/cli/command_util.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/job_registry.h"
 #include "tools/cli/report.h"
 #include "tools/cli/store_util.h"
 
@@ -20,7 +23,7 @@ namespace snapdisk::cli {
 
 namespace {
 
-constexpr const char* kGroupCommands[] = {"list", "extend", "export"};
+constexpr const char* kGroupCommands[] = {"list", "extend", "export", "jobs", "cancel"};
 
 struct BackupArgs {
   std::string pool;
@@ -91,6 +94,7 @@ int RunBackup(CommandContext& ctx, const BackupArgs& args) {
   SteppedJob steps;
   steps.step = [run] { return run->job->Step(); };
   steps.cancel = [run] { run->job->Cancel(); };
+  steps.id = [run] { return run->job->progress().id; };
   steps.progress = [run] {
     const BackupProgress p = run->job->progress();
     return StepProgress{"backup " + p.id + " of " + p.volume, p.done_bytes, p.total_bytes,
@@ -111,8 +115,14 @@ int RunBackup(CommandContext& ctx, const BackupArgs& args) {
 }
 
 int ListSets(CommandContext& ctx, const BackupArgs& args) {
-  auto store = OpenStore(ctx.ResolvePath(args.store));
+  std::string held_by;
+  auto store = OpenStoreForReading(ctx.ResolvePath(args.store), &held_by);
   if (!store.ok()) return ctx.Fail(store.status());
+  if (!held_by.empty() && !ctx.json()) {
+    ctx.out().Stderr("note: store " + args.store + " is in use by " + held_by +
+                     "; listing the sets it holds now (backups still running are not in the "
+                     "store yet: `snapdisk backup jobs POOL` lists a server's)\n");
+  }
   auto sets = ListBackupSets(**store, args.volume);
   if (!sets.ok()) return ctx.Fail(sets.status());
   if (ctx.json()) {
@@ -192,6 +202,70 @@ int ExportSet(CommandContext& ctx, const BackupArgs& args) {
   return kExitOk;
 }
 
+int ListJobs(CommandContext& ctx, const BackupArgs&) {
+  const std::vector<RunningJob> jobs = JobRegistry::Instance().List();
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  auto rate_of = [now](const RunningJob& j) {
+    const double seconds = static_cast<double>(now - j.started_unix_ns) / 1e9;
+    return seconds > 0 ? static_cast<double>(j.progress.done) / seconds : 0.0;
+  };
+  auto eta_of = [&](const RunningJob& j) {
+    const double rate = rate_of(j);
+    if (j.progress.total == 0 || rate <= 0 || j.progress.done >= j.progress.total) return -1.0;
+    return static_cast<double>(j.progress.total - j.progress.done) / rate;
+  };
+  if (ctx.json()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const RunningJob& j : jobs) {
+      nlohmann::ordered_json o;
+      o["job"] = j.number;
+      o["id"] = j.id;
+      o["command"] = j.command;
+      o["label"] = j.progress.label;
+      o["started"] = FormatRfc3339(j.started_unix_ns);
+      o["done_bytes"] = j.progress.done;
+      o["total_bytes"] = j.progress.total;
+      o["bytes_per_second"] = rate_of(j);
+      const double eta = eta_of(j);
+      o["eta_seconds"] = eta >= 0 ? nlohmann::ordered_json(eta) : nlohmann::ordered_json();
+      o["cancel_requested"] = j.cancel_requested;
+      list.push_back(std::move(o));
+    }
+    ctx.PrintJson(list);
+    return kExitOk;
+  }
+  if (jobs.empty()) {
+    ctx.Print("no backups running on pool " + ctx.pool_path() + "\n");
+    return kExitOk;
+  }
+  Table table({"JOB", "ID", "WHAT", "DONE", "OF", "RATE", "ETA", "STARTED"});
+  for (size_t c : {3, 4, 5, 6}) table.RightAlign(c);
+  for (const RunningJob& j : jobs) {
+    const double eta = eta_of(j);
+    table.AddRow({std::to_string(j.number), j.id.empty() ? "-" : j.id,
+                  j.progress.label + (j.cancel_requested ? " (cancelling)" : ""),
+                  HumanBytes(j.progress.done),
+                  j.progress.total ? HumanBytes(j.progress.total) : "?",
+                  HumanBytes(static_cast<uint64_t>(rate_of(j))) + "/s",
+                  eta >= 0 ? std::to_string(static_cast<int64_t>(eta + 0.5)) + " s" : "-",
+                  HumanTime(j.started_unix_ns)});
+  }
+  ctx.Print(table.Render());
+  return kExitOk;
+}
+
+int CancelJob(CommandContext& ctx, const BackupArgs& args) {
+  if (Status s = JobRegistry::Instance().Cancel(args.id); !s.ok()) return ctx.Fail(s);
+  if (ctx.json()) {
+    ctx.PrintJson({{"cancelled", args.id}});
+  } else {
+    ctx.Print("Cancelling " + args.id + ": the backup stops and leaves nothing in the store\n");
+  }
+  return kExitOk;
+}
+
 // The first word after "backup" on `args` (options and their values
 // skipped), or "".
 std::string FirstWordAfterBackup(const std::vector<std::string>& args) {
@@ -225,7 +299,9 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
       "  snapdisk backup POOL VOL --store DIR --method M [--rate MB/s] [--retain DAYS] [--json]\n"
       "  snapdisk backup list --store DIR [--volume VOL] [--json]\n"
       "  snapdisk backup extend --store DIR ID --until DATE [--json]\n"
-      "  snapdisk backup export --store DIR ID FILE [--overwrite] [--json]\n\n"
+      "  snapdisk backup export --store DIR ID FILE [--overwrite] [--json]\n"
+      "  snapdisk backup jobs POOL [--json]          (backups running in POOL's server)\n"
+      "  snapdisk backup cancel POOL JOB|ID [--json]\n\n"
       "Methods: snapshot (an O(1) snapshot kept in the pool for instant restore, then the\n"
       "blocks changed since the last snapshot backup, copied outside the volume's QoS);\n"
       "full, diff (changed since the last full), incr (changed since the last backup),\n"
@@ -233,7 +309,8 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
       "read through the volume's QoS limits like the workload; log (the write log since\n"
       "the last log backup). --json prints the set, with its \"id\".\n"
       "While `snapdisk serve` holds the pool the backup runs inside it, between NBD\n"
-      "requests; Ctrl-C cancels it (nothing is left visible in the store).\n\n" +
+      "requests; Ctrl-C cancels it (nothing is left visible in the store), and so does\n"
+      "`backup cancel` from another terminal; `backup jobs` shows its progress.\n\n" +
       HelpFooter());
   backup->require_subcommand(0, 1);
   const std::string first = FirstWordAfterBackup(command_line);
@@ -340,6 +417,33 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
     cmd->add_flag("--overwrite", a->overwrite, "Replace FILE if it exists");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, run_store] { run_store(a, ExportSet); });
+  }
+  auto run_pool = [&exit_code, &executor](const std::shared_ptr<BackupArgs>& a,
+                                          int (*body)(CommandContext&, const BackupArgs&)) {
+    exit_code = executor.RunOnPool(a->pool, {a->json},
+                                   [a, body](CommandContext& ctx) { return body(ctx, *a); });
+  };
+  {
+    auto a = std::make_shared<BackupArgs>();
+    CLI::App* cmd = AddCommand(
+        *backup, "jobs",
+        "List the backups running in the server that holds POOL (`snapdisk serve`): job\n"
+        "number, set id, progress, rate and ETA. A backup run by a `snapdisk backup` command\n"
+        "outside a server shows its own progress");
+    cmd->add_option("POOL", a->pool, "Path of the pool file")->required();
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, run_pool] { run_pool(a, ListJobs); });
+  }
+  {
+    auto a = std::make_shared<BackupArgs>();
+    CLI::App* cmd = AddCommand(*backup, "cancel",
+                               "Cancel a backup running in POOL's server, by job number or set "
+                               "id (see `backup jobs`);\nthe backup stops and puts nothing in "
+                               "the store");
+    cmd->add_option("POOL", a->pool, "Path of the pool file")->required();
+    cmd->add_option("JOB", a->id, "The job number or the set id, e.g. 2 or F3")->required();
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, run_pool] { run_pool(a, CancelJob); });
   }
 }
 

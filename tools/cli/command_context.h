@@ -74,6 +74,9 @@ struct SteppedJob {
   // What to show on the progress bar; polled about ten times a second. May
   // be empty (no progress).
   std::function<StepProgress()> progress;
+  // The job's own id (a backup's set id), for `backup jobs` and `backup
+  // cancel`. May be empty.
+  std::function<std::string()> id;
   // Called once, after the step that finished the job, on the pool's thread:
   // reports the outcome through the context and returns the exit code.
   std::function<int(CommandContext&)> finish;

@@ -1,6 +1,7 @@
 // The control socket: client (RunThroughServer), server
 // (ServeControlConnection) and the listening socket. Protocol: control.h.
 #include "tools/cli/control.h"
+#include "tools/cli/job_registry.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -364,6 +365,8 @@ struct ControlSession::Impl : public StepRunner {
     ctx.emplace(c);
     job = std::move(j);
     running = true;
+    job_number = JobRegistry::Instance().Add(command_line, job.id, job.progress,
+                                             [this] { cancel_asked = true; });
     return kExitPending;
   }
 
@@ -396,7 +399,9 @@ struct ControlSession::Impl : public StepRunner {
   std::optional<CommandContext> ctx;
   SteppedJob job;
   bool running = false;
-  bool cancel_asked = false;  // by the server
+  std::string command_line;  // for JobRegistry
+  uint64_t job_number = 0;   // in JobRegistry while running
+  bool cancel_asked = false;  // by the server or `backup cancel`
   bool cancelled = false;     // job.cancel() called
   int64_t last_progress_ns = 0;
 };
@@ -445,6 +450,7 @@ void ControlSession::Impl::Begin() {
       }
     }
     if (s.ok()) {
+      for (const std::string& a : argv) command_line += (command_line.empty() ? "" : " ") + a;
       out = std::make_unique<CaptureOutput>(fd, request.value("progress", false));
       ServerExecutor executor(pool, pool_path, *out, request["cwd"].get<std::string>(), stdin_fd,
                               stdout_fd, *this);
@@ -514,6 +520,7 @@ bool ControlSession::Impl::Step() {
     Fail(Status::IOError(std::string("control request failed: ") + e.what()), &exit_code,
          &err_text);
   }
+  JobRegistry::Instance().Remove(job_number);
   job = {};  // the job's state goes (a finished job does not wait)
   ctx.reset();
   running = false;

@@ -28,4 +28,16 @@ std::string CanonicalStoreDir(const std::string& dir);
 // holds its store until it finishes.
 Result<std::shared_ptr<WormStore>> OpenStore(const std::string& dir);
 
+// For commands that only read (backup list): the store as OpenStore gives
+// it, or, when another process holds it (a backup running in `snapdisk
+// serve`), a read-only view of it (DirStoreOptions::read_only) and
+// `*held_by` says who holds it ("" otherwise).
+Result<std::shared_ptr<WormStore>> OpenStoreForReading(const std::string& dir,
+                                                       std::string* held_by);
+
+// Who this process is, in the note a store it opens carries for a second
+// opener's Busy message: `snapdisk serve` says which pool it serves.
+// Default "snapdisk (pid N)".
+void SetStoreHolderRole(const std::string& role);
+
 }  // namespace snapdisk::cli

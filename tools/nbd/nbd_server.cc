@@ -48,6 +48,7 @@
 #include "engine/volume.h"
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/store_util.h"
 #include "tools/nbd/nbd_protocol.h"
 
 namespace snapdisk::nbd {
@@ -1234,6 +1235,7 @@ int Server::Listen() {
 }
 
 int Server::ListenControl() {
+  cli::SetStoreHolderRole("snapdisk serve of pool " + options_.pool_path);
   auto fd = cli::ListenControlSocket(options_.pool_path);
   if (!fd.ok()) {
     std::fprintf(stderr, "snapdisk: serve: control socket: %s\n", fd.status().ToString().c_str());
