@@ -212,6 +212,11 @@ TEST_F(CliBackupTest, EveryMethodPrintsItsSetWithAnId) {
                         "30"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.out, "Backed up volume 'db' as F")) << r.out;
+  // Nothing written since that full: an incremental covering no LSN says so.
+  r = RunCli({"backup", pool_, "db", "--store", store_, "--method", "incr"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "incr on F")) << r.out;
+  EXPECT_TRUE(Contains(r.out, ", LSN none (at ")) << r.out;
 }
 
 TEST_F(CliBackupTest, BackupRefusesBadInputBeforeTouchingAnything) {

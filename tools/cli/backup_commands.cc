@@ -66,7 +66,7 @@ Status CheckTimestamp(const std::string& text) { return ParseTimestamp(text).sta
 std::string SetSummary(const BackupSet& set) {
   std::string text = std::string(BackupTypeName(set.type));
   if (!set.base.empty()) text += " on " + set.base;
-  text += ", LSN " + std::to_string(set.first_lsn) + "-" + std::to_string(set.last_lsn) + ", " +
+  text += ", LSN " + LsnRangeText(set) + ", " +
           HumanBytes(set.data_bytes) + " of data, " + HumanBytes(set.stored_bytes) +
           " stored, retained until " + HumanTime(set.retain_until_unix_ns);
   return text;
@@ -141,7 +141,7 @@ int ListSets(CommandContext& ctx, const BackupArgs& args) {
   table.RightAlign(7);
   for (const BackupSet& s : *sets) {
     table.AddRow({s.id, BackupTypeName(s.type), s.volume,
-                  std::to_string(s.first_lsn) + "-" + std::to_string(s.last_lsn),
+                  LsnRangeText(s),
                   s.base.empty() ? "-" : s.base, HumanTime(s.started_unix_ns),
                   HumanBytes(s.data_bytes), HumanBytes(s.stored_bytes),
                   HumanTime(s.retain_until_unix_ns)});

@@ -364,8 +364,8 @@ bool PolicyTick::Step() {
 }
 
 std::string SetLine(const BackupSet& s) {
-  return std::string(BackupTypeName(s.type)) + ", LSN " + std::to_string(s.first_lsn) + "-" +
-         std::to_string(s.last_lsn) + ", " + HumanBytes(s.stored_bytes) +
+  return std::string(BackupTypeName(s.type)) + ", LSN " + LsnRangeText(s) + ", " +
+         HumanBytes(s.stored_bytes) +
          " stored, retained until " + HumanTime(s.retain_until_unix_ns);
 }
 

@@ -191,6 +191,12 @@ void AddTime(nlohmann::ordered_json& doc, const std::string& name, int64_t unix_
   doc[name + "_unix_ns"] = unix_ns;
 }
 
+std::string LsnRangeText(const BackupSet& set) {
+  if (set.last_lsn < set.first_lsn) return "none (at " + std::to_string(set.last_lsn) + ")";
+  if (set.last_lsn == set.first_lsn) return std::to_string(set.first_lsn);
+  return std::to_string(set.first_lsn) + "-" + std::to_string(set.last_lsn);
+}
+
 nlohmann::ordered_json BackupSetJson(const BackupSet& set) {
   nlohmann::ordered_json doc = {
       {"id", set.id},

@@ -68,6 +68,9 @@ void AddTime(nlohmann::ordered_json& doc, const std::string& name, int64_t unix_
 // when none), started/finished/consistent, retain_until, sizes, chunk_count,
 // key, sha256; log segments also first_record/last_record.
 nlohmann::ordered_json BackupSetJson(const BackupSet& set);
+// The LSNs a set covers, for people: "12-40", "12" (one), or "none (at 11)"
+// for a differential or incremental with no write since its base.
+std::string LsnRangeText(const BackupSet& set);
 nlohmann::ordered_json StorageReportJson(const StorageReport& report);
 nlohmann::ordered_json WormVerifyJson(const WormVerifyReport& report);
 nlohmann::ordered_json ExportReportJson(const ExportReport& report);
