@@ -52,6 +52,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "disk/clock.h"
@@ -392,6 +393,7 @@ class DirStore final : public WormStore {
   Result<WormObjectInfo> Head(std::string_view key) override;
   Result<std::vector<WormObjectInfo>> List(std::string_view prefix) override;
   Status ExtendRetention(std::string_view key, int64_t retain_until_unix_ns) override;
+  Status RetainAtLeast(std::span<const std::string> keys, int64_t retain_until_unix_ns) override;
   Status Delete(std::string_view key) override;
   Result<WormExpireReport> Expire() override;
   Result<WormVerifyReport> Verify(const WormProgress& progress) override;
@@ -1115,6 +1117,53 @@ Status DirStore::ExtendRetention(std::string_view key, int64_t retain_until_unix
   auto it = live_.find(key_str);
   SNAPDISK_CHECK(it != live_.end(), "object vanished while admin_mu_ was held");
   it->second.retain_until_unix_ns = retain_until_unix_ns;
+  return Status::OK();
+}
+
+Status DirStore::RetainAtLeast(std::span<const std::string> keys, int64_t retain_until_unix_ns) {
+  if (read_only_) return ReadOnlyRefusal("extend retention");
+  std::lock_guard<std::mutex> admin(admin_mu_);
+  const int64_t now = NowUnixNs();
+  if (retain_until_unix_ns <= now) {
+    return Status::InvalidArgument("retention must lie in the future: " +
+                                   FormatRfc3339(retain_until_unix_ns) + " is not after now (" +
+                                   FormatRfc3339(now) + ")");
+  }
+  // Decide for the whole batch first (nothing changes on a missing key), then
+  // log every extension with one append, then apply: the order of
+  // ExtendRetention, under the same lock.
+  std::vector<std::string> lines;
+  std::vector<const std::string*> extended;
+  std::unordered_set<std::string_view> decided;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& key : keys) {
+      auto it = live_.find(key);
+      if (it == live_.end()) {
+        return Status::NotFound(tombstones_.count(key)
+                                    ? "object " + key + " expired and was removed by the expiry pass"
+                                    : "no object " + key + " in store " + dir_);
+      }
+      if (it->second.retain_until_unix_ns >= retain_until_unix_ns) continue;
+      if (!decided.insert(key).second) continue;  // listed twice
+      Json entry = NewEntry("extend", now);
+      entry["key"] = key;
+      entry["retain_until_unix_ns"] = retain_until_unix_ns;
+      entry["previous_retain_until_unix_ns"] = it->second.retain_until_unix_ns;
+      entry["result"] = "ok";
+      lines.push_back(Fields(entry));
+      extended.push_back(&key);
+    }
+  }
+  if (lines.empty()) return Status::OK();
+  SNAPDISK_RETURN_IF_ERROR(log_->Append(lines).WithContext(
+      "extend retention of " + std::to_string(lines.size()) + " objects"));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string* key : extended) {
+    auto it = live_.find(*key);
+    SNAPDISK_CHECK(it != live_.end(), "object vanished while admin_mu_ was held");
+    it->second.retain_until_unix_ns = std::max(it->second.retain_until_unix_ns, retain_until_unix_ns);
+  }
   return Status::OK();
 }
 

@@ -107,6 +107,14 @@ class WormStore {
   // Objects whose key starts with `prefix`, sorted by key.
   virtual Result<std::vector<WormObjectInfo>> List(std::string_view prefix) = 0;
   virtual Status ExtendRetention(std::string_view key, int64_t retain_until_unix_ns) = 0;
+  // Makes every object of `keys` retained until at least `retain_until_unix_ns`:
+  // objects already retained that long are left alone, the others extended
+  // (an audit entry each). Backups retain the thousands of chunks a new set
+  // shares with this. NotFound naming the first missing key, or
+  // InvalidArgument for a time not in the future: then nothing was extended.
+  // The default asks Head and ExtendRetention per key (S3: HEAD and
+  // PutObjectRetention); the directory store logs a whole batch with one sync.
+  virtual Status RetainAtLeast(std::span<const std::string> keys, int64_t retain_until_unix_ns);
   // Always refused (see the contract); logged.
   virtual Status Delete(std::string_view key) = 0;
   // The expiry pass: removes every object whose retention has passed.
@@ -115,6 +123,25 @@ class WormStore {
   // Status only when the check itself could not run (or was cancelled).
   virtual Result<WormVerifyReport> Verify(const WormProgress& progress = {}) = 0;
 };
+
+inline Status WormStore::RetainAtLeast(std::span<const std::string> keys,
+                                       int64_t retain_until_unix_ns) {
+  for (const std::string& key : keys) {
+    Result<WormObjectInfo> head = Head(key);
+    if (!head.ok()) return head.status();
+  }
+  for (const std::string& key : keys) {
+    Result<WormObjectInfo> head = Head(key);
+    if (!head.ok()) return head.status();
+    if (head->retain_until_unix_ns >= retain_until_unix_ns) continue;
+    Status s = ExtendRetention(key, retain_until_unix_ns);
+    if (s.ok()) continue;
+    // Extended further meanwhile (an earlier time is then refused): fine.
+    head = Head(key);
+    if (!head.ok() || head->retain_until_unix_ns < retain_until_unix_ns) return s;
+  }
+  return Status::OK();
+}
 
 // GetRange's bounds check, shared by the backends: InvalidArgument naming the
 // key unless 0 < length and offset + length <= object_bytes.

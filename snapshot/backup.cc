@@ -34,8 +34,9 @@ constexpr int64_t kNsPerDay = int64_t{86'400} * 1'000'000'000;
 constexpr int64_t kAutoFullWindowNs = 3 * kNsPerDay;
 constexpr uint32_t kMaxWorkerThreads = 64;
 constexpr uint32_t kMaxReadsInFlight = 256;
-// Retention extensions are batched: one worker task per this many keys.
-constexpr size_t kKeysPerExtendTask = 32;
+// Retention extensions are batched: one worker task (one RetainAtLeast, one
+// audit-log sync in the directory store) per this many keys.
+constexpr size_t kKeysPerExtendTask = 512;
 // The rate cap tolerates this much work ahead of schedule.
 constexpr int64_t kPaceBurstNs = 10'000'000;
 
@@ -156,7 +157,27 @@ struct BackupJob::Impl {
   // One read slot: the request must stay put while the pool holds it.
   struct ReadSlot {
     VolumeRequest request;
+    uint64_t chunk = 0;  // its key in `chunks`
     bool busy = false;
+  };
+
+  // A range of the volume read into a chunk buffer at `buffer_offset`.
+  struct Piece {
+    uint64_t offset_bytes = 0;
+    uint64_t length_bytes = 0;
+    uint64_t buffer_offset = 0;
+  };
+  // A chunk being filled: one whole aligned chunk of the volume, or pieces
+  // shorter than a chunk gathered into one buffer (so that scattered small
+  // changes make one chunk object per chunk_bytes, not one each). Handed to
+  // the pipeline (tag: its index) once sealed and all its reads are in.
+  struct ChunkFill {
+    std::byte* buffer = nullptr;
+    uint64_t used_bytes = 0;
+    std::vector<Piece> pieces;
+    uint32_t reads_pending = 0;
+    bool sealed = false;
+    bool failed = false;  // a read failed: the buffer goes back unsubmitted
   };
 
   Pool& pool;
@@ -188,6 +209,10 @@ struct BackupJob::Impl {
   uint64_t chunks_outstanding = 0;  // submitted reads whose pipeline output is not in yet
   int64_t next_read_ns = 0;         // rate cap: earliest next submission
   bool pool_busy = false;           // the pool refused a read (its request limit)
+  // Chunks read or being compressed, by tag (erased when their output is in).
+  std::unordered_map<uint64_t, ChunkFill> chunks;
+  uint64_t next_chunk = 0;
+  std::optional<uint64_t> gathering;  // the open gather chunk, if any
   std::vector<ChunkExtent> new_extents;
   std::unordered_map<std::string, ChunkInfo> new_chunks;  // by hash
   std::vector<ChunkPipeline::Output> outputs;             // scratch
@@ -219,6 +244,8 @@ struct BackupJob::Impl {
   void AbortStart();
   bool Step();
   void SubmitReads();
+  void SealGather();
+  void MaybeSubmitChunk(uint64_t index);
   void OnReadDone(VolumeRequest& request, const Status& status);
   void TakeOutputs();
   void BuildManifest();
@@ -555,8 +582,6 @@ void BackupJob::Impl::SubmitReads() {
       now = clock.NowNs();
       if (now < next_read_ns) break;
     }
-    std::byte* buffer = pipeline->AcquireBuffer();
-    if (buffer == nullptr) break;
     const Extent& e = to_copy[copy_index];
     const uint64_t offset = e.offset_bytes + copy_offset;
     // Cut at multiples of the chunk size (so unchanged data cuts the same way
@@ -564,6 +589,21 @@ void BackupJob::Impl::SubmitReads() {
     const uint64_t boundary = (offset / chunk_bytes + 1) * chunk_bytes;
     const uint64_t end = std::min(boundary, e.offset_bytes + e.length_bytes);
     const uint64_t length = end - offset;
+    // A whole chunk is a chunk of its own; shorter pieces are gathered.
+    const bool whole = length == chunk_bytes;
+    if (!whole && gathering && chunks[*gathering].used_bytes + length > chunk_bytes) SealGather();
+    uint64_t chunk_index;
+    if (!whole && gathering) {
+      chunk_index = *gathering;
+    } else {
+      std::byte* buffer = pipeline->AcquireBuffer();
+      if (buffer == nullptr) break;
+      chunk_index = next_chunk++;
+      chunks.emplace(chunk_index, ChunkFill{buffer, 0, {}, 0, whole, false});
+      ++chunks_outstanding;
+      if (!whole) gathering = chunk_index;
+    }
+    ChunkFill& chunk = chunks[chunk_index];
     size_t slot_index = 0;
     while (slots[slot_index].busy) ++slot_index;
     ReadSlot& slot = slots[slot_index];
@@ -571,12 +611,18 @@ void BackupJob::Impl::SubmitReads() {
     slot.request.op = VolumeOp::kRead;
     slot.request.offset_bytes = offset;
     slot.request.length_bytes = length;
-    slot.request.data = buffer;
+    slot.request.data = chunk.buffer + chunk.used_bytes;
     slot.request.user_tag = slot_index;
     slot.request.on_complete = [this](VolumeRequest& r, const Status& s) { OnReadDone(r, s); };
+    slot.chunk = chunk_index;
     Status s = snapshot->Submit(slot.request);
     if (!s.ok()) {
-      pipeline->ReleaseBuffer(buffer);
+      if (chunk.pieces.empty()) {  // nothing read into it yet: give it back
+        pipeline->ReleaseBuffer(chunk.buffer);
+        chunks.erase(chunk_index);
+        --chunks_outstanding;
+        if (gathering == chunk_index) gathering.reset();
+      }
       if (s.IsBusy()) {
         pool_busy = true;  // the pool's request limit: retry after a Poll
       } else {
@@ -585,9 +631,11 @@ void BackupJob::Impl::SubmitReads() {
       }
       break;
     }
+    chunk.pieces.push_back(Piece{offset, length, chunk.used_bytes});
+    chunk.used_bytes += length;
+    ++chunk.reads_pending;
     slot.busy = true;
     ++reads_in_flight;
-    ++chunks_outstanding;
     copy_offset += length;
     if (copy_offset == e.length_bytes) {
       ++copy_index;
@@ -599,22 +647,53 @@ void BackupJob::Impl::SubmitReads() {
           static_cast<int64_t>(std::ceil(static_cast<double>(length) / rate_bytes_per_ns));
     }
   }
+  // Everything is read or reading: the open gather chunk is complete.
+  if (copy_index == to_copy.size() && gathering) SealGather();
+}
+
+void BackupJob::Impl::SealGather() {
+  const uint64_t index = *gathering;
+  gathering.reset();
+  chunks.at(index).sealed = true;
+  MaybeSubmitChunk(index);
+}
+
+// Hands a sealed chunk whose reads are all in to the pipeline (or, after a
+// failed read or once the job is failing, its buffer back).
+void BackupJob::Impl::MaybeSubmitChunk(uint64_t index) {
+  ChunkFill& chunk = chunks.at(index);
+  if (!chunk.sealed || chunk.reads_pending > 0 || chunk.buffer == nullptr) return;
+  std::byte* buffer = std::exchange(chunk.buffer, nullptr);
+  if (chunk.failed || !error.ok() || cancel_requested.load()) {
+    pipeline->ReleaseBuffer(buffer);
+    --chunks_outstanding;
+    chunks.erase(index);
+    return;
+  }
+  pipeline->SubmitChunk(buffer, chunk.used_bytes, index);
 }
 
 void BackupJob::Impl::OnReadDone(VolumeRequest& request, const Status& status) {
-  slots[request.user_tag].busy = false;
+  ReadSlot& slot = slots[request.user_tag];
+  slot.busy = false;
   --reads_in_flight;
-  if (!status.ok() || !error.ok() || cancel_requested.load()) {
-    if (!status.ok() && error.ok()) {
+  ChunkFill& chunk = chunks.at(slot.chunk);
+  --chunk.reads_pending;
+  if (!status.ok()) {
+    chunk.failed = true;
+    if (error.ok()) {
       error = status.WithContext("backup " + set.id + ": reading '" + volume.name + "@" +
                                  snapshot_name + "'");
     }
-    pipeline->ReleaseBuffer(request.data);
-    --chunks_outstanding;
+  } else {
+    read_bytes.fetch_add(request.length_bytes);
+  }
+  // A failing job seals the open gather chunk so that its buffer comes back.
+  if ((!error.ok() || cancel_requested.load()) && gathering == slot.chunk) {
+    SealGather();
     return;
   }
-  read_bytes.fetch_add(request.length_bytes);
-  pipeline->SubmitChunk(request.data, request.length_bytes, request.offset_bytes);
+  MaybeSubmitChunk(slot.chunk);
 }
 
 void BackupJob::Impl::TakeOutputs() {
@@ -626,12 +705,22 @@ void BackupJob::Impl::TakeOutputs() {
     } else {
       --tasks_outstanding;
     }
+    std::vector<Piece> pieces;
+    if (o.is_chunk) {
+      auto filled = chunks.find(o.tag);
+      SNAPDISK_CHECK(filled != chunks.end(), "pipeline output for an unknown chunk");
+      pieces = std::move(filled->second.pieces);
+      chunks.erase(filled);
+    }
     if (!o.status.ok()) {
       if (error.ok()) error = o.status.WithContext("backup " + set.id);
       continue;
     }
     if (!o.is_chunk) continue;
-    new_extents.push_back(ChunkExtent{o.tag, o.chunk.raw_bytes, o.chunk.hash, 0});
+    for (const Piece& p : pieces) {
+      new_extents.push_back(ChunkExtent{p.offset_bytes, p.length_bytes, o.chunk.hash,
+                                        p.buffer_offset});
+    }
     auto [it, inserted] = new_chunks.try_emplace(o.chunk.hash, o.chunk);
     if (!inserted) {
       // The same bytes twice in one job: one object, stored by us if either
@@ -730,15 +819,11 @@ void BackupJob::Impl::SubmitExtends() {
                                   extend_keys.begin() + extend_next + n);
     const bool queued = pipeline->TrySubmitTask(
         [this, keys = std::move(keys), until]() -> Status {
-          for (const std::string& key : keys) {
-            Status s = ChunkPipeline::RetainUntil(store, key, until);
-            if (s.IsNotFound()) {
-              return Status::NotFound("'" + key +
-                                      "', which the set depends on, is gone from the store");
-            }
-            if (!s.ok()) return s.WithContext("extending the retention of '" + key + "'");
+          Status s = store.RetainAtLeast(keys, until);
+          if (s.IsNotFound()) {
+            return Status::NotFound(s.message() + ", which the set depends on: it is gone");
           }
-          return Status::OK();
+          return s.WithContext("extending the retention of what the set depends on");
         },
         0);
     if (!queued) break;
@@ -749,6 +834,7 @@ void BackupJob::Impl::SubmitExtends() {
 
 bool BackupJob::Impl::StepFailing() {
   pipeline->Cancel();
+  if (gathering) SealGather();  // its buffer comes back once its reads are in
   if (reads_in_flight > 0) return false;
   if (pipeline->pending() > 0) {
     TakeOutputs();  // running tasks finish; their outputs no longer matter
@@ -889,18 +975,14 @@ Status ExtendBackupSet(WormStore& store, std::string_view id, int64_t until_unix
   }
   chain.insert(chain.begin(), set);
   std::unordered_set<std::string> done;
+  std::vector<std::string> keys;
   for (const BackupSet& s : chain) {
-    std::vector<std::string> keys = {s.key};
-    for (const ChunkInfo& c : s.chunks) keys.push_back(c.key);
-    for (const std::string& key : keys) {
-      if (!done.insert(key).second) continue;
-      Status st = ChunkPipeline::RetainUntil(store, key, until_unix_ns);
-      if (!st.ok()) {
-        return st.WithContext("extending backup set " + set.id + ": '" + key + "'");
-      }
+    if (done.insert(s.key).second) keys.push_back(s.key);
+    for (const ChunkInfo& c : s.chunks) {
+      if (done.insert(c.key).second) keys.push_back(c.key);
     }
   }
-  return Status::OK();
+  return store.RetainAtLeast(keys, until_unix_ns).WithContext("extending backup set " + set.id);
 }
 
 }  // namespace snapdisk

@@ -410,6 +410,14 @@ TEST_F(BackupTest, SnapshotBackupReadsOnlyTheChangedBlocks) {
   EXPECT_EQ(p.total_bytes, changed.size() * kBlock);
   EXPECT_EQ(p.done_bytes, p.total_bytes);
   EXPECT_EQ(s2->data_bytes, 16 * kMiB);  // still a complete image
+  // The scattered blocks are gathered into chunks: one object per chunk's
+  // worth of changes, not one per block.
+  const uint64_t chunk_bytes = store_->config().chunk_bytes;
+  size_t new_chunks = 0;
+  for (const ChunkInfo& c : s2->chunks) new_chunks += c.new_in_set ? 1 : 0;
+  EXPECT_LE(new_chunks, (changed.size() * kBlock + chunk_bytes - 1) / chunk_bytes + 1)
+      << changed.size() << " blocks changed";
+  EXPECT_GE(new_chunks, 1u);
   ExpectRestores(s2->id, "vol", oracle);
 }
 

@@ -428,6 +428,39 @@ TEST_F(WormStoreTest, ObjectsOfEverySizeRoundTripAfterReopen) {
   EXPECT_TRUE(report.ok()) << Describe(report);
 }
 
+TEST_F(WormStoreTest, RetainAtLeastExtendsOnlyWhatIsShorterAllOrNothing) {
+  ASSERT_OK(Put("a", "a", 10));
+  ASSERT_OK(Put("b", "b", 40));
+  ASSERT_OK(Put("c", "c", 10));
+  const int64_t until = clock_.now() + 20 * kDayNs;
+  const size_t entries_before = AuditEntries().size();
+  // A missing key: refused, nothing extended.
+  const std::vector<std::string> with_missing = {"a", "nope", "c"};
+  Status missing = store_->RetainAtLeast(with_missing, until);
+  EXPECT_TRUE(missing.IsNotFound()) << missing.ToString();
+  EXPECT_NE(missing.message().find("nope"), std::string::npos);
+  EXPECT_EQ(store_->Head("a")->retain_until_unix_ns, clock_.now() + 10 * kDayNs);
+  EXPECT_TRUE(store_->RetainAtLeast(std::vector<std::string>{"a"}, clock_.now())
+                  .IsInvalidArgument());
+
+  const std::vector<std::string> keys = {"a", "b", "c", "a"};
+  ASSERT_OK(store_->RetainAtLeast(keys, until));
+  EXPECT_EQ(store_->Head("a")->retain_until_unix_ns, until);
+  EXPECT_EQ(store_->Head("b")->retain_until_unix_ns, clock_.now() + 40 * kDayNs);  // left alone
+  EXPECT_EQ(store_->Head("c")->retain_until_unix_ns, until);
+  // One "extend" entry per extended object (a twice in the list: once).
+  const std::vector<json> entries = AuditEntries();
+  size_t extends = 0;
+  for (size_t i = entries_before; i < entries.size(); ++i) {
+    if (entries[i]["op"] == "extend" && entries[i]["result"] == "ok") ++extends;
+  }
+  EXPECT_EQ(extends, 2u);
+  Reopen();  // the log replays to the same retention
+  EXPECT_EQ(store_->Head("a")->retain_until_unix_ns, until);
+  EXPECT_EQ(store_->Head("c")->retain_until_unix_ns, until);
+  EXPECT_TRUE(VerifyNow().ok());
+}
+
 // ---- Refusals -------------------------------------------------------------
 
 TEST_F(WormStoreTest, OverwriteIsRefused) {
