@@ -1,0 +1,232 @@
+// The restore state attribute and the apply rules (restore/restore_state.h).
+#include "restore/restore_state.h"
+
+#include <nlohmann/json.hpp>
+
+#include "restore/restore_plan.h"
+
+namespace snapdisk {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr char kStateFormat[] = "snapdisk-restore-state";
+constexpr uint64_t kStateVersion = 1;
+
+bool IsFullLike(BackupType t) { return t == BackupType::kFull || t == BackupType::kSnapshot; }
+
+// Field access that reports a bad field instead of throwing.
+class Fields {
+ public:
+  Fields(const Json& j, std::string_view volume) : j_(j), volume_(volume) {}
+  Status Bad(const char* field, const std::string& why) const {
+    return Status::InvalidArgument("restore state of volume '" + std::string(volume_) +
+                                   "': field '" + field + "' " + why);
+  }
+  Status U64(const char* field, uint64_t* out) const {
+    auto it = j_.find(field);
+    if (it == j_.end()) return Bad(field, "is missing");
+    if (!it->is_number_unsigned()) return Bad(field, "is not an unsigned integer");
+    *out = it->get<uint64_t>();
+    return Status::OK();
+  }
+  Status I64(const char* field, int64_t* out) const {
+    auto it = j_.find(field);
+    if (it == j_.end()) return Bad(field, "is missing");
+    if (!it->is_number_integer()) return Bad(field, "is not an integer");
+    if (it->is_number_unsigned() &&
+        it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      return Bad(field, "is out of range");
+    }
+    *out = it->get<int64_t>();
+    return Status::OK();
+  }
+  Status Str(const char* field, std::string* out) const {
+    auto it = j_.find(field);
+    if (it == j_.end()) return Bad(field, "is missing");
+    if (!it->is_string()) return Bad(field, "is not a string");
+    *out = it->get<std::string>();
+    return Status::OK();
+  }
+  Status Bool(const char* field, bool* out) const {
+    auto it = j_.find(field);
+    if (it == j_.end()) return Bad(field, "is missing");
+    if (!it->is_boolean()) return Bad(field, "is not a boolean");
+    *out = it->get<bool>();
+    return Status::OK();
+  }
+
+ private:
+  const Json& j_;
+  std::string_view volume_;
+};
+
+// The rules without the suggestion of what to apply instead (used to find
+// those suggestions too). `suggest`: fills the "too recent" hint.
+Status Check(const std::optional<RestoreState>& state, std::string_view volume,
+             const BackupSet& set, const std::vector<BackupSet>* source_sets,
+             const ApplyStop& stop) {
+  const std::string what = DescribeBackupSet(set);
+  const std::string vol = "volume '" + std::string(volume) + "'";
+  if (set.type != BackupType::kLog && (stop.after_lsn || stop.after_unix_ns)) {
+    return Status::InvalidArgument(what + ": a stop LSN or time applies to log backups only");
+  }
+  if (!state || !state->has_chain()) {
+    if (IsFullLike(set.type)) return Status::OK();
+    return Status::InvalidArgument(what + " cannot be applied to " + vol +
+                                   ": it holds no restored backup; apply a full backup first");
+  }
+  const RestoreState& st = *state;
+  if (st.phase == RestorePhase::kOpen) {
+    return Status::InvalidArgument(vol + " is open (its restore was finished at LSN " +
+                                   std::to_string(st.lsn) + " with " + st.last_set +
+                                   "); backups can no longer be applied to it: restore onto it "
+                                   "again to start over");
+  }
+  if (set.volume_id != st.source_volume_id || set.lineage != st.lineage) {
+    return Status::InvalidArgument(
+        what + " is of volume '" + set.volume + "' (id " + std::to_string(set.volume_id) +
+        ") lineage " + std::to_string(set.lineage) + ", but " + vol +
+        " is being restored from volume '" + st.source_volume + "' (id " +
+        std::to_string(st.source_volume_id) + ") lineage " + std::to_string(st.lineage));
+  }
+  if (IsFullLike(set.type)) {
+    return Status::InvalidArgument("backup " + set.id + " is a " +
+                                   (set.type == BackupType::kFull ? "full" : "snapshot") +
+                                   " backup; only differential, incremental or log backups can "
+                                   "be applied now");
+  }
+  if (set.id == st.last_set || set.id == st.last_data_set) {
+    return Status::InvalidArgument(what + " is already applied to " + vol + " (it is at LSN " +
+                                   std::to_string(st.lsn) + ")");
+  }
+  if (set.type == BackupType::kDiff && set.base != st.full) {
+    return Status::InvalidArgument(what + " is based on " + set.base + ", but " + vol +
+                                   " was restored from " + st.full);
+  }
+  if (set.type == BackupType::kDiff && st.last_set != st.full) {
+    // A diff lists what changed between its full and itself; a block that
+    // was a hole at both ends is in neither list, so the diff is exact only
+    // on the full's own image.
+    return Status::InvalidArgument(what + " applies only directly onto its full backup " +
+                                   st.full + ", but " + vol + " has moved on from it (it is at LSN " +
+                                   std::to_string(st.lsn) + ", after " + st.last_set +
+                                   "); restore " + st.full + " again to apply " + set.id);
+  }
+  if (set.type == BackupType::kIncr && set.base != st.last_set) {
+    return Status::InvalidArgument(what + " is based on " + set.base +
+                                   ", but the last backup applied to " + vol + " is " +
+                                   st.last_set);
+  }
+  const bool too_early =
+      set.type == BackupType::kLog ? set.last_lsn <= st.lsn : set.last_lsn < st.lsn;
+  if (too_early) {
+    return Status::InvalidArgument(what + " ends at LSN " + std::to_string(set.last_lsn) +
+                                   ", which is too early to apply: the volume is at LSN " +
+                                   std::to_string(st.lsn));
+  }
+  if (set.first_lsn > st.lsn + 1) {
+    const uint64_t next = st.lsn + 1;
+    std::string covering;
+    if (source_sets != nullptr) {
+      for (const BackupSet& other : *source_sets) {
+        if (other.id == set.id || other.first_lsn > next || other.last_lsn < next) continue;
+        if (!Check(state, volume, other, nullptr, {}).ok()) continue;
+        covering += (covering.empty() ? "" : " or ") + other.id;
+      }
+    }
+    return Status::InvalidArgument(
+        what + " begins at LSN " + std::to_string(set.first_lsn) +
+        ", which is too recent to apply: the volume is at LSN " + std::to_string(st.lsn) +
+        (covering.empty() ? "; no backup in the store covers LSN " + std::to_string(next)
+                          : "; apply a backup that covers LSN " + std::to_string(next) + " (" +
+                                covering + ") first"));
+  }
+  if (stop.after_lsn && *stop.after_lsn <= st.lsn) {
+    return Status::InvalidArgument("stop at LSN " + std::to_string(*stop.after_lsn) + ": " + vol +
+                                   " is already at LSN " + std::to_string(st.lsn));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+const char* RestorePhaseName(RestorePhase phase) {
+  return phase == RestorePhase::kOpen ? "open" : "restoring";
+}
+
+std::string EncodeRestoreState(const RestoreState& s) {
+  Json j = {{"format", kStateFormat},
+            {"version", kStateVersion},
+            {"state", RestorePhaseName(s.phase)},
+            {"source_volume", s.source_volume},
+            {"source_volume_id", s.source_volume_id},
+            {"lineage", s.lineage},
+            {"lsn", s.lsn},
+            {"unix_ns", s.unix_ns},
+            {"full", s.full},
+            {"last_set", s.last_set},
+            {"last_data_set", s.last_data_set},
+            {"volume_lsn", s.volume_lsn},
+            {"log_paused", s.log_paused}};
+  if (s.pending()) j["pending"] = {{"set", s.pending_set}, {"undo_snapshot", s.undo_snapshot}};
+  return j.dump();
+}
+
+Result<RestoreState> DecodeRestoreState(std::string_view json, std::string_view volume) {
+  Json j = Json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::InvalidArgument("restore state of volume '" + std::string(volume) +
+                                   "' is not a JSON object");
+  }
+  Fields f(j, volume);
+  std::string format, phase;
+  uint64_t version = 0;
+  SNAPDISK_RETURN_IF_ERROR(f.Str("format", &format));
+  if (format != kStateFormat) return f.Bad("format", "is not \"" + std::string(kStateFormat) + "\"");
+  SNAPDISK_RETURN_IF_ERROR(f.U64("version", &version));
+  if (version != kStateVersion) {
+    return Status::Unsupported("restore state of volume '" + std::string(volume) + "': version " +
+                               std::to_string(version) + " (this build reads version 1)");
+  }
+  RestoreState s;
+  SNAPDISK_RETURN_IF_ERROR(f.Str("state", &phase));
+  if (phase == "restoring") {
+    s.phase = RestorePhase::kRestoring;
+  } else if (phase == "open") {
+    s.phase = RestorePhase::kOpen;
+  } else {
+    return f.Bad("state", "is not \"restoring\" or \"open\"");
+  }
+  SNAPDISK_RETURN_IF_ERROR(f.Str("source_volume", &s.source_volume));
+  SNAPDISK_RETURN_IF_ERROR(f.U64("source_volume_id", &s.source_volume_id));
+  SNAPDISK_RETURN_IF_ERROR(f.U64("lineage", &s.lineage));
+  SNAPDISK_RETURN_IF_ERROR(f.U64("lsn", &s.lsn));
+  SNAPDISK_RETURN_IF_ERROR(f.I64("unix_ns", &s.unix_ns));
+  SNAPDISK_RETURN_IF_ERROR(f.Str("full", &s.full));
+  SNAPDISK_RETURN_IF_ERROR(f.Str("last_set", &s.last_set));
+  SNAPDISK_RETURN_IF_ERROR(f.Str("last_data_set", &s.last_data_set));
+  SNAPDISK_RETURN_IF_ERROR(f.U64("volume_lsn", &s.volume_lsn));
+  SNAPDISK_RETURN_IF_ERROR(f.Bool("log_paused", &s.log_paused));
+  if (auto it = j.find("pending"); it != j.end()) {
+    if (!it->is_object()) return f.Bad("pending", "is not an object");
+    Fields p(*it, volume);
+    SNAPDISK_RETURN_IF_ERROR(p.Str("set", &s.pending_set));
+    SNAPDISK_RETURN_IF_ERROR(p.Str("undo_snapshot", &s.undo_snapshot));
+    if (s.pending_set.empty() || s.undo_snapshot.empty()) return f.Bad("pending", "has an empty field");
+  }
+  if (!s.has_chain() && !s.pending()) return f.Bad("full", "is empty without a pending step");
+  if (s.has_chain() && (s.last_set.empty() || s.last_data_set.empty())) {
+    return f.Bad("last_set", "or last_data_set is empty in a chain");
+  }
+  return s;
+}
+
+Status CheckApplicable(const std::optional<RestoreState>& state, std::string_view volume,
+                       const BackupSet& set, const std::vector<BackupSet>& source_sets,
+                       const ApplyStop& stop) {
+  return Check(state, volume, set, &source_sets, stop);
+}
+
+}  // namespace snapdisk
