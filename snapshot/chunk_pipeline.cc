@@ -40,8 +40,8 @@ ChunkPipeline::ChunkPipeline(WormStore& store, const Options& options)
   buffer_storage_.reserve(options.buffers);
   free_buffers_.reserve(options.buffers);
   for (uint32_t i = 0; i < options.buffers; ++i) {
-    buffer_storage_.push_back(std::make_unique_for_overwrite<std::byte[]>(options.chunk_bytes));
-    free_buffers_.push_back(buffer_storage_.back().get());
+    buffer_storage_.emplace_back(options.chunk_bytes);
+    free_buffers_.push_back(buffer_storage_.back().data());
   }
   outputs_.reserve(options.buffers + options.max_other_tasks);
   workers_.reserve(options.worker_threads);

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "disk/status.h"
+#include "engine/aligned_buffer.h"
 #include "engine/worm_store.h"
 #include "snapshot/backup_set.h"
 
@@ -67,7 +68,8 @@ class ChunkPipeline {
   ChunkPipeline(const ChunkPipeline&) = delete;
   ChunkPipeline& operator=(const ChunkPipeline&) = delete;
 
-  // A free chunk buffer (chunk_bytes long), or null when all are in use.
+  // A free chunk buffer (chunk_bytes long, 4 KiB-aligned), or null when all
+  // are in use.
   std::byte* AcquireBuffer();
   // Gives back an acquired buffer that will not be submitted.
   void ReleaseBuffer(std::byte* buffer);
@@ -111,7 +113,7 @@ class ChunkPipeline {
 
   WormStore& store_;
   const Options options_;
-  std::vector<std::unique_ptr<std::byte[]>> buffer_storage_;
+  std::vector<AlignedBuffer> buffer_storage_;  // 4 KiB-aligned: pools may use O_DIRECT
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;       // tasks queued, or stopping

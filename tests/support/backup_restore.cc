@@ -4,6 +4,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "engine/aligned_buffer.h"
 #include "engine/volume.h"
 
 namespace snapdisk::testing {
@@ -91,7 +92,7 @@ std::string CompareVolumes(Volume& a, Volume& b) {
   }
   std::sort(ranges.begin(), ranges.end());
   constexpr uint64_t kStep = uint64_t{1} << 20;
-  std::vector<std::byte> x(kStep), y(kStep);
+  AlignedBuffer x(kStep), y(kStep);  // pools on O_DIRECT devices take aligned buffers only
   uint64_t done_through = 0;
   for (auto [begin, end] : ranges) {
     begin = std::max(begin, done_through);
@@ -103,7 +104,7 @@ std::string CompareVolumes(Volume& a, Volume& b) {
       if (!sb.ok()) return "read of " + b.name() + " failed: " + sb.ToString();
       if (std::memcmp(x.data(), y.data(), n) != 0) {
         uint64_t i = 0;
-        while (x[i] == y[i]) ++i;
+        while (x.data()[i] == y.data()[i]) ++i;
         return a.name() + " and " + b.name() + " differ at byte " + std::to_string(off + i);
       }
     }
