@@ -25,7 +25,9 @@
 
 #include "engine/pool_file.h"
 #include "engine/volume.h"
+#include "disk/clock.h"
 #include "snapshot/backup_export.h"
+#include "support/backup_restore.h"
 #include "support/cli_test_support.h"
 #include "support/serve_process.h"
 #include "support/test_env.h"
@@ -523,6 +525,106 @@ TEST_F(CliBackupTest, PolicyRunRunsWhatIsDueOnce) {
   CliResult r = RunCli({"policy", "run", pool_, "--store", dir_.File("other")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(Contains(r.out, "skipped")) << r.out;
+}
+
+// ---- restore ---------------------------------------------------------------------
+
+// The restored volume `restored` reads like `volume`, or like its snapshot
+// `snapshot` when given ("" when equal, else where they differ).
+std::string CompareInPool(const std::string& pool, const std::string& restored,
+                          const std::string& volume, const std::string& snapshot = "") {
+  auto pf = PoolFile::Open(pool);
+  if (!pf.ok()) return pf.status().ToString();
+  auto a = (*pf)->pool().OpenVolume(restored);
+  auto b = snapshot.empty() ? (*pf)->pool().OpenVolume(volume)
+                            : (*pf)->pool().OpenSnapshot(volume, snapshot);
+  if (!a.ok() || !b.ok()) return "cannot open the volumes";
+  std::string diff = snapdisk::testing::CompareVolumes(**a, **b);
+  (void)(*pf)->Close();
+  return diff;
+}
+
+TEST_F(CliBackupTest, RestoreAChainAtOnceOrStepByStep) {
+  Write("db", 0, 3 * kMiB, 1);
+  const json full = Backup("full");
+  Write("db", 4 * kMiB, 1 * kMiB, 2);
+  const json diff = Backup("diff");
+  Write("db", 512 * 1024, 64 * 1024, 3);
+  const json incr = Backup("incr");
+  const std::string f = full["id"], d = diff["id"], i = incr["id"];
+
+  // --plan: the chain, nothing changed.
+  const json plan = RunJson({"restore", "--store", store_, i, "--to-new", pool_, "r1", "--plan"});
+  ASSERT_EQ(plan["steps"].size(), 3u) << plan.dump();
+  EXPECT_EQ(plan["steps"][0]["id"], f);
+  EXPECT_EQ(plan["steps"][1]["id"], d);
+  EXPECT_EQ(plan["steps"][2]["id"], i);
+  EXPECT_NE(RunCli({"restore", "status", pool_, "r1"}).exit_code, 0);  // no r1 yet
+
+  const json done = RunJson({"restore", "--store", store_, i, "--to-new", pool_, "r1"});
+  EXPECT_EQ(done["applied"], json({f, d, i}));
+  EXPECT_EQ(done["state"]["state"], "open");
+  EXPECT_GT(done["rto_usable_seconds"].get<double>(), 0);
+  EXPECT_EQ(CompareInPool(pool_, "r1", "db"), "");
+
+  // Step by step: the full left restoring, a set out of order refused with
+  // what to do, then the chain, then open.
+  RunJson({"restore", "--store", store_, f, "--to-new", pool_, "r2", "--restoring"});
+  EXPECT_EQ(RunJson({"restore", "status", pool_, "r2"})["state"], "restoring");
+  CliResult refused = RunCli({"restore", "apply", "--store", store_, i, pool_, "r2"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_TRUE(Contains(refused.err, "incremental backup " + i + " is based on " + d))
+      << refused.err;
+  refused = RunCli({"restore", "apply", "--store", store_, f, pool_, "r2"});
+  EXPECT_TRUE(Contains(refused.err, "backup " + f +
+                                        " is a full backup; only differential, incremental or "
+                                        "log backups can be applied now"))
+      << refused.err;
+  RunJson({"restore", "apply", "--store", store_, d, pool_, "r2"});
+  RunJson({"restore", "apply", "--store", store_, i, pool_, "r2"});
+  const json opened = RunJson({"restore", "open", pool_, "r2"});
+  EXPECT_EQ(opened["state"], "open");
+  EXPECT_GT(opened["checked_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(CompareInPool(pool_, "r2", "db"), "");
+  EXPECT_NE(RunCli({"restore", "apply", "--store", store_, i, pool_, "r2"}).exit_code, 0);
+
+  // Onto an existing volume: it ends up equal to the backup, whatever it held.
+  Write("db", 8 * kMiB, 1 * kMiB, 9);
+  RunJson({"restore", "--store", store_, f, "--onto", pool_, "r1"});
+  EXPECT_NE(CompareInPool(pool_, "r1", "db"), "");  // db moved on; r1 is F's image
+
+  // Bad command lines.
+  EXPECT_EQ(RunCli({"restore", "--store", store_, f, "--time", "2026-01-01", "--to-new", pool_,
+                    "x"})
+                .exit_code,
+            2);
+  EXPECT_EQ(RunCli({"restore", "--store", store_, f}).exit_code, 2);
+  EXPECT_EQ(RunCli({"restore", "--store", store_, "--lsn", "abc", "--to-new", pool_, "x"}).exit_code,
+            2);
+}
+
+TEST_F(CliBackupTest, RestoreToAPointInTime) {
+  Write("db", 0, 2 * kMiB, 1);
+  Backup("full");
+  Write("db", 1 * kMiB, 1 * kMiB, 2);
+  {
+    auto pf = PoolFile::Open(pool_);  // the oracle: db as it is at T
+    ASSERT_TRUE(pf.ok());
+    ASSERT_TRUE((*pf)->pool().CreateSnapshot("db", "at-t").ok());
+    ASSERT_TRUE((*pf)->Close().ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const std::string t = FormatRfc3339(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Write("db", 0, 1 * kMiB, 3);
+  Backup("log");
+  const json r = RunJson({"restore", "--store", store_, "--time", t, "--to-new", pool_, "pit"});
+  EXPECT_EQ(r["state"]["state"], "open");
+  EXPECT_EQ(r["applied"].size(), 2u) << r.dump();
+  EXPECT_EQ(CompareInPool(pool_, "pit", "db", "at-t"), "");
+  EXPECT_NE(CompareInPool(pool_, "pit", "db"), "");
 }
 
 // ---- inside `snapdisk serve` -----------------------------------------------------

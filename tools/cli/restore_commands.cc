@@ -1,0 +1,381 @@
+// `snapdisk restore ...`: restores out of a WORM store (restore/restore_plan.h,
+// restore/restore_apply.h). Pool commands: inside `snapdisk serve` the server
+// carries them out (to its end, like import), and the restored volume is
+// exported once it is open.
+//
+//   restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)
+//           [--source VOL] [--plan] [--restoring]
+//   restore apply --store DIR ID POOL VOL
+//   restore open POOL VOL
+//   restore status POOL VOL
+//
+// `restore` is both a command and a group, like `backup`: set ids are a
+// letter and a number, so "apply", "open" and "status" are never ids.
+#include <optional>
+#include <set>
+
+#include "engine/fsck.h"
+#include "engine/names.h"
+#include "restore/restore_apply.h"
+#include "restore/restore_plan.h"
+#include "tools/cli/command_util.h"
+#include "tools/cli/exit_codes.h"
+#include "tools/cli/report.h"
+#include "tools/cli/store_util.h"
+
+namespace snapdisk::cli {
+
+namespace {
+
+struct RestoreArgs {
+  std::string store;
+  std::string id;
+  std::string time;
+  std::string lsn;
+  std::string source;
+  std::vector<std::string> to_new;  // POOL VOL
+  std::vector<std::string> onto;    // POOL VOL
+  std::string pool;
+  std::string volume;
+  bool plan = false;
+  bool restoring = false;
+  bool json = false;
+};
+
+Status CheckLsn(const std::string& text) {
+  uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9' || v > (UINT64_MAX - 9) / 10) {
+      return Status::InvalidArgument("an LSN is a whole number (got " + text + ")");
+    }
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return text.empty() ? Status::InvalidArgument("an LSN is a whole number") : Status::OK();
+}
+
+Status CheckTimestamp(const std::string& text) { return ParseTimestamp(text).status(); }
+
+// The source volume of a --time/--lsn restore: --source, else the store's
+// only volume, else the target's name when it is among them.
+Result<std::string> SourceVolume(WormStore& store, const RestoreArgs& args,
+                                 const std::string& target_volume) {
+  if (!args.source.empty()) return args.source;
+  SNAPDISK_ASSIGN_OR_RETURN(std::vector<BackupSet> sets, ListBackupSets(store));
+  std::set<std::string> volumes;
+  for (const BackupSet& s : sets) volumes.insert(s.volume);
+  if (volumes.size() == 1) return *volumes.begin();
+  if (volumes.count(target_volume)) return target_volume;
+  std::string names;
+  for (const std::string& v : volumes) names += (names.empty() ? "" : ", ") + v;
+  if (volumes.empty()) return Status::NotFound("the store holds no backup sets");
+  return Status::InvalidArgument("the store holds backups of several volumes (" + names +
+                                 "): say which with --source VOL");
+}
+
+nlohmann::ordered_json StepJson(const RestoreStep& step) {
+  nlohmann::ordered_json o;
+  o["id"] = step.set.id;
+  o["type"] = BackupTypeName(step.set.type);
+  o["from_lsn"] = step.from_lsn;
+  o["through_lsn"] = step.through_lsn;
+  if (step.stop_after_unix_ns) AddTime(o, "stop_after", *step.stop_after_unix_ns);
+  o["read_bytes"] = step.read_bytes;
+  o["data_bytes"] = step.data_bytes;
+  return o;
+}
+
+nlohmann::ordered_json PlanJson(const RestorePlan& plan) {
+  nlohmann::ordered_json o;
+  o["target"] = plan.target.ToString();
+  o["source_volume"] = plan.volume;
+  o["lineage"] = plan.lineage;
+  o["volume_size_bytes"] = plan.volume_size_bytes;
+  o["end_lsn"] = plan.end_lsn;
+  AddTime(o, "end", plan.end_unix_ns, /*zero_is_null=*/true);
+  nlohmann::ordered_json steps = nlohmann::ordered_json::array();
+  for (const RestoreStep& s : plan.steps) steps.push_back(StepJson(s));
+  o["steps"] = std::move(steps);
+  o["read_bytes"] = plan.read_bytes();
+  o["data_bytes"] = plan.data_bytes();
+  return o;
+}
+
+nlohmann::ordered_json StateJson(const RestoreState& s) {
+  nlohmann::ordered_json o;
+  o["state"] = RestorePhaseName(s.phase);
+  o["source_volume"] = s.source_volume;
+  o["lineage"] = s.lineage;
+  o["lsn"] = s.lsn;
+  AddTime(o, "at", s.unix_ns, /*zero_is_null=*/true);
+  o["full"] = s.full;
+  o["last_set"] = s.last_set;
+  o["pending_set"] = s.pending() ? nlohmann::ordered_json(s.pending_set) : nlohmann::ordered_json();
+  return o;
+}
+
+nlohmann::ordered_json ResultJson(const RestoreResult& r) {
+  nlohmann::ordered_json o;
+  o["volume"] = r.volume;
+  o["applied"] = r.applied;
+  o["state"] = StateJson(r.state);
+  o["rto_usable_seconds"] =
+      r.first_read_ns > 0 ? nlohmann::ordered_json(r.first_read_ns / 1e9) : nlohmann::ordered_json();
+  o["complete_seconds"] = r.complete_ns / 1e9;
+  o["read_bytes"] = r.read_bytes;
+  o["chunks_read"] = r.chunks_read;
+  o["written_bytes"] = r.written_bytes;
+  o["zeroed_bytes"] = r.zeroed_bytes;
+  return o;
+}
+
+std::string StateText(const RestoreState& s) {
+  std::string text = std::string(RestorePhaseName(s.phase)) + ", restored from volume '" +
+                     s.source_volume + "' up to LSN " + std::to_string(s.lsn);
+  if (s.unix_ns > 0) text += " (" + HumanTime(s.unix_ns) + ")";
+  text += "; last set applied " + (s.last_set.empty() ? std::string("none") : s.last_set);
+  if (s.pending()) text += "; step " + s.pending_set + " was interrupted (rolled back on the next restore command)";
+  return text;
+}
+
+void PrintResult(CommandContext& ctx, const RestoreResult& r, const std::string& what) {
+  if (ctx.json()) {
+    ctx.PrintJson(ResultJson(r));
+    return;
+  }
+  std::string applied;
+  for (const std::string& id : r.applied) applied += (applied.empty() ? "" : ", ") + id;
+  ctx.Print(what + " volume '" + r.volume + "': applied " + applied + "; " +
+            HumanBytes(r.written_bytes) + " written, " + HumanBytes(r.read_bytes) +
+            " read from the store in " + std::to_string(r.chunks_read) + " chunks; " +
+            (r.first_read_ns > 0
+                 ? "usable after " + std::to_string(r.first_read_ns / 1'000'000) + " ms, "
+                 : std::string()) +
+            "done after " + std::to_string(r.complete_ns / 1'000'000) + " ms\n" + "State: " +
+            StateText(r.state) + "\n");
+}
+
+RestoreOptions OptionsWithProgress(CommandContext& ctx) {
+  RestoreOptions options;
+  options.progress = [&ctx](const RestoreProgress& p) {
+    ctx.out().Progress("restore " + p.set_id + " (" + std::to_string(p.step) + "/" +
+                           std::to_string(p.steps) + ")",
+                       p.done_bytes, p.total_bytes, ProgressUnit::kBytes);
+    return !ctx.out().Cancelled();
+  };
+  return options;
+}
+
+int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& volume,
+               bool onto) {
+  auto store = OpenStore(ctx.ResolvePath(args.store));
+  if (!store.ok()) return ctx.Fail(store.status());
+  RestoreTarget target;
+  if (!args.id.empty()) {
+    target = RestoreTarget::Backup(args.id);
+  } else {
+    auto source = SourceVolume(**store, args, volume);
+    if (!source.ok()) return ctx.Fail(source.status());
+    target = args.time.empty()
+                 ? RestoreTarget::Lsn(*source, std::stoull(args.lsn))
+                 : RestoreTarget::PointInTime(*source, ParseTimestamp(args.time).value());
+  }
+  auto plan = PlanRestore(**store, target);
+  if (!plan.ok()) return ctx.Fail(plan.status());
+  if (args.plan) {
+    if (ctx.json()) {
+      ctx.PrintJson(PlanJson(*plan));
+    } else {
+      ctx.Print(plan->ToString());
+    }
+    return kExitOk;
+  }
+  RestoreOptions options = OptionsWithProgress(ctx);
+  options.open = !args.restoring;
+  auto result = onto ? RestoreOnto(ctx.pool(), **store, *plan, volume, options)
+                     : RestoreToNewVolume(ctx.pool(), **store, *plan, volume, options);
+  ctx.out().ProgressEnd();
+  if (!result.ok()) return ctx.Fail(result.status());
+  PrintResult(ctx, *result, "Restored " + plan->target.ToString() + " into");
+  return kExitOk;
+}
+
+int RunApply(CommandContext& ctx, const RestoreArgs& args) {
+  auto store = OpenStore(ctx.ResolvePath(args.store));
+  if (!store.ok()) return ctx.Fail(store.status());
+  RestoreOptions options = OptionsWithProgress(ctx);
+  auto result = ApplySet(ctx.pool(), **store, args.id, args.volume, options);
+  ctx.out().ProgressEnd();
+  if (!result.ok()) return ctx.Fail(result.status());
+  PrintResult(ctx, *result, "Applied " + args.id + " to");
+  return kExitOk;
+}
+
+int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
+  // The consistency check before the volume goes live: the whole pool is
+  // scrubbed (every block read and checked against its checksum).
+  if (Status s = RecoverRestoreStep(ctx.pool(), args.volume); !s.ok()) return ctx.Fail(s);
+  auto state = GetRestoreState(ctx.pool(), args.volume);
+  if (!state.ok()) return ctx.Fail(state.status());
+  if (!*state || (*state)->phase != RestorePhase::kRestoring) {
+    return ctx.Fail(Status::InvalidArgument("volume '" + args.volume +
+                                            "' is not being restored (nothing to open)"));
+  }
+  auto scrub = Fsck::Scrub(ctx.pool(), [&ctx](uint64_t done, uint64_t total) {
+    ctx.out().Progress("check before open", done, total, ProgressUnit::kBlocks);
+  });
+  ctx.out().ProgressEnd();
+  if (!scrub.ok()) return ctx.Fail(scrub.status());
+  if (!scrub->clean()) {
+    return ctx.Fail(Status::Corruption("volume '" + args.volume +
+                                       "' stays restoring: the check found problems: " +
+                                       scrub->ToString()));
+  }
+  if (Status s = OpenRestoredVolume(ctx.pool(), args.volume); !s.ok()) return ctx.Fail(s);
+  auto after = GetRestoreState(ctx.pool(), args.volume);
+  if (!after.ok()) return ctx.Fail(after.status());
+  if (ctx.json()) {
+    nlohmann::ordered_json o = StateJson(**after);
+    o["volume"] = args.volume;
+    o["checked_bytes"] = scrub->bytes_read;
+    ctx.PrintJson(o);
+  } else {
+    ctx.Print("Opened volume '" + args.volume + "' after a clean check of " +
+              HumanBytes(scrub->bytes_read) + ": " + StateText(**after) + "\n");
+  }
+  return kExitOk;
+}
+
+int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
+  auto state = GetRestoreState(ctx.pool(), args.volume);
+  if (!state.ok()) return ctx.Fail(state.status());
+  if (ctx.json()) {
+    nlohmann::ordered_json o =
+        *state ? StateJson(**state) : nlohmann::ordered_json{{"state", nullptr}};
+    o["volume"] = args.volume;
+    ctx.PrintJson(o);
+  } else if (!*state) {
+    ctx.Print("volume '" + args.volume + "' was not restored from a backup\n");
+  } else {
+    ctx.Print("volume '" + args.volume + "': " + StateText(**state) + "\n");
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
+  auto args = std::make_shared<RestoreArgs>();
+  CLI::App* restore = app.add_subcommand(
+      "restore",
+      "Restore from a WORM store: a backup set, a point in time or an LSN, to a new volume\n"
+      "or onto an existing one; or apply, open and show a restore done in steps");
+  restore->footer(
+      "Usage:\n"
+      "  snapdisk restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)\n"
+      "                   [--source VOL] [--plan] [--restoring] [--json]\n"
+      "  snapdisk restore apply --store DIR ID POOL VOL [--json]\n"
+      "  snapdisk restore open POOL VOL [--json]\n"
+      "  snapdisk restore status POOL VOL [--json]\n\n"
+      "The planner takes the fewest sets: a snapshot set alone; full + the latest\n"
+      "differential + the incrementals after it; for --time/--lsn the latest data backup\n"
+      "at or before the target, then log backups up to it. T is RFC 3339, fractions\n"
+      "allowed (2026-11-21T08:40:00.250Z). --plan prints the chain and changes nothing.\n"
+      "Every chunk is checked against its hash; a bad one stops the restore with its\n"
+      "backup and chunk named and the volume as it was before that step. --restoring\n"
+      "leaves the volume restoring: `restore apply` adds the next set of the chain\n"
+      "(refused, before any block is written, when it does not follow on: the message\n"
+      "names the gap and what to apply), `restore open` checks the pool and opens it.\n\n" +
+      HelpFooter());
+  restore->require_subcommand(0, 1);
+  restore->add_option("ID", args->id, "The backup set to restore, e.g. F3 (see `backup list`)");
+  restore->add_option("--store", args->store, "The WORM store's directory")->type_name("DIR");
+  restore->add_option("--time", args->time, "Restore the volume as it was at this time")
+      ->check(CheckValidator(CheckTimestamp, "time"))
+      ->type_name("T");
+  restore->add_option("--lsn", args->lsn, "Restore the volume as it was at this LSN")
+      ->check(CheckValidator(CheckLsn, "LSN"))
+      ->type_name("N");
+  restore->add_option("--source", args->source,
+                      "The backed-up volume, for --time/--lsn (default: the store's only "
+                      "volume, or the\ntarget's name)")
+      ->check(NameValidator("volume name"))
+      ->type_name("VOL");
+  restore->add_option("--to-new", args->to_new, "Restore into a new volume VOL of POOL")
+      ->expected(2)
+      ->type_name("POOL VOL");
+  restore->add_option("--onto", args->onto,
+                      "Restore onto the existing volume VOL of POOL (refused while it is in use)")
+      ->expected(2)
+      ->type_name("POOL VOL");
+  restore->add_flag("--plan", args->plan, "Print the chain the restore would apply; change nothing");
+  restore->add_flag("--restoring", args->restoring,
+                    "Leave the volume restoring, for `restore apply` and `restore open`");
+  AddJsonFlag(restore, args->json);
+  restore->callback([restore, args, &exit_code, &executor] {
+    if (!restore->get_subcommands().empty()) return;  // apply, open or status ran
+    const int targets = !args->id.empty() + !args->time.empty() + !args->lsn.empty();
+    if (targets != 1) {
+      throw CLI::ValidationError("give exactly one of ID, --time T and --lsn N");
+    }
+    if (args->store.empty()) throw CLI::ValidationError("--store DIR is required");
+    if (args->to_new.empty() == args->onto.empty()) {
+      throw CLI::ValidationError("give exactly one of --to-new POOL VOL and --onto POOL VOL");
+    }
+    if (!args->source.empty() && !args->id.empty()) {
+      throw CLI::ValidationError("--source goes with --time or --lsn, not with a set ID");
+    }
+    const bool onto = !args->onto.empty();
+    const std::vector<std::string>& where = onto ? args->onto : args->to_new;
+    if (Status s = ValidateName(where[1], "volume name"); !s.ok()) {
+      throw CLI::ValidationError(s.message());
+    }
+    const std::string volume = where[1];
+    exit_code = executor.RunOnPool(where[0], {args->json}, [args, volume, onto](CommandContext& ctx) {
+      return RunRestore(ctx, *args, volume, onto);
+    });
+  });
+
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    CLI::App* cmd = AddCommand(*restore, "apply",
+                               "Apply the next backup set of the chain to a volume left "
+                               "restoring; it stays restoring");
+    cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
+    cmd->add_option("ID", a->id, "The backup set, e.g. I7")->required();
+    AddPoolArg(cmd, a->pool);
+    AddVolumeArg(cmd, a->volume);
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, &exit_code, &executor] {
+      exit_code = executor.RunOnPool(a->pool, {a->json},
+                                     [a](CommandContext& ctx) { return RunApply(ctx, *a); });
+    });
+  }
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    CLI::App* cmd = AddCommand(*restore, "open",
+                               "Check the pool (a scrub: every block against its checksum), then "
+                               "make a restoring\nvolume live: no more backups can be applied");
+    AddPoolArg(cmd, a->pool);
+    AddVolumeArg(cmd, a->volume);
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, &exit_code, &executor] {
+      exit_code = executor.RunOnPool(a->pool, {a->json},
+                                     [a](CommandContext& ctx) { return RunOpen(ctx, *a); });
+    });
+  }
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    CLI::App* cmd = AddCommand(*restore, "status",
+                               "Show a volume's restore state: restoring or open, the LSN and "
+                               "time it is at, the last set applied");
+    AddPoolArg(cmd, a->pool);
+    AddVolumeArg(cmd, a->volume);
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, &exit_code, &executor] {
+      exit_code = executor.RunOnPool(a->pool, {a->json},
+                                     [a](CommandContext& ctx) { return RunStatus(ctx, *a); });
+    });
+  }
+}
+
+}  // namespace snapdisk::cli
