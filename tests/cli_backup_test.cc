@@ -899,6 +899,22 @@ TEST_F(CliBackupServeTest, RunningBackupsAreListedAndCancelled) {
   EXPECT_EQ(BackupSnapshots().size(), 0u);
 }
 
+// A restore runs inside the server; the volume is not exported while it is
+// restoring, and is once `restore open` has opened it.
+TEST_F(CliBackupServeTest, RestoringVolumesAreExportedOnlyOnceOpen) {
+  const json full = RunJson({"backup", pool_, "db", "--store", store_, "--method", "full"});
+  const std::string id = full["id"];
+  RunJson({"restore", "--store", store_, id, "--to-new", pool_, "r", "--restoring"});
+  {
+    NbdWriter refused(socket_, "r", 1 * kMiB);
+    EXPECT_FALSE(refused.open());
+  }
+  RunJson({"restore", "open", pool_, "r"});
+  NbdWriter writer(socket_, "r", 1 * kMiB);
+  EXPECT_TRUE(writer.open()) << server_->Log();
+  writer.Stop();
+}
+
 TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {
   RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
            "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",

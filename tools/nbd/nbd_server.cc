@@ -46,6 +46,7 @@
 #include "engine/pool.h"
 #include "engine/pool_file.h"
 #include "engine/volume.h"
+#include "restore/restore_apply.h"
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/store_util.h"
@@ -1108,6 +1109,15 @@ Result<ExportTarget> Server::FindExport(std::string_view name) {
                                : pool_->OpenSnapshot(parsed.volume, parsed.snapshot);
   if (!handle.ok()) {
     return Status::NotFound("no export '" + wanted + "' (" + handle.status().message() + ")");
+  }
+  if (!(*handle)->read_only()) {
+    // A volume being restored is not for use until `restore open`.
+    Result<std::optional<RestoreState>> restore = GetRestoreState(*pool_, parsed.volume);
+    if (restore.ok() && *restore && (*restore)->phase == RestorePhase::kRestoring) {
+      return Status::Busy("volume '" + parsed.volume +
+                          "' is being restored; it is exported once `snapdisk restore open` "
+                          "has opened it");
+    }
   }
   ExportTarget t;
   t.volume = *handle;
