@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "engine/hydration_map.h"
+
 namespace snapdisk {
 
 using format::MapEntry;
@@ -88,9 +90,23 @@ Result<FsckReport> Fsck::Check(Pool& pool, const CheckProgress& progress) {
 
   for (const Pool::Record& r : pool.records_) {
     if (r.id == 0) continue;
-    static constexpr const char* kLabels[] = {"", "volume ", "snapshot ", "attribute ",
-                                              "write log "};
+    static constexpr const char* kLabels[] = {"",           "volume ",    "snapshot ",
+                                              "attribute ", "write log ", "hydration map "};
     SNAPDISK_RETURN_IF_ERROR(walk(r.root, kLabels[static_cast<int>(r.kind)] + r.name));
+  }
+
+  // Hydration maps: ranges inside their volume, bitmap bits only inside the
+  // ranges, and the pending count the record holds.
+  for (size_t slot = 0; slot < pool.records_.size(); ++slot) {
+    const Pool::Record& r = pool.records_[slot];
+    if (r.id == 0 || r.kind != Pool::Kind::kHydration) continue;
+    PendingRanges pending;
+    Status s = pool.ReadHydrationMap(slot, &pending);
+    if (s.IsCorruption()) {
+      report.problems.push_back({"hydration", r.root.entry.pbn, s.message()});
+    } else if (!s.ok()) {
+      return s;
+    }
   }
 
   uint64_t in_use = 0;

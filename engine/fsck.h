@@ -5,7 +5,9 @@
 // every map node and catalog block against the checksum that points at them;
 // that every block's reference count equals the pointers to it (no leak, no
 // block owned twice without a count for it, no count for a block nobody
-// references); and that the superblock's in-use total is right. Cost: O(blocks
+// references); that the superblock's in-use total is right; and that every
+// hydration map is consistent (ranges inside the volume, done bits only inside
+// the ranges, the pending count its record holds). Cost: O(blocks
 // in use) in time, 4 bytes per pool block in memory.
 //
 // Scrub reads every data block referenced by a volume or snapshot once and
@@ -26,7 +28,7 @@
 namespace snapdisk {
 
 struct FsckProblem {
-  std::string kind;    // "checksum", "refcount", "leak", "range", "superblock"
+  std::string kind;    // "checksum", "refcount", "leak", "range", "superblock", "hydration"
   uint64_t block = 0;  // the physical block concerned
   std::string detail;
 };

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <string>
 
+#include "engine/hydration_map.h"
 #include "engine/names.h"
 #include "engine/pending_io.h"
 #include "engine/volume.h"
@@ -40,6 +41,10 @@ void EncodeRecord(const Pool::Record& r, std::byte* p) {
     format::Store64(p + 224, r.log_next_block);
     format::Store64(p + 232, r.log_first_block);
     p[240] = static_cast<std::byte>(r.log_flags);
+  } else if (r.kind == Pool::Kind::kHydration) {
+    format::Store64(p + 200, r.hydration_ranges);
+    format::Store64(p + 208, r.hydration_total_blocks);
+    format::Store64(p + 216, r.hydration_pending_blocks);
   }
 }
 
@@ -52,7 +57,7 @@ Result<Pool::Record> DecodeRecord(const std::byte* p, size_t slot) {
   };
   r.parent_id = format::Load64(p + 8);
   const uint8_t kind = static_cast<uint8_t>(p[16]);
-  if (kind < 1 || kind > 4) return bad("unknown kind");
+  if (kind < 1 || kind > 5) return bad("unknown kind");
   r.kind = static_cast<Pool::Kind>(kind);
   const uint8_t profile = static_cast<uint8_t>(p[17]);
   if (profile > 4) return bad("unknown profile");
@@ -79,6 +84,14 @@ Result<Pool::Record> DecodeRecord(const std::byte* p, size_t slot) {
     if (r.log_first_index == 0 || r.log_first_index > r.log_next_index ||
         r.log_first_block > r.log_next_block) {
       return bad("bad write log state");
+    }
+  } else if (r.kind == Pool::Kind::kHydration) {
+    r.hydration_ranges = format::Load64(p + 200);
+    r.hydration_total_blocks = format::Load64(p + 208);
+    r.hydration_pending_blocks = format::Load64(p + 216);
+    if (r.hydration_ranges == 0 || r.hydration_pending_blocks == 0 ||
+        r.hydration_pending_blocks > r.hydration_total_blocks) {
+      return bad("bad hydration map state");
     }
   }
   return r;
@@ -266,6 +279,10 @@ Status Pool::LoadCatalog() {
     } else {
       aux_by_key_.emplace(AuxKey(r.kind, r.parent_id, r.name), slot);
       if (r.kind == Kind::kLog) log_slot_by_volume_[r.parent_id] = slot;
+      // Loaded when the volume is opened (Open reads no more than the catalog).
+      if (r.kind == Kind::kHydration) {
+        hydrations_[r.parent_id] = std::make_unique<HydrationState>(slot);
+      }
     }
   }
   std::reverse(free_slots_.begin(), free_slots_.end());  // lowest slot first
@@ -307,6 +324,11 @@ void Pool::FreeSlot(size_t slot) {
       if (auto it = log_pending_.find(slot); it != log_pending_.end()) {
         log_pending_records_ -= it->second.size();
         log_pending_.erase(it);
+      }
+    } else if (r.kind == Kind::kHydration) {
+      if (auto it = hydrations_.find(r.parent_id); it != hydrations_.end()) {
+        hydration_dirty_blocks_ -= it->second->done_bits.size();
+        hydrations_.erase(it);
       }
     }
   }
@@ -396,6 +418,7 @@ Status Pool::CommitLocked(bool force) {
   if (!changed) return device_.Flush();  // nothing new, but completed writes must be durable
   force_commit_ = false;
   SNAPDISK_RETURN_IF_ERROR(CommitLogs());
+  SNAPDISK_RETURN_IF_ERROR(CommitHydration());
   map_->BeginCommit();
   for (size_t slot : dirty_roots_) {
     if (records_[slot].id == 0) continue;
@@ -646,6 +669,7 @@ Result<Volume*> Pool::OpenVolume(std::string_view name) {
   SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
   SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindVolumeSlot(name));
   const uint64_t id = records_[slot].id;
+  if (!volumes_.count(id)) SNAPDISK_RETURN_IF_ERROR(LoadHydration(id));  // before any I/O
   auto& handle = volumes_[id];
   if (!handle) {
     handle.reset(new Volume(*this, id, slot));

@@ -54,6 +54,7 @@
 #include "engine/block_cache.h"
 #include "engine/block_map.h"
 #include "engine/format.h"
+#include "engine/hydration.h"
 #include "engine/space_map.h"
 #include "engine/volume.h"
 
@@ -61,6 +62,8 @@ namespace snapdisk {
 
 class Volume;
 struct PendingIo;
+class PendingRanges;
+struct HydrationState;
 
 struct PoolOptions {
   // Block size for Create(): a power of two from 4 KiB to 64 KiB. Open() takes
@@ -244,6 +247,67 @@ class Pool {
   Result<std::string> GetAttribute(std::string_view volume, std::string_view key);
   Status RemoveAttribute(std::string_view volume, std::string_view key);
 
+  // ---- Hydration: instant restore (engine/hydration.cc, engine/hydration.h) ----
+  // A volume can carry a *hydration map*: blocks whose data must still come
+  // from a HydrationSource (restore/lazy_restore.h attaches one that reads a
+  // backup) and that nothing has written locally yet. Until they are filled:
+  //  - Reads (Volume::Read and Submit) of pending blocks return the source's
+  //    bytes, block by block (pending blocks from the source, the others from
+  //    the volume); MapExtents reports pending blocks as data. Without a
+  //    source attached such a read fails with IOError "volume 'X' is
+  //    hydrating and its source is not attached" — never zeros; a source
+  //    error fails the read with the source's code and message, in context.
+  //  - Writes, trims and write-zeroes take the blocks they cover out of the
+  //    map as they complete: the client's data wins over the source's,
+  //    whatever the order of the client's requests and HydrateStep. A request
+  //    that covers part of a pending block first reads that block from the
+  //    source (read-modify-write), so the rest of the block keeps the source's
+  //    bytes.
+  //  - HydrateStep copies pending blocks into the volume. The copy changes
+  //    nothing a reader sees: it is not journaled in the write log, leaves the
+  //    LSN alone and bypasses QoS (callers pace it).
+  //  - Durability: the map is committed with the data, atomically, like every
+  //    catalog change. After a crash every block is in the volume as the last
+  //    commit left it (hydrated or written) or still pending: no flushed write
+  //    is lost and no block reads zeros instead of the source. Filled data not
+  //    yet committed is fetched again.
+  //  - When nothing is pending the map is removed (durable at the next
+  //    commit); deleting the volume deletes it.
+  //  - Snapshots: a snapshot of a hydrating volume does not see the source
+  //    (its pending blocks would read zeros), so BeginHydration refuses a
+  //    volume with snapshots and callers must not snapshot one until it is
+  //    hydrated (GetHydrationInfo). Rollback likewise.
+  // Cost: BeginHydration writes the ranges once, O(ranges) whatever the data
+  // size; Open reads nothing of a map, OpenVolume loads it (O(ranges + bitmap
+  // blocks), one bitmap block per 8 * block_bytes volume blocks); a commit
+  // writes the bitmap blocks whose bits changed. Memory: O(pending runs).
+  // Threading: the source is called synchronously on the pool's thread (see
+  // HydrationSource), which blocks for as long as it takes.
+  //
+  // Makes `ranges` of `volume` pending (overlaps merge; `zero` must be false).
+  // Each range starts on a block boundary and ends on one or at the volume's
+  // end. Data the volume already holds in those ranges is overridden by the
+  // source's. No ranges: nothing to do. InvalidArgument (a range), NotFound,
+  // AlreadyExists (already hydrating), Busy (the volume has snapshots or
+  // requests in flight).
+  Status BeginHydration(std::string_view volume, const std::vector<Extent>& ranges);
+  // Attaches `source` to a hydrating volume (null: detaches it). The pool
+  // holds it until it is replaced, the volume is hydrated or deleted, or the
+  // pool is destroyed; it is not persisted. NotFound when not hydrating.
+  Status AttachHydrationSource(std::string_view volume, std::shared_ptr<HydrationSource> source);
+  // hydrating = false (and zeros) for a volume with nothing pending.
+  Result<HydrationInfo> GetHydrationInfo(std::string_view volume);
+  // Copies up to `max_bytes` (at least one block) of pending data, lowest
+  // offsets first, from the source into the volume, and returns the bytes
+  // filled (0: nothing is pending). Blocks the source holds as all zeros
+  // become holes. Synchronous: the pool's thread waits for the source reads
+  // and device writes (~max_bytes of each). Errors: IOError when no source is
+  // attached; the source's error; NoSpace (after committing to make freed
+  // space reusable); device errors. Runs filled before an error stay filled;
+  // the failing run changes nothing unless the map update itself failed,
+  // which fails the pool.
+  Result<uint64_t> HydrateStep(std::string_view volume, uint64_t max_bytes);
+
   // Drives volume I/O: pushes queued work to the device and runs completion
   // callbacks of finished requests on this thread. Waits until at least
   // min(min_completions, requests in flight) callbacks ran; Poll(0) never
@@ -253,7 +317,13 @@ class Pool {
   uint32_t in_flight() const { return requests_in_flight_; }
 
   // ---- Internal interface for snapshot/, restore/ and tools (not for users) ----
-  enum class Kind : uint8_t { kVolume = 1, kSnapshot = 2, kAttribute = 3, kLog = 4 };
+  enum class Kind : uint8_t {
+    kVolume = 1,
+    kSnapshot = 2,
+    kAttribute = 3,
+    kLog = 4,
+    kHydration = 5,
+  };
   struct Record {
     uint64_t id = 0;  // 0: free slot
     uint64_t parent_id = 0;
@@ -272,6 +342,10 @@ class Pool {
     uint64_t log_next_block = 0;
     uint64_t log_first_block = 0;
     uint8_t log_flags = 0;
+    // kHydration only: the hydration map's state (FORMAT.md, "hydration map").
+    uint64_t hydration_ranges = 0;          // entries in the range blocks
+    uint64_t hydration_total_blocks = 0;    // pending at BeginHydration
+    uint64_t hydration_pending_blocks = 0;  // pending now
   };
   BlockMap& block_map() { return *map_; }
   SpaceMap& space_map() { return *space_; }
@@ -330,6 +404,30 @@ class Pool {
   // pool is full).
   uint64_t UnrequiredLogBlocks() const;
   Status DropLogThrough(size_t log_slot, uint64_t through_index);
+  // Hydration maps (engine/hydration.cc). The state of a hydrating volume,
+  // loaded; null when the volume is not hydrating. OpenVolume loads it first
+  // (LoadHydration), so every I/O path finds it loaded.
+  HydrationState* FindHydration(uint64_t volume_id) const;
+  Status LoadHydration(uint64_t volume_id);
+  // Reads and checks a hydration record's tree, filling `pending`.
+  // Corruption naming the volume and what is wrong (also for fsck).
+  Status ReadHydrationMap(size_t slot, PendingRanges* pending);
+  // Reads blocks [first_vbn, first_vbn + count) of `volume` from its source.
+  Status ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
+                        uint64_t count, std::byte* dest);
+  Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count);
+  // A mutation of [first_vbn, first_vbn + count) reached the volume's map:
+  // those blocks leave the hydration map (which may end it).
+  Status HydrationWritten(const Volume& volume, uint64_t first_vbn, uint64_t count);
+  Status TakePending(uint64_t volume_id, HydrationState& h, uint64_t first_vbn, uint64_t end_vbn);
+  // Metadata a mutation of `blocks` blocks may add to the next commit's
+  // hydration work, and what that work needs now (see CheckRoom).
+  uint64_t HydrationMetadataNeed(const Volume& volume, uint64_t blocks) const;
+  uint64_t HydrationMetadataNeed(const HydrationState& h, uint64_t blocks) const;
+  uint64_t HydrationCommitNeed() const;
+  // Commit, step 1b: ORs the done bits set since the last commit into the
+  // maps' bitmap blocks.
+  Status CommitHydration();
   // Volume handle bookkeeping (delete/rollback must see no I/O in flight).
   Volume* LiveVolume(uint64_t id) const;
   Status CheckIdle(const Record& volume) const;
@@ -405,6 +503,9 @@ class Pool {
   // A write found the pool full while logs without a policy kept blocks: the
   // next commit drops those logs whole.
   bool log_pressure_ = false;
+  // Hydrating volumes, by volume id (one per hydration record).
+  std::unordered_map<uint64_t, std::unique_ptr<HydrationState>> hydrations_;
+  uint64_t hydration_dirty_blocks_ = 0;  // bitmap blocks with bits to commit
   std::vector<size_t> free_slots_;
   std::set<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
   std::set<size_t> dirty_roots_;            // slots whose trees changed

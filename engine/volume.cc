@@ -18,6 +18,7 @@
 #include <string>
 
 #include "disk/clock.h"
+#include "engine/hydration_map.h"
 #include "engine/pending_io.h"
 #include "engine/pool.h"
 
@@ -194,13 +195,29 @@ Result<std::vector<Extent>> Volume::MapExtents(uint64_t offset_bytes, uint64_t l
   const uint32_t block = pool_.block_bytes_;
   const uint64_t first_vbn = offset_bytes / block;
   const uint64_t end_vbn = (end + block - 1) / block;
+  auto add_data = [&](uint64_t data_first_vbn, uint64_t data_end_vbn) {
+    add(std::max(data_first_vbn * block, offset_bytes), true);
+    add(std::min(data_end_vbn * block, end), false);
+  };
+  // Blocks still to come from a hydration source are data too (in VBN order
+  // with the mapped ones; the two may overlap).
+  std::vector<std::pair<uint64_t, uint64_t>> pending;
+  if (const HydrationState* h = pool_.FindHydration(id_)) {
+    pending = h->pending.Overlapping(first_vbn, end_vbn);
+  }
+  size_t next_pending = 0;
+  auto add_pending_through = [&](uint64_t vbn) {
+    for (; next_pending < pending.size() && pending[next_pending].first <= vbn; ++next_pending) {
+      add_data(pending[next_pending].first, pending[next_pending].second);
+    }
+  };
   Status s = pool_.map_->ForEachDataIn(
       pool_.records_[slot_].root, first_vbn, end_vbn, [&](uint64_t vbn, const format::MapEntry&) {
-        const uint64_t data_start = std::max(vbn * block, offset_bytes);
-        add(data_start, true);
-        add(std::min((vbn + 1) * block, end), false);
+        add_pending_through(vbn);
+        add_data(vbn, vbn + 1);
         return Status::OK();
       });
+  add_pending_through(UINT64_MAX);
   if (!s.ok()) return s.WithContext("volume '" + name() + "'");
   add(end, true);
   return out;
@@ -371,7 +388,22 @@ Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::
       SubmitDeviceIo(io, IoOp::kRead, run_pbn, run_len, dest + run_start * block_bytes_);
     run_len = 0;
   };
+  // Blocks still to come from a hydration source are read from it, now.
+  const HydrationState* hydration = FindHydration(record.id);
+  std::vector<std::pair<uint64_t, uint64_t>> pending;
+  if (hydration != nullptr) pending = hydration->pending.Overlapping(first_vbn, first_vbn + count);
+  size_t next_pending = 0;
   for (uint64_t i = 0; i < count; ++i) {
+    if (next_pending < pending.size() && pending[next_pending].first == first_vbn + i) {
+      flush_run();
+      const uint64_t n = pending[next_pending].second - pending[next_pending].first;
+      Status s = ReadFromSource(*hydration, record, first_vbn + i, n, dest + i * block_bytes_);
+      if (!s.ok()) return s;
+      for (uint64_t k = 0; k < n; ++k) io->entries[first_vbn + i + k - io->first_vbn] = MapEntry{};
+      i += n - 1;
+      ++next_pending;
+      continue;
+    }
     auto entry = map_->Lookup(record.root, first_vbn + i);
     if (!entry.ok()) {
       flush_run();
@@ -437,10 +469,12 @@ void Pool::StartMutation(PendingIo* io) {
   if (user.op != VolumeOp::kWrite && aligned) {
     Record& record = RecordOf(volume);
     // Unmapping shadows at most the two edge paths of the range.
-    Status s = CheckRoom(2 * MetadataNeed(record.root, 1), /*freeing=*/true);
+    Status s = CheckRoom(2 * MetadataNeed(record.root, 1) + HydrationMetadataNeed(volume, n),
+                         /*freeing=*/true);
     if (s.ok()) {
       s = map_->Unmap(record.root, io->first_vbn, n);
       ++record.lsn;
+      if (s.ok()) s = HydrationWritten(volume, io->first_vbn, n);
       if (s.ok()) s = AppendLog(volume, user.op, user.offset_bytes, user.length_bytes, nullptr);
       if (!s.ok()) s = Fail(s);
       MarkRootDirty(volume.slot_);
@@ -476,8 +510,8 @@ void Pool::StartBlockWrites(PendingIo* io) {
   const uint64_t n = io->block_count();
   io->entries.assign(n, MapEntry{});
   io->stage = PendingIo::Stage::kWriteBlocks;
-  const uint64_t metadata =
-      MetadataNeed(RecordOf(*io->volume).root, n) + LogMetadataNeed(*io->volume, n);
+  const uint64_t metadata = MetadataNeed(RecordOf(*io->volume).root, n) +
+                            LogMetadataNeed(*io->volume, n) + HydrationMetadataNeed(*io->volume, n);
   if (Status room = CheckRoom(n + metadata); !room.ok()) {
     const bool log_can_give = UnrequiredLogBlocks() > 0;
     if ((space_->freed_not_reusable_blocks() > 0 || log_can_give) && !io->waited_for_space) {
@@ -528,6 +562,7 @@ void Pool::FinishMutation(PendingIo* io) {
           s = map_->ReleaseData(old->pbn, SpaceMap::FreeKind::kReuse);
         }
       }
+      if (s.ok()) s = HydrationWritten(volume, io->first_vbn, io->entries.size());
       ++record.lsn;
       if (s.ok()) {
         // Unaligned trims and write-zeroes wrote zeros into their edge
@@ -639,6 +674,7 @@ Status Pool::CheckRoom(uint64_t blocks, bool freeing) const {
     if (pending.empty()) continue;
     commit_need += (pending.size() * 64 / block_bytes_ + 2) * (records_[slot].root.height + 1);
   }
+  commit_need += HydrationCommitNeed();  // done bits waiting for their bitmap blocks
   const uint64_t free = space_->free_blocks();
   if (free >= blocks + metadata_reserved_ + commit_need) return Status::OK();
   return Status::NoSpace("pool is full: " + std::to_string(free) + " free blocks of " +
@@ -676,7 +712,8 @@ uint32_t Pool::Poll(uint32_t min_completions) {
     // So do log records waiting for their record blocks (64 bytes each; a
     // quarter of the budget: committing more often costs writes dearly).
     if ((cache_->dirty_bytes() > options_.cache_bytes / 2 ||
-         log_pending_records_ * 64 > options_.cache_bytes / 4) &&
+         log_pending_records_ * 64 > options_.cache_bytes / 4 ||
+         hydration_dirty_blocks_ * block_bytes_ > options_.cache_bytes / 4) &&
         failure_.ok()) {
       CommitInBackground();
     }

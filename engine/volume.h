@@ -13,6 +13,8 @@
 //  - Trim and write-zeroes make the range read as zeros and give whole blocks
 //    back to the pool (punched out of the file once no snapshot holds them).
 //  - Flush commits the pool: every request completed before it is durable.
+//  - A hydrating volume (Pool, "Hydration") reads blocks not yet hydrated
+//    from its source, and MapExtents counts them as data.
 //
 // A volume handle is owned by its Pool; see Pool::OpenVolume. Thread safety:
 // as the Pool (one thread at a time).

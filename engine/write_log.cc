@@ -92,7 +92,9 @@ Status Pool::DeleteAuxRecords(uint64_t volume_id) {
   for (size_t slot = 0; slot < records_.size(); ++slot) {
     Record& r = records_[slot];
     if (r.id == 0 || r.parent_id != volume_id) continue;
-    if (r.kind != Kind::kAttribute && r.kind != Kind::kLog) continue;
+    if (r.kind != Kind::kAttribute && r.kind != Kind::kLog && r.kind != Kind::kHydration) {
+      continue;
+    }
     SNAPDISK_RETURN_IF_ERROR(map_->Release(r.root));
     FreeSlot(slot);
   }

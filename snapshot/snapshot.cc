@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "engine/hydration.h"
 #include "engine/names.h"
 #include "engine/pool.h"
 
@@ -15,6 +16,15 @@ Result<SnapshotInfo> Pool::CreateSnapshot(std::string_view volume, std::string_v
   SNAPDISK_RETURN_IF_ERROR(ValidateName(name, "snapshot name"));
   SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
   const uint64_t vol_id = records_[vol_slot].id;
+  // A snapshot shares the volume's map, where blocks still pending hydration
+  // are holes: it would read zeros for them (and so would a backup taken
+  // from it). Refused until the volume is hydrated.
+  SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo hydration, GetHydrationInfo(volume));
+  if (hydration.hydrating) {
+    return Status::Busy("volume '" + std::string(volume) + "' is still being hydrated from " +
+                        "its backup (" + std::to_string(hydration.pending_bytes) +
+                        " bytes pending); snapshot it once the restore has filled it");
+  }
   if (snapshot_by_key_.count(SnapshotKey(vol_id, name))) {
     return Status::AlreadyExists("snapshot '" + std::string(volume) + "@" + std::string(name) +
                                  "' already exists");

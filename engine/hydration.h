@@ -1,0 +1,54 @@
+// Hydration: a volume whose data comes, block by block, from somewhere else
+// (a backup in a WormStore) while it is already in use — the engine side of
+// instant ("lazy") restore. The Pool methods are declared in engine/pool.h
+// ("Hydration"); this header holds what they exchange.
+//
+// The model: a hydrating volume carries a persistent *hydration map*, the set
+// of its blocks whose contents must still come from the source. A read of a
+// pending block returns the source's bytes; a write, trim or write-zeroes
+// takes what it covers out of the map (the client's data wins); HydrateStep
+// copies pending blocks from the source into the volume. When nothing is
+// pending the map is gone and the volume is an ordinary volume.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "disk/status.h"
+
+namespace snapdisk {
+
+// Where a hydrating volume's pending data comes from. Attached at run time
+// (Pool::AttachHydrationSource), never persisted: after a reopen the caller
+// attaches it again.
+//
+// Contract for implementations:
+//  - Read fills all of `out` with the bytes of the volume's source image at
+//    [offset_bytes, offset_bytes + out.size()) and returns OK, or returns an
+//    error (which the engine hands, with context, to the request that needed
+//    the bytes: a read, a partial write into a pending block, HydrateStep).
+//  - The engine asks only for ranges inside the volume's hydration ranges:
+//    block aligned at the start, whole blocks long, except that the last
+//    block of a volume whose size is not a multiple of the block size is
+//    asked for up to the volume's end only.
+//  - Read is called synchronously on the pool's thread, which waits for it
+//    (no other request of the pool advances meanwhile): a source that blocks
+//    for milliseconds per call is acceptable, one that blocks for seconds
+//    stalls every volume of the pool. It must not call back into the pool.
+class HydrationSource {
+ public:
+  virtual ~HydrationSource() = default;
+  virtual Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;
+};
+
+// A hydrating volume's state (Pool::GetHydrationInfo). Byte figures count
+// whole blocks (a partial last block counts as a whole one).
+struct HydrationInfo {
+  bool hydrating = false;        // false: nothing pending (never was, or finished)
+  bool source_attached = false;  // reads of pending blocks can be served
+  uint64_t total_bytes = 0;      // pending when BeginHydration ran
+  uint64_t pending_bytes = 0;    // still to come from the source
+  uint64_t pending_ranges = 0;   // runs of pending blocks (memory use is O(this))
+};
+
+}  // namespace snapdisk

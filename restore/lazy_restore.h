@@ -1,0 +1,221 @@
+// Instant ("lazy") restore: a backup set becomes a new volume that is usable
+// at once, while its data is copied in behind the clients' back.
+//
+// StartLazyRestore creates the volume (the set's size), gives it a hydration
+// map of the set's data ranges (engine/pool.h, "Hydration") and attaches a
+// BackupSetSource that reads them from the store. From then on:
+//  - a read of a block not yet hydrated fetches it from the store (the chunk
+//    is decoded and checked against its content hash by ReadChunk; the last
+//    few decoded chunks are cached, since a chunk's extents are adjacent);
+//  - writes, trims and write-zeroes win over the backup's data;
+//  - the HydrationJob it returns copies the rest, lowest offsets first, at a
+//    configurable rate, with progress and an ETA.
+// Work before the volume is usable is O(the set's extents): reading the
+// manifest, creating the volume, writing the map's ranges, one commit — never
+// a pass over the data.
+//
+// Which store and set hydrate the volume is kept in its attribute
+// "hydration-source" (JSON: {"format": "snapdisk-hydration-source",
+// "version": 1, "store": <LazyRestoreOptions::store_locator>, "set": <id>,
+// "manifest_sha256": <the set's manifest hash>}), so that after a reopen (or
+// a crash: everything written and flushed stays, nothing hydrated before the
+// last commit is fetched again) ResumeHydration attaches the source again and
+// returns a job that continues where the last commit left off. The attribute
+// goes when the volume is fully hydrated.
+//
+// Which sets: snapshot sets and full backups, whose extents are the complete
+// image. A differential or incremental set needs its chain (restore it with
+// restore/restore_apply.h); log segments hold no image.
+//
+// Lifetimes: the store must outlive the volume's use of the source — until
+// the volume is hydrated, deleted, its source detached
+// (Pool::AttachHydrationSource(volume, nullptr)), or the pool destroyed —
+// because the pool holds the source after the job is gone (a cancelled job
+// leaves the volume usable, reading through the source).
+//
+// Thread safety: StartLazyRestore, ResumeHydration, Step, Run and the
+// destructor run on the pool's thread (the source's reads block it while a
+// chunk is fetched: ~ms each). progress() and Cancel() may be called from any
+// thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "disk/clock.h"
+#include "disk/essd_profile.h"
+#include "disk/status.h"
+#include "engine/hydration.h"
+#include "engine/pool.h"
+#include "engine/worm_store.h"
+#include "snapshot/backup_set.h"
+
+namespace snapdisk {
+
+// The volume attribute naming a lazily restored volume's source.
+inline constexpr const char* kHydrationSourceAttribute = "hydration-source";
+
+struct LazyRestoreOptions {
+  // The new volume's profile (StartLazyRestore only).
+  EssdLevel profile = EssdLevel::kUnlimited;
+  // Background fill cap in 10^6 bytes/s; 0: as fast as the store and the
+  // pool allow. Reads of clients are never capped.
+  double rate_mb_per_s = 0;
+  // Bytes one Step() fills at most (rounded up to a block): bounds how long
+  // a step holds the pool's thread.
+  uint64_t step_bytes = uint64_t{1} << 20;
+  // Decoded chunks kept in memory (>= 1): memory is this many chunks.
+  uint32_t cached_chunks = 4;
+  // The job commits the pool after filling this many bytes, so a crash
+  // refetches at most that much (0: only when the job finishes; clients'
+  // flushes commit too).
+  uint64_t commit_every_bytes = uint64_t{64} << 20;
+  // How to find the store again (e.g. its directory), recorded in the
+  // attribute for people and tools; ResumeHydration identifies the set by
+  // its manifest's hash, not by this.
+  std::string store_locator;
+  // Paces the rate cap and times the job; null: the system's monotonic clock.
+  // Must outlive the job.
+  Clock* clock = nullptr;
+};
+
+// A HydrationSource over one complete-image backup set: the bytes of its
+// extents, zeros between them. Reads chunks only through ReadChunk (so every
+// chunk is checked against its content hash): a damaged chunk fails the read
+// with Corruption naming the set and the chunk, a store error with the
+// store's code, in context. Keeps the last `cached_chunks` decoded chunks.
+// Counters are readable from any thread. `store` must outlive the source.
+class BackupSetSource final : public HydrationSource {
+ public:
+  BackupSetSource(WormStore& store, BackupSet set, uint32_t cached_chunks);
+  Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
+
+  const BackupSet& set() const { return set_; }
+  uint64_t chunks_read() const { return chunks_read_.load(); }
+  uint64_t store_bytes_read() const { return store_bytes_read_.load(); }  // chunk objects
+
+ private:
+  Result<const std::vector<std::byte>*> Chunk(size_t index);
+
+  WormStore& store_;
+  const BackupSet set_;
+  const uint32_t cached_chunks_;
+  std::vector<size_t> extent_chunk_;  // per extent: its index in set_.chunks
+  struct Cached {
+    size_t index = 0;
+    std::vector<std::byte> data;
+  };
+  std::vector<Cached> cache_;  // most recently used last
+  std::atomic<uint64_t> chunks_read_{0};
+  std::atomic<uint64_t> store_bytes_read_{0};
+};
+
+enum class HydrationJobState : uint8_t { kRunning, kDone, kFailed, kCancelled };
+// "running", "done", "failed", "cancelled".
+const char* HydrationJobStateName(HydrationJobState state);
+
+struct HydrationProgress {
+  std::string volume;
+  std::string set_id;
+  HydrationJobState state = HydrationJobState::kRunning;
+  uint64_t total_bytes = 0;       // the volume's pending bytes when the job began
+  uint64_t done_bytes = 0;        // of those, no longer pending (filled, or written by clients)
+  uint64_t pending_bytes = 0;     // still to come from the store
+  uint64_t filled_bytes = 0;      // copied by this job
+  uint64_t chunks_read = 0;       // chunks fetched, for the fill and for clients' reads
+  uint64_t store_bytes_read = 0;  // bytes of chunk objects fetched
+  double rate_bytes_per_s = 0;    // filled_bytes over the time so far
+  double eta_s = 0;               // pending_bytes at that rate; 0 when unknown or done
+  // RTO figures, from the call that started the job: until the volume was
+  // usable (StartLazyRestore/ResumeHydration returned), and until nothing was
+  // pending (0 until then).
+  double usable_after_s = 0;
+  double hydrated_after_s = 0;
+};
+
+class HydrationJob {
+ public:
+  // Does not detach the source: the volume stays usable after the job.
+  ~HydrationJob();
+  HydrationJob(const HydrationJob&) = delete;
+  HydrationJob& operator=(const HydrationJob&) = delete;
+
+  // Fills at most step_bytes (none while the rate cap says wait) and returns
+  // true once the job has finished (then result()). Blocks only for the
+  // fill's chunk reads and block writes (Pool::HydrateStep). The step that
+  // finds nothing pending removes the attribute and commits the pool.
+  bool Step();
+  // Step until finished, sleeping when the rate cap says so and polling the
+  // pool between steps; calls `progress` about every 100 ms (false cancels).
+  Status Run(const std::function<bool(const HydrationProgress&)>& progress = {});
+  // OK once done; the error that stopped the job (Cancelled after Cancel()).
+  const Status& result() const { return result_; }
+  HydrationProgress progress() const;
+  // Stops filling at the next Step (any thread); the volume stays hydrating
+  // with its source attached, and ResumeHydration can continue later.
+  void Cancel() { cancel_requested_.store(true); }
+
+ private:
+  friend Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool&, WormStore&, std::string_view,
+                                                                std::string_view,
+                                                                const LazyRestoreOptions&);
+  friend Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool&, std::string_view, WormStore&,
+                                                               const LazyRestoreOptions&);
+  HydrationJob(Pool& pool, std::string volume, std::string set_id,
+               std::shared_ptr<BackupSetSource> source, const LazyRestoreOptions& options,
+               int64_t started_ns);
+  // The volume is usable from now: take the map's figures (or finish at
+  // once when nothing is pending).
+  Status Begin();
+  void Finish(HydrationJobState state, Status status);
+  Status UpdatePending();
+
+  Pool& pool_;
+  const std::string volume_;
+  const std::string set_id_;
+  const std::shared_ptr<BackupSetSource> source_;  // null when nothing was pending
+  const LazyRestoreOptions options_;
+  Clock& clock_;
+  const int64_t started_ns_;
+  int64_t next_fill_ns_ = 0;
+  uint64_t since_commit_bytes_ = 0;
+  Status result_;
+  bool finished_ = false;
+  std::atomic<bool> cancel_requested_{false};
+  // For progress() from any thread.
+  std::atomic<HydrationJobState> state_{HydrationJobState::kRunning};
+  std::atomic<uint64_t> total_bytes_{0};
+  std::atomic<uint64_t> pending_bytes_{0};
+  std::atomic<uint64_t> filled_bytes_{0};
+  std::atomic<int64_t> usable_ns_{0};
+  std::atomic<int64_t> hydrated_ns_{0};
+};
+
+// Restores snapshot or full set `set_id` of `store` into the new volume
+// `new_volume` of `pool`, instantly (see the file comment), and commits the
+// pool before returning, so the volume, its map and its attribute survive a
+// crash. Errors change nothing (a volume already created is deleted again):
+// NotFound (set), InvalidArgument (options; a set that is not a complete
+// image), AlreadyExists (volume), the pool's and the store's errors.
+Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& store,
+                                                       std::string_view set_id,
+                                                       std::string_view new_volume,
+                                                       const LazyRestoreOptions& options);
+
+// Attaches the source of a lazily restored volume again (after a reopen, a
+// crash, or a cancelled job) and returns a job that finishes its hydration.
+// NotFound when the volume has no "hydration-source" attribute or the store
+// has no such set; InvalidArgument when the store's set is not the one the
+// volume was restored from (another manifest hash). A volume found fully
+// hydrated gets its attribute removed and a job that is done at once.
+Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool& pool, std::string_view volume,
+                                                      WormStore& store,
+                                                      const LazyRestoreOptions& options);
+
+}  // namespace snapdisk
