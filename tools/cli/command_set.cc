@@ -37,6 +37,7 @@ void AddPoolCommandSet(CLI::App& app, int& exit_code, Executor& executor,
   AddBackupCommands(app, exit_code, executor, command_line);
   AddPolicyCommands(app, exit_code, executor);
   AddRestoreCommands(app, exit_code, executor);
+  AddDiffCommands(app, exit_code, executor);
   PlainPositionals(app);
 }
 

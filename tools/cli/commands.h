@@ -34,6 +34,8 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
                        const std::vector<std::string>& command_line);
 // policy_commands.cc: policy set|show|remove|run.
 void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor);
+// diff_commands.cc: import-diff, export-diff (Ceph RBD export-diff streams).
+void AddDiffCommands(CLI::App& app, int& exit_code, Executor& executor);
 // restore_commands.cc: restore, restore apply|open|status.
 void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor);
 // tools/nbd/serve_command.cc: serve (the NBD server).
