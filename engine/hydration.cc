@@ -19,6 +19,7 @@
 #include <cstring>
 #include <string>
 
+#include "disk/bytes.h"
 #include "engine/hydration_map.h"
 #include "engine/pool.h"
 
@@ -64,15 +65,6 @@ uint64_t FindOther(const std::byte* bitmap, uint64_t from, uint64_t to, bool val
     ++v;
   }
   return to;
-}
-
-bool AllZero(const std::byte* p, size_t n) {
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if (w != 0) return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -459,12 +451,12 @@ Status Pool::FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uin
   auto block_at = [&](uint64_t i) { return data + i * block_bytes_; };
   Status s;
   for (uint64_t i = 0; i < count && s.ok();) {
-    if (AllZero(block_at(i), block_bytes_)) {
+    if (IsAllZero(block_at(i), block_bytes_)) {
       ++i;
       continue;
     }
     uint64_t j = i + 1;
-    while (j < count && !AllZero(block_at(j), block_bytes_)) ++j;
+    while (j < count && !IsAllZero(block_at(j), block_bytes_)) ++j;
     while (i < j && s.ok()) {
       uint64_t got = 0;
       auto pbn = space_->AllocateRun(j - i, &got);

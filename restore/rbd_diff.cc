@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 
+#include "disk/bytes.h"
 #include "disk/unique_fd.h"
 #include "engine/aligned_buffer.h"
 #include "engine/names.h"
@@ -75,17 +76,6 @@ void AppendLe32(std::vector<std::byte>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>(v >> (8 * i)));
 }
 
-bool IsZero(const std::byte* p, size_t n) {
-  static const std::byte kZeros[4096] = {};
-  while (n > 0) {
-    const size_t step = std::min(n, sizeof kZeros);
-    if (std::memcmp(p, kZeros, step) != 0) return false;
-    p += step;
-    n -= step;
-  }
-  return true;
-}
-
 // Calls fn(start, length, zero) for each maximal run of `data` (placed at
 // volume offset `offset`) whose block pieces — cut at multiples of `block` in
 // volume space — are all zeros, or all not.
@@ -97,7 +87,7 @@ void ForEachRun(const std::byte* data, uint64_t offset, size_t length, uint32_t 
   while (pos < length) {
     const uint64_t abs = offset + pos;
     const size_t piece = static_cast<size_t>(std::min<uint64_t>(length - pos, block - abs % block));
-    const bool zero = IsZero(data + pos, piece);
+    const bool zero = IsAllZero(data + pos, piece);
     if (pos > 0 && zero != run_zero) {
       fn(run_start, pos - run_start, run_zero);
       run_start = pos;

@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "disk/bytes.h"
 #include "disk/unique_fd.h"
 
 namespace snapdisk {
@@ -91,10 +92,6 @@ std::string Hex(const uint8_t* bytes, size_t n) {
     out[2 * i + 1] = kDigits[bytes[i] & 15];
   }
   return out;
-}
-
-bool AllZero(const uint8_t* p, size_t n) {
-  return std::all_of(p, p + n, [](uint8_t b) { return b == 0; });
 }
 
 bool IsLowerHex(std::string_view s, size_t digits) {
@@ -371,7 +368,7 @@ Status DecodeFileHeader(const uint8_t* in, const std::string& path, FileHeader* 
   if (GetU32(in + 20) != kHeaderBytes) {
     return bad("header length " + std::to_string(GetU32(in + 20)) + ", expected 128");
   }
-  if (!AllZero(in + 52, 4) || !AllZero(in + 96, 24)) return bad("reserved bytes not zero");
+  if (!IsAllZero(in + 52, 4) || !IsAllZero(in + 96, 24)) return bad("reserved bytes not zero");
   h->manifest_count = GetU64(in + 24);
   h->chunk_count = GetU64(in + 32);
   if (h->manifest_count == 0 || h->manifest_count > kMaxManifests) {
@@ -386,7 +383,7 @@ Status DecodeFileHeader(const uint8_t* in, const std::string& path, FileHeader* 
   const uint8_t* id = in + 64;
   const size_t id_len = static_cast<size_t>(std::find(id, id + 32, uint8_t{0}) - id);
   h->target_id.assign(reinterpret_cast<const char*>(id), std::min<size_t>(id_len, 32));
-  if (id_len > kMaxIdBytes || !AllZero(id + id_len, 32 - id_len) || !IsSetId(h->target_id)) {
+  if (id_len > kMaxIdBytes || !IsAllZero(id + id_len, 32 - id_len) || !IsSetId(h->target_id)) {
     return bad("target id '" + Printable(h->target_id) + "' is not a set id");
   }
   return Status::OK();

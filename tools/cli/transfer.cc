@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 
+#include "disk/bytes.h"
 #include "engine/aligned_buffer.h"
 #include "engine/pool.h"
 #include "engine/volume.h"
@@ -27,17 +28,6 @@ constexpr size_t kSlots = 32;
 // read while the previous one is written.
 constexpr size_t kStreamBatch = kSlots / 2;
 
-bool IsZero(const std::byte* p, size_t n) {
-  static const std::byte kZeros[64 * 1024] = {};
-  while (n > 0) {
-    const size_t step = std::min(n, sizeof kZeros);
-    if (std::memcmp(p, kZeros, step) != 0) return false;
-    p += step;
-    n -= step;
-  }
-  return true;
-}
-
 // Calls fn(start, length) for each maximal run of `data` (placed at volume
 // offset `offset`) made of pool blocks that are not all zeros. Blocks are cut
 // at multiples of `block` in volume space.
@@ -48,7 +38,7 @@ void ForEachNonZeroRun(const std::byte* data, uint64_t offset, size_t length, ui
   while (pos < length) {
     const uint64_t abs = offset + pos;
     const size_t piece = static_cast<size_t>(std::min<uint64_t>(length - pos, block - abs % block));
-    if (IsZero(data + pos, piece)) {
+    if (IsAllZero(data + pos, piece)) {
       if (run_length > 0) fn(run_start, run_length);
       run_length = 0;
     } else {

@@ -1,0 +1,24 @@
+// Small byte-buffer helpers shared by every layer.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+namespace snapdisk {
+
+// True when all `n` bytes at `data` are zero (compared against a static zero
+// block a step at a time: memcmp's vectorized loop, any length).
+inline bool IsAllZero(const void* data, size_t n) {
+  static const std::byte kZeros[4096] = {};
+  const auto* p = static_cast<const std::byte*>(data);
+  while (n > 0) {
+    const size_t step = std::min(n, sizeof kZeros);
+    if (std::memcmp(p, kZeros, step) != 0) return false;
+    p += step;
+    n -= step;
+  }
+  return true;
+}
+
+}  // namespace snapdisk
