@@ -603,6 +603,26 @@ TEST_F(CliBackupTest, RestoreAChainAtOnceOrStepByStep) {
             2);
 }
 
+TEST_F(CliBackupTest, SnapshotSetsRestoreInstantly) {
+  Write("db", 0, 6 * kMiB, 1);
+  Write("db", 20 * kMiB, 1 * kMiB, 2);
+  const json snap = Backup("snapshot");
+  const json r = RunJson({"restore", "--store", store_, snap["id"], "--to-new", pool_, "fast"});
+  EXPECT_EQ(r["instant"], true) << r.dump();
+  EXPECT_EQ(r["filled_bytes"], 7 * kMiB);
+  EXPECT_LE(r["rto_usable_seconds"].get<double>(), r["complete_seconds"].get<double>());
+  EXPECT_EQ(CompareInPool(pool_, "fast", "db"), "");
+  EXPECT_EQ(RunJson({"restore", "status", pool_, "fast"})["hydrating"], false);
+  // --copy: the same image, copied before it is usable.
+  const json copied =
+      RunJson({"restore", "--store", store_, snap["id"], "--to-new", pool_, "slow", "--copy"});
+  EXPECT_FALSE(copied.contains("instant"));
+  EXPECT_EQ(CompareInPool(pool_, "slow", "db"), "");
+  CliResult none = RunCli({"restore", "resume", "--store", store_, pool_, "slow"});
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_TRUE(Contains(none.err, "not restored lazily")) << none.err;
+}
+
 TEST_F(CliBackupTest, RestoreToAPointInTime) {
   Write("db", 0, 2 * kMiB, 1);
   Backup("full");

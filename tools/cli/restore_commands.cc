@@ -1,21 +1,26 @@
-// `snapdisk restore ...`: restores out of a WORM store (restore/restore_plan.h,
-// restore/restore_apply.h). Pool commands: inside `snapdisk serve` the server
-// carries them out (to its end, like import), and the restored volume is
-// exported once it is open.
+// `snapdisk restore ...`: restores out of a WORM store. A snapshot set
+// restored to a new volume is instant (restore/lazy_restore.h): usable at
+// once, filled by a stepped job (inside `snapdisk serve`: exported at once,
+// filled between NBD requests). Everything else is copied
+// (restore/restore_plan.h, restore/restore_apply.h) and carried out to its
+// end, like import; the volume is exported once it is open.
 //
 //   restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)
-//           [--source VOL] [--plan] [--restoring]
+//           [--source VOL] [--plan] [--restoring] [--copy]
 //   restore apply --store DIR ID POOL VOL
 //   restore open POOL VOL
+//   restore resume --store DIR POOL VOL
 //   restore status POOL VOL
 //
 // `restore` is both a command and a group, like `backup`: set ids are a
-// letter and a number, so "apply", "open" and "status" are never ids.
+// letter and a number, so "apply", "open", "resume" and "status" are never
+// ids.
 #include <optional>
 #include <set>
 
 #include "engine/fsck.h"
 #include "engine/names.h"
+#include "restore/lazy_restore.h"
 #include "restore/restore_apply.h"
 #include "restore/restore_plan.h"
 #include "tools/cli/command_util.h"
@@ -39,6 +44,7 @@ struct RestoreArgs {
   std::string volume;
   bool plan = false;
   bool restoring = false;
+  bool copy = false;
   bool json = false;
 };
 
@@ -165,6 +171,68 @@ RestoreOptions OptionsWithProgress(CommandContext& ctx) {
   return options;
 }
 
+// An instant restore's fill, as a stepped job: inside `snapdisk serve` the
+// volume is exported at once and filled between NBD requests. The store stays
+// open while the job runs (the volume's source reads from it); a job that
+// does not finish (cancelled, failed) detaches the source, so the volume's
+// pending blocks fail to read rather than reach a closed store, until
+// `restore resume` attaches it again.
+int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
+                 std::unique_ptr<HydrationJob> job, const std::string& volume) {
+  struct Run {
+    std::shared_ptr<WormStore> store;
+    std::unique_ptr<HydrationJob> job;
+  };
+  auto run = std::make_shared<Run>(Run{std::move(store), std::move(job)});
+  const HydrationProgress start = run->job->progress();
+  if (!ctx.json()) {
+    ctx.out().Stderr("Volume '" + volume + "' is usable now (after " +
+                     std::to_string(static_cast<int64_t>(start.usable_after_s * 1000)) +
+                     " ms); filling " + HumanBytes(start.pending_bytes) + " from backup " +
+                     start.set_id + " in the background\n");
+  }
+  SteppedJob steps;
+  steps.step = [run] { return run->job->Step(); };
+  steps.cancel = [run] { run->job->Cancel(); };
+  steps.id = [run] { return run->job->progress().set_id; };
+  steps.progress = [run] {
+    const HydrationProgress p = run->job->progress();
+    return StepProgress{"hydrate " + p.volume + " from " + p.set_id, p.done_bytes, p.total_bytes,
+                        ProgressUnit::kBytes};
+  };
+  steps.finish = [run, volume](CommandContext& ctx) {
+    const HydrationProgress p = run->job->progress();
+    if (!run->job->result().ok()) {
+      (void)ctx.pool().AttachHydrationSource(volume, nullptr);
+      return ctx.Fail(run->job->result().WithContext(
+          "volume '" + volume + "' stays hydrating (" + HumanBytes(p.pending_bytes) +
+          " pending); `snapdisk restore resume` continues"));
+    }
+    if (ctx.json()) {
+      nlohmann::ordered_json o;
+      o["volume"] = volume;
+      o["applied"] = nlohmann::ordered_json::array({p.set_id});
+      o["instant"] = true;
+      o["rto_usable_seconds"] = p.usable_after_s;
+      o["complete_seconds"] = p.hydrated_after_s;
+      o["read_bytes"] = p.store_bytes_read;
+      o["chunks_read"] = p.chunks_read;
+      o["filled_bytes"] = p.filled_bytes;
+      ctx.PrintJson(o);
+    } else {
+      ctx.Print("Restored backup " + p.set_id + " into volume '" + volume +
+                "' instantly: usable after " +
+                std::to_string(static_cast<int64_t>(p.usable_after_s * 1000)) +
+                " ms, hydrated after " +
+                std::to_string(static_cast<int64_t>(p.hydrated_after_s * 1000)) + " ms; " +
+                HumanBytes(p.filled_bytes) + " filled, " + HumanBytes(p.store_bytes_read) +
+                " read from the store\n");
+    }
+    return kExitOk;
+  };
+  return ctx.RunSteps(std::move(steps));
+}
+
 int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& volume,
                bool onto) {
   auto store = OpenStore(ctx.ResolvePath(args.store));
@@ -188,6 +256,16 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
       ctx.Print(plan->ToString());
     }
     return kExitOk;
+  }
+  // A snapshot set restored to a new volume is instant: usable at once,
+  // filled in the background (unless --copy or --restoring).
+  if (!onto && !args.copy && !args.restoring && plan->steps.size() == 1 &&
+      plan->steps[0].set.type == BackupType::kSnapshot) {
+    LazyRestoreOptions lazy;
+    lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+    auto job = StartLazyRestore(ctx.pool(), **store, plan->steps[0].set.id, volume, lazy);
+    if (!job.ok()) return ctx.Fail(job.status());
+    return RunHydration(ctx, *store, std::move(job).value(), volume);
   }
   RestoreOptions options = OptionsWithProgress(ctx);
   options.open = !args.restoring;
@@ -245,16 +323,42 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
   return kExitOk;
 }
 
+int RunResume(CommandContext& ctx, const RestoreArgs& args) {
+  auto store = OpenStore(ctx.ResolvePath(args.store));
+  if (!store.ok()) return ctx.Fail(store.status());
+  LazyRestoreOptions lazy;
+  lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+  auto job = ResumeHydration(ctx.pool(), args.volume, **store, lazy);
+  if (!job.ok()) return ctx.Fail(job.status());
+  return RunHydration(ctx, *store, std::move(job).value(), args.volume);
+}
+
 int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
+  auto hydration = ctx.pool().GetHydrationInfo(args.volume);
+  if (!hydration.ok()) return ctx.Fail(hydration.status());
   auto state = GetRestoreState(ctx.pool(), args.volume);
   if (!state.ok()) return ctx.Fail(state.status());
+  const HydrationInfo& h = *hydration;
   if (ctx.json()) {
     nlohmann::ordered_json o =
         *state ? StateJson(**state) : nlohmann::ordered_json{{"state", nullptr}};
     o["volume"] = args.volume;
+    o["hydrating"] = h.hydrating;
+    o["hydration_total_bytes"] = h.total_bytes;
+    o["hydration_pending_bytes"] = h.pending_bytes;
+    o["hydration_source_attached"] = h.source_attached;
     ctx.PrintJson(o);
-  } else if (!*state) {
-    ctx.Print("volume '" + args.volume + "' was not restored from a backup\n");
+    return kExitOk;
+  }
+  if (h.hydrating) {
+    ctx.Print("volume '" + args.volume + "': hydrating from its backup, " +
+              HumanBytes(h.total_bytes - h.pending_bytes) + " of " + HumanBytes(h.total_bytes) +
+              " filled" +
+              (h.source_attached ? "" : "; its source is not attached (`snapdisk restore resume`)") +
+              "\n");
+  }
+  if (!*state) {
+    if (!h.hydrating) ctx.Print("volume '" + args.volume + "' is not being restored\n");
   } else {
     ctx.Print("volume '" + args.volume + "': " + StateText(**state) + "\n");
   }
@@ -275,7 +379,12 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "                   [--source VOL] [--plan] [--restoring] [--json]\n"
       "  snapdisk restore apply --store DIR ID POOL VOL [--json]\n"
       "  snapdisk restore open POOL VOL [--json]\n"
+      "  snapdisk restore resume --store DIR POOL VOL [--json]\n"
       "  snapdisk restore status POOL VOL [--json]\n\n"
+      "A snapshot set restored to a new volume is instant: the volume is usable at once\n"
+      "(inside `snapdisk serve`, exported at once), a read of a block not yet filled\n"
+      "fetches it from the store, writes win over the backup's data, and the rest is\n"
+      "filled in the background with progress (--copy: copy first instead).\n"
       "The planner takes the fewest sets: a snapshot set alone; full + the latest\n"
       "differential + the incrementals after it; for --time/--lsn the latest data backup\n"
       "at or before the target, then log backups up to it. T is RFC 3339, fractions\n"
@@ -308,6 +417,9 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       ->expected(2)
       ->type_name("POOL VOL");
   restore->add_flag("--plan", args->plan, "Print the chain the restore would apply; change nothing");
+  restore->add_flag("--copy", args->copy,
+                    "Copy a snapshot set before the volume is usable, rather than the instant\n"
+                    "restore (usable at once, filled in the background)");
   restore->add_flag("--restoring", args->restoring,
                     "Leave the volume restoring, for `restore apply` and `restore open`");
   AddJsonFlag(restore, args->json);
@@ -361,6 +473,20 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
                                      [a](CommandContext& ctx) { return RunOpen(ctx, *a); });
+    });
+  }
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    CLI::App* cmd = AddCommand(*restore, "resume",
+                               "Attach an instantly restored volume's backup again (after a "
+                               "restart, a crash or a\ncancelled fill) and finish filling it");
+    cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
+    AddPoolArg(cmd, a->pool);
+    AddVolumeArg(cmd, a->volume);
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, &exit_code, &executor] {
+      exit_code = executor.RunOnPool(a->pool, {a->json},
+                                     [a](CommandContext& ctx) { return RunResume(ctx, *a); });
     });
   }
   {
