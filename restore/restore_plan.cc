@@ -81,7 +81,10 @@ Result<std::vector<const BackupSet*>> DataChain(
   return chain;
 }
 
+// "12-40", "12", or "none (at 11)" for an empty range (an incremental with
+// no write since its base).
 std::string LsnRange(uint64_t first, uint64_t last) {
+  if (last < first) return "none (at " + std::to_string(last) + ")";
   return first == last ? std::to_string(first)
                        : std::to_string(first) + "-" + std::to_string(last);
 }
