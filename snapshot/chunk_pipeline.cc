@@ -25,7 +25,8 @@ bool IsVariantOf(std::string_view key, std::string_view base) {
 // Shares an existing object: retained until `until` afterwards, or an error.
 Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t until,
                      ChunkInfo* info) {
-  SNAPDISK_RETURN_IF_ERROR(ChunkPipeline::RetainUntil(store, object.key, until));
+  SNAPDISK_RETURN_IF_ERROR(
+      store.RetainAtLeast(std::span<const std::string>(&object.key, 1), until));
   info->key = object.key;
   info->stored_bytes = object.size_bytes;
   info->new_in_set = false;
@@ -168,19 +169,6 @@ void ChunkPipeline::WorkerLoop() {
     outputs_.push_back(std::move(out));
     output_cv_.notify_all();
   }
-}
-
-Status ChunkPipeline::RetainUntil(WormStore& store, std::string_view key, int64_t until_unix_ns) {
-  Result<WormObjectInfo> head = store.Head(key);
-  if (!head.ok()) return head.status();
-  if (head->retain_until_unix_ns >= until_unix_ns) return Status::OK();
-  Status s = store.ExtendRetention(key, until_unix_ns);
-  if (s.ok()) return s;
-  // Someone may have extended it further meanwhile (an earlier time is then
-  // refused): fine as long as it now lasts long enough.
-  head = store.Head(key);
-  if (head.ok() && head->retain_until_unix_ns >= until_unix_ns) return Status::OK();
-  return s;
 }
 
 Status ChunkPipeline::StoreChunk(WormStore& store, std::span<const std::byte> raw, int zstd_level,

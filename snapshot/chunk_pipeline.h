@@ -97,9 +97,6 @@ class ChunkPipeline {
   static Status StoreChunk(WormStore& store, std::span<const std::byte> raw, int zstd_level,
                            int64_t retain_until_unix_ns, std::vector<std::byte>& encode_buffer,
                            ChunkInfo* info);
-  // Makes `key` retained until at least `until_unix_ns` (never shortens;
-  // NotFound when the object is gone).
-  static Status RetainUntil(WormStore& store, std::string_view key, int64_t until_unix_ns);
 
  private:
   struct Task {
