@@ -23,39 +23,25 @@ bool IsCompleteImage(BackupType type) {
   return type == BackupType::kSnapshot || type == BackupType::kFull;
 }
 
-// The set's extents as block-aligned ranges of the pool's blocks (a set made
-// on a pool with smaller blocks may cover part of a block: the source reads
-// zeros for the rest), merged.
-std::vector<Extent> BlockRanges(const BackupSet& set, uint32_t block_bytes) {
-  std::vector<Extent> out;
-  const uint64_t size = set.volume_size_bytes;
-  for (const ChunkExtent& e : set.extents) {
-    const uint64_t first = e.offset_bytes / block_bytes * block_bytes;
-    const uint64_t end = std::min(
-        (e.offset_bytes + e.length_bytes + block_bytes - 1) / block_bytes * block_bytes, size);
-    if (!out.empty() && first <= out.back().offset_bytes + out.back().length_bytes) {
-      out.back().length_bytes = std::max(out.back().offset_bytes + out.back().length_bytes, end) -
-                                out.back().offset_bytes;
-    } else {
-      out.push_back(Extent{first, end - first, false});
-    }
-  }
-  return out;
-}
-
-std::string EncodeAttribute(const LazyRestoreOptions& options, const BackupSet& set) {
+// The attribute names the set and how to recognise it: by its restore
+// index's hash (a fast start read only that), or its manifest's (a set
+// without an index).
+std::string EncodeAttribute(const LazyRestoreOptions& options, const std::string& set_id,
+                            const std::string& index_sha256, const std::string& manifest_sha256) {
   Json j;
   j["format"] = kAttributeFormat;
   j["version"] = 1;
   j["store"] = options.store_locator;
-  j["set"] = set.id;
-  j["manifest_sha256"] = set.sha256;
+  j["set"] = set_id;
+  if (!index_sha256.empty()) j["index_sha256"] = index_sha256;
+  if (!manifest_sha256.empty()) j["manifest_sha256"] = manifest_sha256;
   return j.dump();
 }
 
 struct SourceAttribute {
   std::string store;
   std::string set;
+  std::string index_sha256;     // one of these two
   std::string manifest_sha256;
 };
 
@@ -66,25 +52,51 @@ Result<SourceAttribute> DecodeAttribute(std::string_view text, std::string_view 
   };
   const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return bad("is not a JSON object");
-  auto text_field = [&](const char* name, std::string* out) -> Status {
+  auto text_field = [&](const char* name, std::string* out, bool required) -> Status {
     auto it = j.find(name);
+    if (it == j.end() && !required) return Status::OK();
     if (it == j.end() || !it->is_string())
       return bad(std::string("has no string \"") + name + "\"");
     *out = it->get<std::string>();
     return Status::OK();
   };
   std::string format;
-  SNAPDISK_RETURN_IF_ERROR(text_field("format", &format));
+  SNAPDISK_RETURN_IF_ERROR(text_field("format", &format, true));
   auto version = j.find("version");
   if (format != kAttributeFormat || version == j.end() || !version->is_number_integer() ||
       version->get<int64_t>() != 1) {
     return bad("is not version 1 of " + std::string(kAttributeFormat));
   }
   SourceAttribute a;
-  SNAPDISK_RETURN_IF_ERROR(text_field("store", &a.store));
-  SNAPDISK_RETURN_IF_ERROR(text_field("set", &a.set));
-  SNAPDISK_RETURN_IF_ERROR(text_field("manifest_sha256", &a.manifest_sha256));
+  SNAPDISK_RETURN_IF_ERROR(text_field("store", &a.store, true));
+  SNAPDISK_RETURN_IF_ERROR(text_field("set", &a.set, true));
+  SNAPDISK_RETURN_IF_ERROR(text_field("index_sha256", &a.index_sha256, false));
+  SNAPDISK_RETURN_IF_ERROR(text_field("manifest_sha256", &a.manifest_sha256, a.index_sha256.empty()));
   return a;
+}
+
+// The source of set `set_id`: through its restore index when it has one
+// (reads the index's top only), else through its manifest. NotFound naming
+// the set; InvalidArgument for a set that is not a complete image.
+Result<std::shared_ptr<BackupSetSource>> OpenSource(WormStore& store, std::string_view set_id,
+                                                   uint32_t cached_chunks,
+                                                   std::string* index_sha256,
+                                                   std::string* manifest_sha256) {
+  Result<RestoreIndex> index = FindRestoreIndex(store, set_id);
+  if (index.ok()) {
+    *index_sha256 = index->sha256;
+    return std::make_shared<BackupSetSource>(store, *std::move(index), cached_chunks);
+  }
+  if (!index.status().IsNotFound()) return index.status();
+  SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, set_id));
+  if (!IsCompleteImage(set.type)) {
+    return Status::InvalidArgument(
+        "set " + set.id + " is a " + BackupTypeName(set.type) +
+        " backup: a lazy restore needs a complete image (a snapshot or full set)" +
+        (set.type == BackupType::kLog ? std::string() : "; restore its chain instead"));
+  }
+  *manifest_sha256 = set.sha256;
+  return std::make_shared<BackupSetSource>(store, set, cached_chunks);
 }
 
 Status ValidateOptions(const LazyRestoreOptions& o) {
@@ -115,63 +127,135 @@ const char* HydrationJobStateName(HydrationJobState state) {
 
 // ---- BackupSetSource ----------------------------------------------------------------
 
-BackupSetSource::BackupSetSource(WormStore& store, BackupSet set, uint32_t cached_chunks)
-    : store_(store), set_(std::move(set)), cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
-  std::unordered_map<std::string, size_t> by_hash;
-  for (size_t i = 0; i < set_.chunks.size(); ++i) by_hash.emplace(set_.chunks[i].hash, i);
-  extent_chunk_.reserve(set_.extents.size());
-  for (const ChunkExtent& e : set_.extents) {
+BackupSetSource::BackupSetSource(WormStore& store, RestoreIndex index, uint32_t cached_chunks)
+    : store_(store),
+      set_id_(index.id),
+      volume_size_bytes_(index.volume_size_bytes),
+      page_refs_(index.pages),
+      pages_(index.pages.size()),
+      cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
+  index_ = std::move(index);
+}
+
+BackupSetSource::BackupSetSource(WormStore& store, const BackupSet& set, uint32_t cached_chunks)
+    : store_(store),
+      set_id_(set.id),
+      volume_size_bytes_(set.volume_size_bytes),
+      cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
+  // One in-memory page holding every extent of the manifest.
+  if (set.extents.empty()) return;
+  auto page = std::make_unique<RestoreIndexPage>();
+  page->chunks = set.chunks;
+  std::unordered_map<std::string_view, uint32_t> by_hash;
+  for (size_t i = 0; i < set.chunks.size(); ++i) {
+    by_hash.emplace(set.chunks[i].hash, static_cast<uint32_t>(i));
+  }
+  page->extents.reserve(set.extents.size());
+  for (const ChunkExtent& e : set.extents) {
     auto it = by_hash.find(e.chunk);
     // DecodeManifest guarantees every extent names one of the set's chunks.
     SNAPDISK_CHECK(it != by_hash.end(), "a manifest's extents name its chunks");
-    extent_chunk_.push_back(it->second);
+    page->extents.push_back({e.offset_bytes, e.length_bytes, it->second, e.chunk_offset_bytes});
   }
+  RestoreIndexPageRef ref;
+  ref.first_offset_bytes = set.extents.front().offset_bytes;
+  ref.end_offset_bytes = set.extents.back().offset_bytes + set.extents.back().length_bytes;
+  ref.extents = static_cast<uint32_t>(set.extents.size());
+  page_refs_.push_back(ref);
+  pages_.push_back(std::move(page));
 }
 
-Result<const std::vector<std::byte>*> BackupSetSource::Chunk(size_t index) {
+BackupSetSource::~BackupSetSource() = default;
+
+std::vector<Extent> BackupSetSource::DataRanges(uint32_t block_bytes) const {
+  std::vector<Extent> out;
+  auto add = [&](uint64_t offset, uint64_t end) {
+    // A set made on a pool with smaller blocks may cover part of a block:
+    // the source reads zeros for the rest.
+    const uint64_t first = offset / block_bytes * block_bytes;
+    end = std::min((end + block_bytes - 1) / block_bytes * block_bytes, volume_size_bytes_);
+    if (!out.empty() && first <= out.back().offset_bytes + out.back().length_bytes) {
+      out.back().length_bytes = std::max(out.back().offset_bytes + out.back().length_bytes, end) -
+                                out.back().offset_bytes;
+    } else {
+      out.push_back(Extent{first, end - first, false});
+    }
+  };
+  if (index_) {
+    for (const RestoreIndexPageRef& p : page_refs_) add(p.first_offset_bytes, p.end_offset_bytes);
+  } else if (!pages_.empty()) {
+    for (const RestoreIndexPage::Extent& e : pages_[0]->extents) {
+      add(e.offset_bytes, e.offset_bytes + e.length_bytes);
+    }
+  }
+  return out;
+}
+
+Status BackupSetSource::CheckAgainstManifest() {
+  if (!index_) return Status::OK();
+  SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store_, set_id_));
+  return CheckRestoreIndex(*index_, set);
+}
+
+Result<const RestoreIndexPage*> BackupSetSource::Page(size_t page) {
+  if (pages_[page] == nullptr) {
+    SNAPDISK_ASSIGN_OR_RETURN(RestoreIndexPage read, ReadRestoreIndexPage(store_, *index_, page));
+    pages_[page] = std::make_unique<RestoreIndexPage>(std::move(read));
+  }
+  return pages_[page].get();
+}
+
+Result<const std::vector<std::byte>*> BackupSetSource::Chunk(const ChunkInfo& chunk) {
   for (size_t i = 0; i < cache_.size(); ++i) {
-    if (cache_[i].index != index) continue;
+    if (cache_[i].hash != chunk.hash) continue;
     std::rotate(cache_.begin() + i, cache_.begin() + i + 1, cache_.end());  // most recent last
     return &cache_.back().data;
   }
-  const ChunkInfo& chunk = set_.chunks[index];
   SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> data,
-                            ReadChunk(store_, chunk, "set " + set_.id));
+                            ReadChunk(store_, chunk, "set " + set_id_));
   chunks_read_.fetch_add(1);
   store_bytes_read_.fetch_add(chunk.stored_bytes);
   if (cache_.size() >= cached_chunks_) cache_.erase(cache_.begin());
-  cache_.push_back(Cached{index, std::move(data)});
+  cache_.push_back(Cached{chunk.hash, std::move(data)});
   return &cache_.back().data;
 }
 
 Status BackupSetSource::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   const uint64_t end = offset_bytes + out.size();
-  if (end < offset_bytes || end > set_.volume_size_bytes) {
-    return Status::InvalidArgument("set " + set_.id + ": read of " + std::to_string(out.size()) +
+  if (end < offset_bytes || end > volume_size_bytes_) {
+    return Status::InvalidArgument("set " + set_id_ + ": read of " + std::to_string(out.size()) +
                                    " bytes at " + std::to_string(offset_bytes) +
                                    " is beyond its volume's " +
-                                   std::to_string(set_.volume_size_bytes) + " bytes");
+                                   std::to_string(volume_size_bytes_) + " bytes");
   }
   std::memset(out.data(), 0, out.size());  // between extents: zeros
-  // The first extent that ends after offset_bytes (extents are sorted and
-  // disjoint).
-  auto it = std::upper_bound(set_.extents.begin(), set_.extents.end(), offset_bytes,
-                             [](uint64_t offset, const ChunkExtent& e) {
-                               return offset < e.offset_bytes + e.length_bytes;
-                             });
-  for (; it != set_.extents.end() && it->offset_bytes < end; ++it) {
-    const size_t extent = static_cast<size_t>(it - set_.extents.begin());
-    SNAPDISK_ASSIGN_OR_RETURN(const std::vector<std::byte>* data, Chunk(extent_chunk_[extent]));
-    const uint64_t a = std::max(offset_bytes, it->offset_bytes);
-    const uint64_t b = std::min(end, it->offset_bytes + it->length_bytes);
-    const uint64_t in_chunk = it->chunk_offset_bytes + (a - it->offset_bytes);
-    if (in_chunk + (b - a) > data->size()) {
-      return Status::Corruption("set " + set_.id + ": chunk " + it->chunk + " holds " +
-                                std::to_string(data->size()) + " bytes, extent at " +
-                                std::to_string(it->offset_bytes) + " needs " +
-                                std::to_string(in_chunk + (b - a)));
+  // Pages, and extents in a page, are sorted and disjoint: start at the
+  // first that ends after offset_bytes.
+  auto ref = std::upper_bound(page_refs_.begin(), page_refs_.end(), offset_bytes,
+                              [](uint64_t offset, const RestoreIndexPageRef& p) {
+                                return offset < p.end_offset_bytes;
+                              });
+  for (; ref != page_refs_.end() && ref->first_offset_bytes < end; ++ref) {
+    SNAPDISK_ASSIGN_OR_RETURN(const RestoreIndexPage* page,
+                              Page(static_cast<size_t>(ref - page_refs_.begin())));
+    auto it = std::upper_bound(page->extents.begin(), page->extents.end(), offset_bytes,
+                               [](uint64_t offset, const RestoreIndexPage::Extent& e) {
+                                 return offset < e.offset_bytes + e.length_bytes;
+                               });
+    for (; it != page->extents.end() && it->offset_bytes < end; ++it) {
+      const ChunkInfo& chunk = page->chunks[it->chunk];
+      SNAPDISK_ASSIGN_OR_RETURN(const std::vector<std::byte>* data, Chunk(chunk));
+      const uint64_t a = std::max(offset_bytes, it->offset_bytes);
+      const uint64_t b = std::min(end, it->offset_bytes + it->length_bytes);
+      const uint64_t in_chunk = it->chunk_offset_bytes + (a - it->offset_bytes);
+      if (in_chunk + (b - a) > data->size()) {
+        return Status::Corruption("set " + set_id_ + ": chunk " + chunk.hash + " holds " +
+                                  std::to_string(data->size()) + " bytes, extent at " +
+                                  std::to_string(it->offset_bytes) + " needs " +
+                                  std::to_string(in_chunk + (b - a)));
+      }
+      std::memcpy(out.data() + (a - offset_bytes), data->data() + in_chunk, b - a);
     }
-    std::memcpy(out.data() + (a - offset_bytes), data->data() + in_chunk, b - a);
   }
   return Status::OK();
 }
@@ -198,12 +282,21 @@ Status HydrationJob::UpdatePending() {
 }
 
 Status HydrationJob::Begin() {
-  const int64_t now = clock_.NowNs();
-  usable_ns_.store(now);
-  next_fill_ns_ = now;
   SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo info, pool_.GetHydrationInfo(volume_));
   total_bytes_.store(info.pending_bytes);
   pending_bytes_.store(info.pending_bytes);
+  if (info.hydrating && info.source_attached) {
+    // Usable means serving reads: the first read of the set's data (a
+    // pending block, so it comes from the store) is part of the time.
+    const std::vector<Extent> ranges = source_->DataRanges(pool_.block_bytes());
+    SNAPDISK_ASSIGN_OR_RETURN(Volume * volume, pool_.OpenVolume(volume_));
+    std::vector<std::byte> block(pool_.block_bytes());
+    SNAPDISK_RETURN_IF_ERROR(
+        volume->Read(ranges.front().offset_bytes, block).WithContext("the first read"));
+  }
+  const int64_t now = clock_.NowNs();
+  usable_ns_.store(now);
+  next_fill_ns_ = now;
   if (!info.hydrating) {
     // Nothing to copy (an all-zeros set, or hydrated before a crash).
     Status s = pool_.RemoveAttribute(volume_, kHydrationSourceAttribute);
@@ -242,6 +335,13 @@ bool HydrationJob::Step() {
            s.WithContext("hydrating volume '" + volume_ + "' from set " + set_id_));
     return true;
   };
+  if (!manifest_checked_ && source_ != nullptr) {
+    // The link of the hash chain the fast start skipped (once; ~the time
+    // reading the whole manifest takes).
+    if (Status s = source_->CheckAgainstManifest(); !s.ok()) return fail(s);
+    manifest_checked_ = true;
+    return false;
+  }
   Result<uint64_t> filled = pool_.HydrateStep(volume_, options_.step_bytes);
   if (!filled.ok()) return fail(filled.status());
   filled_bytes_.fetch_add(*filled);
@@ -330,32 +430,31 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
   Clock& clock = options.clock != nullptr ? *options.clock : SystemClock::Get();
   const int64_t started = clock.NowNs();
   SNAPDISK_RETURN_IF_ERROR(ValidateOptions(options));
-  SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, set_id));
-  if (!IsCompleteImage(set.type)) {
-    return Status::InvalidArgument(
-        "set " + set.id + " is a " + BackupTypeName(set.type) +
-        " backup: a lazy restore needs a complete image (a snapshot or full set)" +
-        (set.type == BackupType::kLog ? std::string() : "; restore its chain instead"));
-  }
-  SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(new_volume, set.volume_size_bytes, options.profile)
+  std::string index_sha256;
+  std::string manifest_sha256;
+  SNAPDISK_ASSIGN_OR_RETURN(
+      std::shared_ptr<BackupSetSource> source,
+      OpenSource(store, set_id, options.cached_chunks, &index_sha256, &manifest_sha256));
+  const std::string id = source->set_id();
+  SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(new_volume, source->volume_size_bytes(), options.profile)
                                .status()
-                               .WithContext("lazy restore of set " + set.id));
+                               .WithContext("lazy restore of set " + id));
   // From here on an error deletes the new volume again (with its attribute
   // and map): nothing is left behind.
   const std::string volume(new_volume);
   auto undo = [&](const Status& why) {
     (void)pool.DeleteVolume(volume);
-    return why.WithContext("lazy restore of set " + set.id + " into volume '" + volume + "'");
+    return why.WithContext("lazy restore of set " + id + " into volume '" + volume + "'");
   };
-  const std::vector<Extent> ranges = BlockRanges(set, pool.block_bytes());
-  Status s = pool.SetAttribute(volume, kHydrationSourceAttribute, EncodeAttribute(options, set));
+  const std::vector<Extent> ranges = source->DataRanges(pool.block_bytes());
+  Status s = pool.SetAttribute(volume, kHydrationSourceAttribute,
+                               EncodeAttribute(options, id, index_sha256, manifest_sha256));
   if (s.ok()) s = pool.BeginHydration(volume, ranges);
-  auto source = std::make_shared<BackupSetSource>(store, set, options.cached_chunks);
   if (s.ok() && !ranges.empty()) s = pool.AttachHydrationSource(volume, source);
   if (s.ok()) s = pool.Commit();
   if (!s.ok()) return undo(s);
   std::unique_ptr<HydrationJob> job(
-      new HydrationJob(pool, volume, set.id, std::move(source), options, started));
+      new HydrationJob(pool, volume, id, std::move(source), options, started));
   if (Status b = job->Begin(); !b.ok()) return undo(b);
   return job;
 }
@@ -377,19 +476,26 @@ Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool& pool, std::string_vi
   SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo info, pool.GetHydrationInfo(volume));
   std::shared_ptr<BackupSetSource> source;
   if (info.hydrating) {
-    Result<BackupSet> set = FindBackupSet(store, attribute.set);
-    if (!set.ok()) {
-      return set.status().WithContext("volume '" + std::string(volume) + "' hydrates from set " +
-                                      attribute.set + " (store " + attribute.store + ")");
+    const std::string context = "volume '" + std::string(volume) + "' hydrates from set " +
+                                attribute.set + " (store " + attribute.store + ")";
+    std::string index_sha256;
+    std::string manifest_sha256;
+    Result<std::shared_ptr<BackupSetSource>> opened =
+        OpenSource(store, attribute.set, options.cached_chunks, &index_sha256, &manifest_sha256);
+    if (!opened.ok()) return opened.status().WithContext(context);
+    // The set must be the one the volume came from: the same index (or, for
+    // a set without one, the same manifest).
+    const bool by_index = !attribute.index_sha256.empty();
+    const std::string& want = by_index ? attribute.index_sha256 : attribute.manifest_sha256;
+    const std::string& have = by_index ? index_sha256 : manifest_sha256;
+    if (want != have) {
+      return Status::InvalidArgument(
+          context + ": its " + (by_index ? "restore index" : "manifest") + " has sha256 " + want +
+          ", but this store's set " + attribute.set + " has " +
+          (have.empty() ? std::string("none") : have) + ": another store (the volume's is '" +
+          attribute.store + "')");
     }
-    if (set->sha256 != attribute.manifest_sha256) {
-      return Status::InvalidArgument("volume '" + std::string(volume) + "' hydrates from set " +
-                                     attribute.set + " with manifest sha256 " +
-                                     attribute.manifest_sha256 + ", but this store's set " +
-                                     set->id + " has " + set->sha256 +
-                                     ": another store (the volume's is '" + attribute.store + "')");
-    }
-    source = std::make_shared<BackupSetSource>(store, *std::move(set), options.cached_chunks);
+    source = *std::move(opened);
     SNAPDISK_RETURN_IF_ERROR(pool.AttachHydrationSource(volume, source));
   }
   std::unique_ptr<HydrationJob> job(new HydrationJob(pool, std::string(volume), attribute.set,

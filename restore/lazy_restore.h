@@ -10,18 +10,24 @@
 //  - writes, trims and write-zeroes win over the backup's data;
 //  - the HydrationJob it returns copies the rest, lowest offsets first, at a
 //    configurable rate, with progress and an ETA.
-// Work before the volume is usable is O(the set's extents): reading the
-// manifest, creating the volume, writing the map's ranges, one commit — never
-// a pass over the data.
+// Work before the volume is usable does not grow with the set's data: it
+// reads the top of the set's restore index (snapshot/restore_index.h: one
+// small object, a line per GiB of data), creates the volume, writes the
+// map's ranges (one per index page at most), commits once, and serves the
+// first read (one index page, one chunk). The manifest, O(the set's chunks),
+// is read by the job's first Step, which checks that it records the index
+// (a mismatch fails the job with Corruption). A set without an index is
+// started from its manifest: O(its extents) before usable.
 //
 // Which store and set hydrate the volume is kept in its attribute
 // "hydration-source" (JSON: {"format": "snapdisk-hydration-source",
 // "version": 1, "store": <LazyRestoreOptions::store_locator>, "set": <id>,
-// "manifest_sha256": <the set's manifest hash>}), so that after a reopen (or
-// a crash: everything written and flushed stays, nothing hydrated before the
-// last commit is fetched again) ResumeHydration attaches the source again and
-// returns a job that continues where the last commit left off. The attribute
-// goes when the volume is fully hydrated.
+// "index_sha256": <the set's restore index top's hash>} — or, for a set
+// without an index, "manifest_sha256": <its manifest's hash>), so that after
+// a reopen (or a crash: everything written and flushed stays, nothing
+// hydrated before the last commit is fetched again) ResumeHydration attaches
+// the source again and returns a job that continues where the last commit
+// left off. The attribute goes when the volume is fully hydrated.
 //
 // Which sets: snapshot sets and full backups, whose extents are the complete
 // image. A differential or incremental set needs its chain (restore it with
@@ -43,6 +49,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,6 +62,7 @@
 #include "engine/pool.h"
 #include "engine/worm_store.h"
 #include "snapshot/backup_set.h"
+#include "snapshot/restore_index.h"
 
 namespace snapdisk {
 
@@ -86,29 +94,49 @@ struct LazyRestoreOptions {
 };
 
 // A HydrationSource over one complete-image backup set: the bytes of its
-// extents, zeros between them. Reads chunks only through ReadChunk (so every
-// chunk is checked against its content hash): a damaged chunk fails the read
-// with Corruption naming the set and the chunk, a store error with the
-// store's code, in context. Keeps the last `cached_chunks` decoded chunks.
-// Counters are readable from any thread. `store` must outlive the source.
+// extents, zeros between them. It finds extents through the set's restore
+// index (snapshot/restore_index.h), reading a page of it when a read first
+// needs one, so it starts after reading the index's top only; a set without
+// an index is served from its manifest, all in memory. Reads chunks only
+// through ReadChunk (so every chunk is checked against its content hash): a
+// damaged chunk or index page fails the read with Corruption naming the set,
+// a store error with the store's code, in context. Keeps the last
+// `cached_chunks` decoded chunks and every index page it read (O(extents)
+// at most, as the manifest). Counters are readable from any thread. `store`
+// must outlive the source.
 class BackupSetSource final : public HydrationSource {
  public:
-  BackupSetSource(WormStore& store, BackupSet set, uint32_t cached_chunks);
+  BackupSetSource(WormStore& store, RestoreIndex index, uint32_t cached_chunks);
+  BackupSetSource(WormStore& store, const BackupSet& set, uint32_t cached_chunks);
+  ~BackupSetSource() override;
   Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
 
-  const BackupSet& set() const { return set_; }
+  const std::string& set_id() const { return set_id_; }
+  uint64_t volume_size_bytes() const { return volume_size_bytes_; }
+  // Where the set may hold data, as block-aligned, merged ranges: the spans
+  // of its index pages (holes inside a span read as zeros), or of its
+  // extents. O(pages) with an index.
+  std::vector<Extent> DataRanges(uint32_t block_bytes) const;
+  // With an index: reads the set's manifest and checks that it records this
+  // index (CheckRestoreIndex) — the link of the hash chain a fast start
+  // skips. OK at once without one (the manifest was read already).
+  Status CheckAgainstManifest();
   uint64_t chunks_read() const { return chunks_read_.load(); }
   uint64_t store_bytes_read() const { return store_bytes_read_.load(); }  // chunk objects
 
  private:
-  Result<const std::vector<std::byte>*> Chunk(size_t index);
+  Result<const RestoreIndexPage*> Page(size_t page);
+  Result<const std::vector<std::byte>*> Chunk(const ChunkInfo& chunk);
 
   WormStore& store_;
-  const BackupSet set_;
+  const std::string set_id_;
+  const uint64_t volume_size_bytes_;
+  std::optional<RestoreIndex> index_;           // none: pages_ came from the manifest
+  std::vector<RestoreIndexPageRef> page_refs_;  // the pages' spans, in order
+  std::vector<std::unique_ptr<RestoreIndexPage>> pages_;  // null: not read yet
   const uint32_t cached_chunks_;
-  std::vector<size_t> extent_chunk_;  // per extent: its index in set_.chunks
   struct Cached {
-    size_t index = 0;
+    std::string hash;
     std::vector<std::byte> data;
   };
   std::vector<Cached> cache_;  // most recently used last
@@ -170,8 +198,8 @@ class HydrationJob {
   HydrationJob(Pool& pool, std::string volume, std::string set_id,
                std::shared_ptr<BackupSetSource> source, const LazyRestoreOptions& options,
                int64_t started_ns);
-  // The volume is usable from now: take the map's figures (or finish at
-  // once when nothing is pending).
+  // Serves the first read of the set's data (the end of "usable"), then
+  // takes the map's figures (or finishes at once when nothing is pending).
   Status Begin();
   void Finish(HydrationJobState state, Status status);
   Status UpdatePending();
@@ -185,6 +213,7 @@ class HydrationJob {
   const int64_t started_ns_;
   int64_t next_fill_ns_ = 0;
   uint64_t since_commit_bytes_ = 0;
+  bool manifest_checked_ = false;  // the first Step checks the index against the manifest
   Status result_;
   bool finished_ = false;
   std::atomic<bool> cancel_requested_{false};
@@ -212,7 +241,7 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
 // crash, or a cancelled job) and returns a job that finishes its hydration.
 // NotFound when the volume has no "hydration-source" attribute or the store
 // has no such set; InvalidArgument when the store's set is not the one the
-// volume was restored from (another manifest hash). A volume found fully
+// volume was restored from (another index or manifest hash). A volume found fully
 // hydrated gets its attribute removed and a job that is done at once.
 Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool& pool, std::string_view volume,
                                                       WormStore& store,

@@ -25,6 +25,7 @@
 
 #include "snapshot/chunk_pipeline.h"
 #include "snapshot/log_backup.h"
+#include "snapshot/restore_index.h"
 
 namespace snapdisk {
 
@@ -978,6 +979,7 @@ Status ExtendBackupSet(WormStore& store, std::string_view id, int64_t until_unix
   std::vector<std::string> keys;
   for (const BackupSet& s : chain) {
     if (done.insert(s.key).second) keys.push_back(s.key);
+    for (std::string& k : RestoreIndexKeys(s)) keys.push_back(std::move(k));
     for (const ChunkInfo& c : s.chunks) {
       if (done.insert(c.key).second) keys.push_back(c.key);
     }

@@ -18,6 +18,7 @@
 #include <unordered_set>
 
 #include "engine/names.h"
+#include "snapshot/restore_index.h"
 
 namespace snapdisk {
 
@@ -64,20 +65,22 @@ std::string Seq10(uint64_t sequence) {
   return digits;
 }
 
-// "sets/<volume>/<seq:010>-<id>.json" -> its parts; false for other keys.
+// "sets/<volume>/<seq:010>-<id><suffix>" -> its parts; false for other keys.
+// Suffix ".json": a manifest; ".idx": a restore index's top
+// (snapshot/restore_index.h).
+constexpr std::string_view kManifestSuffix = ".json";
 struct ManifestKeyParts {
   std::string volume;
   uint64_t sequence = 0;
   std::string id;
 };
-bool ParseManifestKey(std::string_view key, ManifestKeyParts* parts) {
+bool ParseSetKey(std::string_view key, std::string_view suffix, ManifestKeyParts* parts) {
   constexpr std::string_view kPrefix = "sets/";
-  constexpr std::string_view kSuffix = ".json";
-  if (key.size() <= kPrefix.size() + kSuffix.size() || key.substr(0, kPrefix.size()) != kPrefix ||
-      key.substr(key.size() - kSuffix.size()) != kSuffix) {
+  if (key.size() <= kPrefix.size() + suffix.size() || key.substr(0, kPrefix.size()) != kPrefix ||
+      key.substr(key.size() - suffix.size()) != suffix) {
     return false;
   }
-  std::string_view rest = key.substr(kPrefix.size(), key.size() - kPrefix.size() - kSuffix.size());
+  std::string_view rest = key.substr(kPrefix.size(), key.size() - kPrefix.size() - suffix.size());
   const size_t slash = rest.find('/');
   if (slash == std::string_view::npos || slash == 0) return false;
   std::string_view file = rest.substr(slash + 1);
@@ -93,6 +96,9 @@ bool ParseManifestKey(std::string_view key, ManifestKeyParts* parts) {
   parts->sequence = sequence;
   parts->id = std::string(id);
   return true;
+}
+bool ParseManifestKey(std::string_view key, ManifestKeyParts* parts) {
+  return ParseSetKey(key, kManifestSuffix, parts);
 }
 
 // ---- JSON field access without exceptions --------------------------------
@@ -215,6 +221,18 @@ Status DecodeManifestJson(const Json& j, std::string_view key, BackupSet* set) {
   SNAPDISK_RETURN_IF_ERROR(r.Str("prev_sha256", &set->prev_sha256));
   if (!set->prev_sha256.empty() && !IsLowerHex(set->prev_sha256, 64)) {
     return r.Bad("prev_sha256", "is not 64 lowercase hex digits");
+  }
+  if (const Json* index = r.Find("restore_index"); index != nullptr) {
+    if (!index->is_object()) return r.Bad("restore_index", "is not an object");
+    FieldReader ir(*index, key);
+    SNAPDISK_RETURN_IF_ERROR(ir.U64("pages", &set->restore_index_pages).WithContext("restore_index"));
+    SNAPDISK_RETURN_IF_ERROR(
+        ir.Str("sha256", &set->restore_index_sha256).WithContext("restore_index"));
+    SNAPDISK_RETURN_IF_ERROR(
+        ir.Str("nonce", &set->restore_index_nonce).WithContext("restore_index"));
+    if (!IsLowerHex(set->restore_index_sha256, 64) || !IsLowerHex(set->restore_index_nonce, 16)) {
+      return r.Bad("restore_index", "sha256 or nonce is not 64 or 16 lowercase hex digits");
+    }
   }
 
   // Chunks.
@@ -459,6 +477,11 @@ std::string EncodeManifest(const BackupSet& set) {
     zeros.push_back(OrderedJson::array({z.offset_bytes, z.length_bytes}));
   }
   j["zero_extents"] = std::move(zeros);
+  if (!set.restore_index_sha256.empty()) {
+    j["restore_index"] = OrderedJson{{"pages", set.restore_index_pages},
+                                     {"sha256", set.restore_index_sha256},
+                                     {"nonce", set.restore_index_nonce}};
+  }
   j["prev_sha256"] = set.prev_sha256;
   return j.dump();
 }
@@ -622,7 +645,8 @@ Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view
   return sets;
 }
 
-Result<BackupSet> FindBackupSet(WormStore& store, std::string_view id) {
+Result<WormObjectInfo> FindSetObject(WormStore& store, std::string_view id,
+                                     std::string_view suffix) {
   uint64_t sequence = 0;
   if (id.size() < 2 || !ParseU64(id.substr(1), &sequence) || sequence == 0 ||
       std::string_view("SFDIL").find(id[0]) == std::string_view::npos) {
@@ -632,28 +656,32 @@ Result<BackupSet> FindBackupSet(WormStore& store, std::string_view id) {
   }
   Result<std::vector<WormObjectInfo>> objects = store.List("sets/");
   if (!objects.ok()) return objects.status().WithContext("listing backup sets");
-  const std::string file = "/" + Seq10(sequence) + "-" + std::string(id) + ".json";
-  for (const WormObjectInfo& o : *objects) {
-    if (o.key.size() < file.size() ||
-        o.key.compare(o.key.size() - file.size(), file.size(), file) != 0) {
-      continue;
-    }
+  const std::string file = "/" + Seq10(sequence) + "-" + std::string(id) + std::string(suffix);
+  for (WormObjectInfo& o : *objects) {
     ManifestKeyParts parts;
-    if (!ParseManifestKey(o.key, &parts)) continue;
-    Result<std::vector<std::byte>> bytes = store.Get(o.key);
-    if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
-    const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-    Result<BackupSet> set = DecodeManifest(json, o.key);
-    if (!set.ok()) return set.status();
-    if (ManifestKey(*set) != o.key) {
-      return Status::Corruption("manifest '" + o.key + "' describes set " + set->id +
-                                " of volume '" + set->volume + "'");
+    if (o.key.size() >= file.size() &&
+        o.key.compare(o.key.size() - file.size(), file.size(), file) == 0 &&
+        ParseSetKey(o.key, suffix, &parts)) {
+      return std::move(o);
     }
-    set->retain_until_unix_ns = o.retain_until_unix_ns;
-    set->sha256 = Sha256Hex(*bytes);
-    return set;
   }
   return Status::NotFound("no backup set '" + std::string(id) + "' in the store");
+}
+
+Result<BackupSet> FindBackupSet(WormStore& store, std::string_view id) {
+  SNAPDISK_ASSIGN_OR_RETURN(WormObjectInfo o, FindSetObject(store, id, kManifestSuffix));
+  Result<std::vector<std::byte>> bytes = store.Get(o.key);
+  if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
+  const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+  Result<BackupSet> set = DecodeManifest(json, o.key);
+  if (!set.ok()) return set.status();
+  if (ManifestKey(*set) != o.key) {
+    return Status::Corruption("manifest '" + o.key + "' describes set " + set->id +
+                              " of volume '" + set->volume + "'");
+  }
+  set->retain_until_unix_ns = o.retain_until_unix_ns;
+  set->sha256 = Sha256Hex(*bytes);
+  return set;
 }
 
 Result<uint64_t> NextBackupSequence(WormStore& store) {
@@ -712,6 +740,8 @@ Status PutManifest(WormStore& store, BackupSet& set) {
     if (!bytes.ok()) return bytes.status().WithContext("reading the previous manifest");
     set.prev_sha256 = Sha256Hex(*bytes);
   }
+  Result<std::string> index_top = PutRestoreIndexPages(store, set);
+  if (!index_top.ok()) return index_top.status().WithContext("putting the restore index");
   const std::string json = EncodeManifest(set);
   const std::string key = ManifestKey(set);
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(json.data()),
@@ -719,6 +749,10 @@ Status PutManifest(WormStore& store, BackupSet& set) {
   SNAPDISK_RETURN_IF_ERROR(store.Put(key, bytes, set.retain_until_unix_ns));
   set.key = key;
   set.sha256 = Sha256Hex(bytes);
+  // The set is visible and complete now; its index top only speeds up
+  // instant restores, which read the manifest when it is missing, so a
+  // failed put of it does not fail the set.
+  if (!index_top->empty()) (void)PutRestoreIndexTop(store, set, *index_top);
   return Status::OK();
 }
 

@@ -39,6 +39,8 @@
 //                "new": true, "key": "chunks/.../<hash>.1" /* optional */}],
 //    "extents": [[offset_bytes, length_bytes, chunk_index, chunk_offset_bytes]],
 //    "zero_extents": [[offset_bytes, length_bytes]],
+//    "restore_index": {"pages": N, "sha256": "<64 hex>",      // optional
+//                      "nonce": "<16 hex>"},
 //    "prev_sha256": "<64 hex>" or ""}
 // `chunk_index` indexes "chunks" (it keeps large manifests small). Extents and
 // zero extents are sorted by offset, non-empty, do not overlap each other and
@@ -54,6 +56,9 @@
 //    ranges that became zeros (trimmed) since then.
 //  - Log segments hold records, not ranges: chunks of a record stream (see
 //    snapshot/log_backup.h); `extents` is empty.
+//  - Snapshot and full sets also have a restore index (the same extents in
+//    pages, for instant restores: snapshot/restore_index.h); "restore_index"
+//    records its page count and the SHA-256 of its top object.
 //
 // Thread safety: free functions are pure; safe from any thread.
 #pragma once
@@ -132,6 +137,10 @@ struct BackupSet {
   std::vector<ChunkExtent> extents;
   std::vector<ZeroExtent> zero_extents;
   std::string prev_sha256;  // the volume's previous manifest, "" for the first
+  // The set's restore index (snapshot/restore_index.h); empty: none.
+  uint64_t restore_index_pages = 0;
+  std::string restore_index_sha256;  // of its top object
+  std::string restore_index_nonce;   // in its page keys
   // From the manifest object (not in the JSON): its key, retention and hash.
   std::string key;
   int64_t retain_until_unix_ns = 0;
@@ -171,6 +180,11 @@ Result<std::vector<std::byte>> ReadChunk(WormStore& store, const ChunkInfo& chun
 Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view volume = {});
 // NotFound naming the id.
 Result<BackupSet> FindBackupSet(WormStore& store, std::string_view id);
+// The object "sets/<volume>/<seq>-<id><suffix>" of set `id` (".json": its
+// manifest), found by listing "sets/" (no object is read). NotFound naming
+// the id, InvalidArgument for a malformed id.
+Result<WormObjectInfo> FindSetObject(WormStore& store, std::string_view id,
+                                     std::string_view suffix);
 // The next free sequence number in the store: above every manifest in it and
 // every number reserved in this process (below) and not yet released.
 Result<uint64_t> NextBackupSequence(WormStore& store);
@@ -189,9 +203,13 @@ Result<uint64_t> ReserveBackupSequence(WormStore& store, std::string_view volume
 void ReleaseBackupSequence(WormStore& store, std::string_view volume, uint64_t sequence);
 // Puts a manifest as the newest of its volume: sets `set.prev_sha256` to the
 // SHA-256 of the volume's newest manifest object in the store (by sequence),
-// encodes it, puts it retained until set.retain_until_unix_ns, and fills
-// set.key and set.sha256. Manifest puts of this process are serialized. The
-// store's error on failure (then nothing was put).
+// puts the pages of the set's restore index (snapshot and full sets:
+// snapshot/restore_index.h), encodes the manifest, puts it retained until
+// set.retain_until_unix_ns, fills set.key and set.sha256, and last puts the
+// index's top (a failure there is ignored: restores then read the manifest).
+// Manifest puts of this process are serialized. The store's error on
+// failure (then no manifest was put; index pages may have been, under keys
+// no later set uses).
 Status PutManifest(WormStore& store, BackupSet& set);
 
 }  // namespace snapdisk

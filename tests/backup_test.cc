@@ -627,8 +627,10 @@ TEST_F(BackupTest, SecondFullOfUnchangedDataStoresNoNewChunks) {
   store_->AdvanceNs(kDayNs);
   BackupSet f2 = MustBackup("vol", BackupMethod::kFull);
   EXPECT_EQ(f2.stored_bytes, 0u);
-  EXPECT_EQ(store_->counters().puts, puts + 1);  // the manifest only
-  EXPECT_EQ(store_->object_count(), objects + 1);
+  // The manifest and the restore index (its pages and top) only.
+  EXPECT_EQ(f2.restore_index_pages, 1u);
+  EXPECT_EQ(store_->counters().puts, puts + 3);
+  EXPECT_EQ(store_->object_count(), objects + 3);
   EXPECT_EQ(f2.chunks.size(), f1.chunks.size());
   for (const ChunkInfo& c : f2.chunks) {
     EXPECT_FALSE(c.new_in_set);
