@@ -117,6 +117,34 @@ TEST_F(CliDiffTest, ChainRoundTripsWithJsonSummaries) {
   EXPECT_EQ(json::parse(r.out, nullptr, false)["error"]["code"], "AlreadyExists") << r.out;
 }
 
+// The migration from RBD: a raw image of the first snapshot imported as the
+// full (`import --snapshot`), then the diff stream from it.
+TEST_F(CliDiffTest, ARawImageAndItsDiffsMigrateAVolume) {
+  const std::string raw = dir_.File("snap1.raw");
+  const std::string incr = dir_.File("incr.diff");
+  CliResult r = RunCli({"export", pool_, "src@snap1", raw});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  RunJson({"export-diff", pool_, "src@snap2", incr, "--from-snap", "snap1"});
+  json doc = RunJson({"import", pool_, "mig", raw, "--snapshot", "snap1"});
+  EXPECT_EQ(doc["snapshot"], "snap1");
+  r = RunCli({"import-diff", pool_, "mig", incr});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto pf = PoolFile::Open(pool_);
+  ASSERT_TRUE(pf.ok()) << pf.status().ToString();
+  Pool& pool = (*pf)->pool();
+  EXPECT_EQ(snapdisk::testing::CompareVolumes(**pool.OpenSnapshot("src", "snap1"),
+                                              **pool.OpenSnapshot("mig", "snap1")),
+            "");
+  EXPECT_EQ(snapdisk::testing::CompareVolumes(**pool.OpenSnapshot("src", "snap2"),
+                                              **pool.OpenVolume("mig")),
+            "");
+  ASSERT_TRUE((*pf)->Close().ok());
+  // A bad snapshot name is refused before anything is imported.
+  r = RunCli({"import", pool_, "mig2", raw, "--snapshot", "a/b"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(RunCli({"volume", "info", pool_, "mig2"}).exit_code, 3);
+}
+
 TEST_F(CliDiffTest, RefusalsHaveTheirExitCodes) {
   const std::string out = dir_.File("s.diff");
   ASSERT_EQ(RunCli({"export-diff", pool_, "src@snap1", out}).exit_code, 0);

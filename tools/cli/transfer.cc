@@ -440,6 +440,9 @@ int ImportImage(CommandContext& ctx, const ImportArgs& args) {
       s = importer.FromStream();
     }
   }
+  if (s.ok() && !args.snapshot.empty()) {
+    s = pool.CreateSnapshot(args.volume, args.snapshot).status();
+  }
   if (s.ok()) s = pool.Commit();
   ctx.out().ProgressEnd();
   if (!s.ok()) {
@@ -455,13 +458,19 @@ int ImportImage(CommandContext& ctx, const ImportArgs& args) {
   const double seconds = static_cast<double>(MonotonicNs() - start_ns) / 1e9;
   if (ctx.json()) {
     ctx.PrintJson({{"volume", VolumeJson(*info)},
+                   {"snapshot", args.snapshot.empty() ? nlohmann::ordered_json(nullptr)
+                                                      : nlohmann::ordered_json(args.snapshot)},
                    {"image_bytes", importer.read_bytes()},
                    {"written_bytes", importer.data_bytes()},
                    {"seconds", seconds}});
   } else {
     ctx.Print("Imported " + HumanBytes(importer.read_bytes()) + " into volume '" + args.volume +
               "' (" + HumanBytes(info->size_bytes) + ", " + HumanBytes(importer.data_bytes()) +
-              " of data, the rest holes) in " + HumanSeconds(seconds) + "\n");
+              " of data, the rest holes) in " + HumanSeconds(seconds) +
+              (args.snapshot.empty() ? std::string()
+                                     : "; created snapshot '" + args.volume + "@" +
+                                           args.snapshot + "'") +
+              "\n");
   }
   return kExitOk;
 }

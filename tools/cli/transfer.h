@@ -34,6 +34,9 @@ struct ImportArgs {
   std::string file;  // "-": stdin
   EssdLevel profile = EssdLevel::kUnlimited;
   uint64_t size_bytes = 0;  // 0: the image's size
+  // Not empty: a snapshot of the imported volume with this name, taken in
+  // the import's commit (an RBD export-diff stream from it applies next).
+  std::string snapshot;
 };
 int ImportImage(CommandContext& ctx, const ImportArgs& args);
 

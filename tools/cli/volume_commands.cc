@@ -15,6 +15,7 @@ struct VolumeArgs {
   std::string size;
   std::string profile = "unlimited";
   std::string file;
+  std::string snapshot;  // import --snapshot
   std::string log = "on";
   bool json = false;
 };
@@ -203,7 +204,10 @@ void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor) {
         app, "import",
         "Import a raw disk image into a new volume of the image's size (which must be a\n"
         "multiple of 512 bytes, or give --size); holes and all-zero blocks stay unallocated.\n"
-        "FILE - reads stdin. A failed or interrupted import leaves no volume behind.");
+        "FILE - reads stdin. A failed or interrupted import leaves no volume behind.\n"
+        "Migrating from Ceph RBD: `rbd export IMG@S1 raw`, then `snapdisk import POOL VOL\n"
+        "raw --snapshot S1`, then `snapdisk import-diff POOL VOL` each `rbd export-diff\n"
+        "--from-snap` stream in order.");
     AddPoolArg(cmd, args->pool);
     AddVolumeArg(cmd, args->volume, "Name of the new volume");
     cmd->add_option("FILE", args->file, "Raw image file, or - for stdin")->required();
@@ -215,6 +219,11 @@ void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "ESSD performance level of the new volume: PL0..PL3 or unlimited (default)")
         ->check(ProfileValidator())
         ->type_name("PL0|PL1|PL2|PL3|unlimited");
+    cmd->add_option("--snapshot", args->snapshot,
+                    "Take a snapshot with this name of the imported volume (the from-snapshot\n"
+                    "of the RBD diff streams to import next)")
+        ->check(NameValidator("snapshot name"))
+        ->type_name("NAME");
     AddJsonFlag(cmd, args->json);
     cmd->callback([args, &exit_code, &executor] {
       JobOptions options{args->json};
@@ -225,6 +234,7 @@ void AddVolumeCommands(CLI::App& app, int& exit_code, Executor& executor) {
         import.file = args->file;
         import.profile = ParseEssdLevel(args->profile).value();
         import.size_bytes = args->size.empty() ? 0 : SizeOf(args->size);
+        import.snapshot = args->snapshot;
         return ImportImage(ctx, import);
       });
     });
