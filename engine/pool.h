@@ -246,6 +246,18 @@ class Pool {
   // NotFound when unset.
   Result<std::string> GetAttribute(std::string_view volume, std::string_view key);
   Status RemoveAttribute(std::string_view volume, std::string_view key);
+  // The write fence: while a volume has the attribute kWriteFenceAttribute
+  // ("write-fence"), Volume::Submit refuses its writes, trims and
+  // write-zeroes with PermissionDenied "volume 'V': OP at offset O length L
+  // refused: VALUE" (synchronously, no callback); reads and flushes are
+  // served. VALUE says why (restore/restore_apply.h fences a volume while it
+  // is restoring). Being an attribute, the fence is committed with
+  // everything else, so it survives reopen and crash and binds every user of
+  // the pool; requests accepted before it was set still complete. Writes
+  // through a handle marked Volume::SetWriteFenceExempt (the fence's owner)
+  // pass. Catalog operations (grow, snapshot, clone, rollback, delete) and
+  // HydrateStep are not fenced. Cost per write: one hash lookup.
+  static constexpr char kWriteFenceAttribute[] = "write-fence";
 
   // ---- Hydration: instant restore (engine/hydration.cc, engine/hydration.h) ----
   // A volume can carry a *hydration map*: blocks whose data must still come

@@ -96,6 +96,9 @@ Status Volume::Submit(VolumeRequest& request) {
       return bad("no data buffer");
     }
   }
+  if (request.op != VolumeOp::kRead && request.op != VolumeOp::kFlush) {
+    SNAPDISK_RETURN_IF_ERROR(CheckWriteFence(request));
+  }
   if (pool_.requests_in_flight_ >= pool_.options_.max_requests) {
     return Status::Busy("pool has " + std::to_string(pool_.requests_in_flight_) +
                         " requests in flight (the limit)");
@@ -221,6 +224,22 @@ Result<std::vector<Extent>> Volume::MapExtents(uint64_t offset_bytes, uint64_t l
   if (!s.ok()) return s.WithContext("volume '" + name() + "'");
   add(end, true);
   return out;
+}
+
+Status Volume::CheckWriteFence(const VolumeRequest& request) {
+  if (fence_exempt_count_ > 0 || read_only()) return Status::OK();
+  if (fence_key_.empty()) {
+    fence_key_ = Pool::AuxKey(Pool::Kind::kAttribute, id_, Pool::kWriteFenceAttribute);
+  }
+  if (!pool_.aux_by_key_.count(fence_key_)) return Status::OK();
+  // Fenced: the refusal carries the fence's reason.
+  Result<std::string> why = pool_.GetAttribute(name(), Pool::kWriteFenceAttribute);
+  return Status::PermissionDenied(
+      "volume '" + name() + "': " + VolumeOpName(request.op) + " at offset " +
+      std::to_string(request.offset_bytes) + " length " + std::to_string(request.length_bytes) +
+      " refused: " +
+      (why.ok() ? *why : "it is write-fenced (the fence's reason cannot be read: " +
+                             why.status().ToString() + ")"));
 }
 
 Status Volume::SubmitAndWait(VolumeRequest& request) {

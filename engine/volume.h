@@ -81,10 +81,17 @@ class Volume {
   // and delete are refused with Busy while any user holds it.
   void SetInUse(bool in_use) { in_use_count_ += in_use ? 1 : -1; }
   bool in_use() const { return in_use_count_ > 0; }
+  // Lets this handle's writes, trims and write-zeroes through the volume's
+  // write fence (Pool::kWriteFenceAttribute) while any holder keeps it set
+  // (a count, like SetInUse). For the fence's owner only (a restore writing
+  // the backup's data); not persisted.
+  void SetWriteFenceExempt(bool exempt) { fence_exempt_count_ += exempt ? 1 : -1; }
 
   // Queues a request. InvalidArgument (range beyond the volume, zero length,
-  // missing buffer or callback), Busy (the pool's request limit) and the
-  // pool's failure are returned synchronously, with no callback.
+  // missing buffer or callback), PermissionDenied (a write, trim or
+  // write-zeroes held back by the volume's write fence: Pool::
+  // kWriteFenceAttribute), Busy (the pool's request limit) and the pool's
+  // failure are returned synchronously, with no callback.
   Status Submit(VolumeRequest& request);
 
   // Synchronous wrappers: submit and poll the pool until done.
@@ -117,6 +124,8 @@ class Volume {
   Volume(Pool& pool, uint64_t id, size_t slot) : pool_(pool), id_(id), slot_(slot) {}
 
   Status SubmitAndWait(VolumeRequest& request);
+  // PermissionDenied when a write fence holds `request` (a mutation) back.
+  Status CheckWriteFence(const VolumeRequest& request);
   // Starts an admitted request.
   void Dispatch(PendingIo* io);
   // (Re)builds the QoS limiter from the volume's profile and size.
@@ -131,6 +140,8 @@ class Volume {
   const size_t slot_;  // the volume's catalog record
   uint32_t in_flight_ = 0;
   int in_use_count_ = 0;
+  int fence_exempt_count_ = 0;
+  std::string fence_key_;  // the fence attribute's catalog key (made at the first mutation)
   // [first, end) block ranges with a mutation in progress; never overlapping.
   std::map<uint64_t, uint64_t> busy_ranges_;
   std::deque<PendingIo*> deferred_;  // mutations waiting for busy blocks

@@ -33,10 +33,26 @@ Status ValidateOptions(const RestoreOptions& o) {
   return Status::OK();
 }
 
-Status WriteState(Pool& pool, std::string_view volume, const std::optional<RestoreState>& state) {
-  if (state) return pool.SetAttribute(volume, kRestoreStateAttribute, EncodeRestoreState(*state));
-  Status s = pool.RemoveAttribute(volume, kRestoreStateAttribute);
+constexpr char kRestoringFence[] =
+    "the volume is being restored (apply the next backup with `snapdisk restore apply`, or make "
+    "it live with `snapdisk restore open`)";
+
+Status RemoveIfSet(Pool& pool, std::string_view volume, std::string_view key) {
+  Status s = pool.RemoveAttribute(volume, key);
   return s.IsNotFound() ? Status::OK() : s;
+}
+
+// The state and the write fence that goes with it: a restoring volume takes
+// no client writes (the restore's handle is exempt), an open one does. Both
+// attributes change in the same commit.
+Status WriteState(Pool& pool, std::string_view volume, const std::optional<RestoreState>& state) {
+  if (state && state->phase == RestorePhase::kRestoring) {
+    SNAPDISK_RETURN_IF_ERROR(pool.SetAttribute(volume, Pool::kWriteFenceAttribute, kRestoringFence));
+  } else {
+    SNAPDISK_RETURN_IF_ERROR(RemoveIfSet(pool, volume, Pool::kWriteFenceAttribute));
+  }
+  if (state) return pool.SetAttribute(volume, kRestoreStateAttribute, EncodeRestoreState(*state));
+  return RemoveIfSet(pool, volume, kRestoreStateAttribute);
 }
 
 Status CheckIdle(Volume& v) {
@@ -74,11 +90,22 @@ class Restorer {
         started_ns_(clock_.NowNs()) {
     result_.volume = volume_;
   }
+  ~Restorer() {
+    if (handle_ == nullptr) return;
+    // The volume may be gone (a first step that failed deletes a new one).
+    Result<Volume*> v = pool_.OpenVolume(volume_);
+    if (v.ok() && *v == handle_) handle_->SetWriteFenceExempt(false);
+  }
+  Restorer(const Restorer&) = delete;
+  Restorer& operator=(const Restorer&) = delete;
 
   // The target's handle; with `require_idle`, Busy while it is in use.
   Status OpenTarget(bool require_idle) {
-    SNAPDISK_ASSIGN_OR_RETURN(handle_, pool_.OpenVolume(volume_));
-    return require_idle ? CheckIdle(*handle_) : Status::OK();
+    SNAPDISK_ASSIGN_OR_RETURN(Volume * handle, pool_.OpenVolume(volume_));
+    SNAPDISK_RETURN_IF_ERROR(require_idle ? CheckIdle(*handle) : Status::OK());
+    handle_ = handle;
+    handle_->SetWriteFenceExempt(true);  // the restore's own writes pass its fence
+    return Status::OK();
   }
 
   void SetTotals(size_t steps, uint64_t total_bytes) {
@@ -249,6 +276,7 @@ Result<RestoreState> Restorer::RunStep(const std::optional<RestoreState>& state,
     next = *state;
   }
   next.phase = RestorePhase::kRestoring;
+  next.check.reset();  // a check of the data before this step says nothing of it now
   next.pending_set.clear();
   next.undo_snapshot.clear();
   next.last_set = set.id;

@@ -30,6 +30,22 @@
 // Copy restores: the volume can serve its first read only when the whole
 // chain is applied, so RestoreResult::first_read_ns equals complete_ns.
 //
+// The write fence: while its state is restoring (ApplySet, or a copy
+// restore with open = false, or any step in progress) the volume carries the
+// engine's write fence (Pool::kWriteFenceAttribute), set and removed in the
+// same commit as the state. Clients' writes, trims and write-zeroes are then
+// refused with PermissionDenied "volume 'r': write at offset O length L
+// refused: the volume is being restored (apply the next backup with
+// `snapdisk restore apply`, or make it live with `snapdisk restore open`)",
+// whoever opens the pool (the CLI, the NBD server, the plain library), and
+// after any reopen or crash. The restore's own handle is exempt
+// (Volume::SetWriteFenceExempt) while a call runs. OpenRestoredVolume (and
+// a copy restore that opens) lifts the fence; so does a first step rolled
+// back (the volume goes back to having no state). So `import-diff` onto a
+// restoring volume is refused too (its first write is; it rolls back to its
+// undo snapshot): it would break the chain (ApplySet refuses a volume whose
+// own LSN moved). Apply the chain, open, then import.
+//
 // A restore writes through the volume like any client, so a target's write
 // log records the writes (an existing volume's backups then stay correct).
 // A volume made by RestoreToNewVolume has its log turned off until the
@@ -140,9 +156,11 @@ Result<RestoreResult> RestoreOnto(Pool& pool, WormStore& store, const RestoreTar
 Result<RestoreResult> ApplySet(Pool& pool, WormStore& store, std::string_view id,
                                std::string_view volume, const RestoreOptions& options = {});
 
-// Ends a restore: the state becomes "open" (no more backups can be applied)
-// and a write log the restore turned off is turned back on. InvalidArgument
-// when the volume is not being restored or is already open.
+// Ends a restore: the state becomes "open" (no more backups can be applied),
+// the write fence goes and a write log the restore turned off is turned back
+// on. The last check (RestoreState::check) is kept. No check runs here:
+// restore/volume_check.h checks before (sync) or after (async).
+// InvalidArgument when the volume is not being restored or is already open.
 Status OpenRestoredVolume(Pool& pool, std::string_view volume);
 
 // The volume's restore state; nullopt when it has none. InvalidArgument for

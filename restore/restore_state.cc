@@ -156,6 +156,28 @@ const char* RestorePhaseName(RestorePhase phase) {
   return phase == RestorePhase::kOpen ? "open" : "restoring";
 }
 
+const char* RestoreCheckModeName(RestoreCheckMode mode) {
+  return mode == RestoreCheckMode::kAsync ? "async" : "sync";
+}
+
+const char* RestoreCheckStateName(RestoreCheckState state) {
+  switch (state) {
+    case RestoreCheckState::kRunning:
+      return "running";
+    case RestoreCheckState::kClean:
+      return "clean";
+    case RestoreCheckState::kProblems:
+      return "problems";
+    case RestoreCheckState::kInterrupted:
+      return "interrupted";
+    case RestoreCheckState::kCancelled:
+      return "cancelled";
+    case RestoreCheckState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
 std::string EncodeRestoreState(const RestoreState& s) {
   Json j = {{"format", kStateFormat},
             {"version", kStateVersion},
@@ -171,6 +193,17 @@ std::string EncodeRestoreState(const RestoreState& s) {
             {"volume_lsn", s.volume_lsn},
             {"log_paused", s.log_paused}};
   if (s.pending()) j["pending"] = {{"set", s.pending_set}, {"undo_snapshot", s.undo_snapshot}};
+  if (s.check) {
+    const RestoreCheck& c = *s.check;
+    j["check"] = {{"mode", RestoreCheckModeName(c.mode)},
+                  {"state", RestoreCheckStateName(c.state)},
+                  {"checked_bytes", c.checked_bytes},
+                  {"problems", c.problems},
+                  {"first_problem", c.first_problem},
+                  {"error", c.error},
+                  {"started_unix_ns", c.started_unix_ns},
+                  {"finished_unix_ns", c.finished_unix_ns}};
+  }
   return j.dump();
 }
 
@@ -215,6 +248,38 @@ Result<RestoreState> DecodeRestoreState(std::string_view json, std::string_view 
     SNAPDISK_RETURN_IF_ERROR(p.Str("set", &s.pending_set));
     SNAPDISK_RETURN_IF_ERROR(p.Str("undo_snapshot", &s.undo_snapshot));
     if (s.pending_set.empty() || s.undo_snapshot.empty()) return f.Bad("pending", "has an empty field");
+  }
+  if (auto it = j.find("check"); it != j.end()) {
+    if (!it->is_object()) return f.Bad("check", "is not an object");
+    Fields c(*it, volume);
+    RestoreCheck check;
+    std::string mode, state;
+    SNAPDISK_RETURN_IF_ERROR(c.Str("mode", &mode));
+    if (mode == "sync") {
+      check.mode = RestoreCheckMode::kSync;
+    } else if (mode == "async") {
+      check.mode = RestoreCheckMode::kAsync;
+    } else {
+      return f.Bad("check", "has mode \"" + mode + "\", not \"sync\" or \"async\"");
+    }
+    SNAPDISK_RETURN_IF_ERROR(c.Str("state", &state));
+    bool known = false;
+    for (RestoreCheckState st :
+         {RestoreCheckState::kRunning, RestoreCheckState::kClean, RestoreCheckState::kProblems,
+          RestoreCheckState::kCancelled, RestoreCheckState::kFailed}) {
+      if (state == RestoreCheckStateName(st)) {
+        check.state = st;
+        known = true;
+      }
+    }
+    if (!known) return f.Bad("check", "has an unknown state \"" + state + "\"");
+    SNAPDISK_RETURN_IF_ERROR(c.U64("checked_bytes", &check.checked_bytes));
+    SNAPDISK_RETURN_IF_ERROR(c.U64("problems", &check.problems));
+    SNAPDISK_RETURN_IF_ERROR(c.Str("first_problem", &check.first_problem));
+    SNAPDISK_RETURN_IF_ERROR(c.Str("error", &check.error));
+    SNAPDISK_RETURN_IF_ERROR(c.I64("started_unix_ns", &check.started_unix_ns));
+    SNAPDISK_RETURN_IF_ERROR(c.I64("finished_unix_ns", &check.finished_unix_ns));
+    s.check = std::move(check);
   }
   if (!s.has_chain() && !s.pending()) return f.Bad("full", "is empty without a pending step");
   if (s.has_chain() && (s.last_set.empty() || s.last_data_set.empty())) {

@@ -15,12 +15,27 @@
 //    "last_set": "L7", "last_data_set": "D5",
 //    "volume_lsn": 9,                   // the target's own LSN after the last step
 //    "log_paused": false,               // restore turned the target's log off
-//    "pending": {"set": "L8", "undo_snapshot": "restore-undo-L8"}}  // optional
+//    "pending": {"set": "L8", "undo_snapshot": "restore-undo-L8"},  // optional
+//    "check": {"mode": "async", "state": "clean",   // optional: the last
+//              "checked_bytes": 1048576, "problems": 0, "first_problem": "",
+//              "error": "", "started_unix_ns": ..., "finished_unix_ns": ...}}
 // "pending" is there while a step runs: the step took the engine snapshot
 // `undo_snapshot` of the target first, and a step interrupted by a crash is
 // rolled back to it (restore/restore_apply.h, RecoverRestoreStep). A state
 // whose "full" is empty describes a target that had no chain before its
 // pending first step.
+// "check" is the last consistency check of the volume's data
+// (restore/volume_check.h): before `open` (sync) or after it (async), or run
+// again later. A state without "check" (written before checks were recorded)
+// decodes with no check; builds that do not know "check" ignore it, so the
+// version stays 1. A check still "running" in the attribute whose job does
+// not run in this process was interrupted (a crash, a killed server):
+// RestoreCheckRunning (restore/volume_check.h) tells.
+//
+// While the state is "restoring" the volume is write-fenced (Pool::
+// kWriteFenceAttribute, set and removed with this attribute by
+// restore/restore_apply.h): clients cannot write, trim or write-zeroes it
+// until the restore opens; the restore's own steps write through the fence.
 //
 // Thread safety: pure functions; safe from any thread.
 #pragma once
@@ -45,6 +60,35 @@ enum class RestorePhase : uint8_t {
 // "restoring", "open".
 const char* RestorePhaseName(RestorePhase phase);
 
+// The last consistency check of a restored volume's data.
+enum class RestoreCheckMode : uint8_t {
+  kSync,   // before the volume opened (or run again by `restore check`)
+  kAsync,  // after it opened, while clients could use it
+};
+enum class RestoreCheckState : uint8_t {
+  kRunning,      // as recorded when it began (see RestoreCheckRunning)
+  kClean,        // every mapped block read back verified
+  kProblems,     // some blocks failed: `problems`, `first_problem`
+  kInterrupted,  // never stored: how a "running" check no job runs is shown
+  kCancelled,
+  kFailed,       // the check itself could not go on: `error`
+};
+// "sync", "async"; "running", "clean", "problems", "interrupted",
+// "cancelled", "failed".
+const char* RestoreCheckModeName(RestoreCheckMode mode);
+const char* RestoreCheckStateName(RestoreCheckState state);
+
+struct RestoreCheck {
+  RestoreCheckMode mode = RestoreCheckMode::kSync;
+  RestoreCheckState state = RestoreCheckState::kRunning;
+  uint64_t checked_bytes = 0;
+  uint64_t problems = 0;       // bad blocks found
+  std::string first_problem;   // e.g. "offset 20480: volume 'r': checksum mismatch at ..."
+  std::string error;           // kFailed: why
+  int64_t started_unix_ns = 0;
+  int64_t finished_unix_ns = 0;  // 0 while running
+};
+
 struct RestoreState {
   RestorePhase phase = RestorePhase::kRestoring;
   std::string source_volume;
@@ -59,6 +103,7 @@ struct RestoreState {
   bool log_paused = false;  // the target's write log is off until the restore opens
   std::string pending_set;  // a step in progress: its set and undo snapshot
   std::string undo_snapshot;
+  std::optional<RestoreCheck> check;  // the last check of the data, if any
 
   bool has_chain() const { return !full.empty(); }
   bool pending() const { return !pending_set.empty(); }

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "engine/pool_file.h"
+#include "restore/restore_apply.h"
 #include "engine/volume.h"
 #include "disk/clock.h"
 #include "snapshot/backup_export.h"
@@ -949,6 +950,266 @@ TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {
     snapshot_ran |= run["method"] == "snapshot";
   }
   EXPECT_TRUE(snapshot_ran) << doc.dump();
+}
+
+
+// ---- restore open --check sync|async, restore check, the write fence ---------------
+// (opencheck helper's block: a restoring volume refuses writes; the check before
+// or after open, its record in `restore status`, a corrupted block found
+// either way, an async check inside the server while an NBD client writes,
+// cancelled, interrupted by a killed server.)
+
+class CliRestoreCheckTest : public CliBackupTest {
+ protected:
+  void SetUp() override {
+    CliBackupTest::SetUp();
+    // The restore target is a pool of its own: its file holds r's blocks only.
+    target_ = dir_.File("target");
+    auto pf = PoolFile::Create(target_, 128 * kMiB);
+    ASSERT_TRUE(pf.ok()) << pf.status().ToString();
+    ASSERT_TRUE((*pf)->Close().ok());
+    Write("db", 0, 2 * kMiB, 7);
+    full_ = Backup("full")["id"];
+  }
+  void Restoring(const std::string& volume) {
+    RunJson({"restore", "--store", store_, full_, "--to-new", target_, volume, "--restoring"});
+  }
+  // Writes through the library, as any user of the pool.
+  Status WriteTarget(const std::string& volume, uint64_t offset, uint64_t length, uint64_t seed) {
+    auto pf = PoolFile::Open(target_);
+    if (!pf.ok()) return pf.status();
+    auto v = (*pf)->pool().OpenVolume(volume);
+    if (!v.ok()) return v.status();
+    Status s = (*v)->Write(offset, snapdisk::testing::PatternBytes(seed, length));
+    Status closed = (*pf)->Close();
+    return s.ok() ? closed : s;
+  }
+  // Bit rot in the target's copy of db's block `block` (written by Write
+  // with seed 7).
+  void Rot(uint64_t block) {
+    const auto data = snapdisk::testing::PatternBytes(7, 2 * kMiB);
+    const std::byte* needle = data.data() + block * 4096;
+    const int fd = ::open(target_.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char buf[4096];
+    off_t at = -1;
+    for (off_t off = 0; ::pread(fd, buf, sizeof buf, off) == sizeof buf; off += sizeof buf) {
+      if (std::memcmp(buf, needle, sizeof buf) == 0) {
+        at = off;  // data blocks are block-aligned in the pool file
+        break;
+      }
+    }
+    ASSERT_GE(at, 0);
+    ASSERT_EQ(::pwrite(fd, "rot!", 4, at + 100), 4);
+    ::close(fd);
+  }
+  json StatusOf(const std::string& volume) {
+    return RunJson({"restore", "status", target_, volume});
+  }
+
+  std::string target_;
+  std::string full_;
+};
+
+TEST_F(CliRestoreCheckTest, ARestoringVolumeRefusesWritesUntilOpenedAfterACleanCheck) {
+  Restoring("r");
+  Status w = WriteTarget("r", 0, 4096, 1);
+  EXPECT_TRUE(w.IsPermissionDenied()) << w.ToString();
+  EXPECT_EQ(w.message(),
+            "volume 'r': write at offset 0 length 4096 refused: the volume is being restored "
+            "(apply the next backup with `snapdisk restore apply`, or make it live with "
+            "`snapdisk restore open`)");
+  // import-diff onto it is refused the same way and changes nothing.
+  RunJson({"snapshot", "create", pool_, "db", "s1"});
+  const std::string diff = dir_.File("db.rbd");
+  RunJson({"export-diff", pool_, "db@s1", diff});
+  CliResult imported = RunCli({"import-diff", target_, "r", diff});
+  EXPECT_EQ(imported.exit_code, 7) << imported.err;
+  EXPECT_TRUE(Contains(imported.err, "refused: the volume is being restored")) << imported.err;
+  EXPECT_TRUE(Contains(imported.err, "volume 'r' is as before the import")) << imported.err;
+  json st = StatusOf("r");
+  EXPECT_EQ(st["state"], "restoring");
+  EXPECT_TRUE(st["check"].is_null()) << st.dump();
+  EXPECT_EQ(RunCli({"restore", "open", target_, "r", "--check", "later"}).exit_code, 2);
+
+  // The default is sync: checked, then opened.
+  const json opened = RunJson({"restore", "open", target_, "r"});
+  EXPECT_EQ(opened["state"], "open");
+  EXPECT_EQ(opened["check"]["mode"], "sync");
+  EXPECT_EQ(opened["check"]["state"], "clean");
+  EXPECT_EQ(opened["checked_bytes"], 2 * kMiB);
+  EXPECT_TRUE(WriteTarget("r", 0, 4096, 1).ok());
+  st = StatusOf("r");
+  EXPECT_EQ(st["check"]["mode"], "sync");
+  EXPECT_EQ(st["check"]["state"], "clean");
+  EXPECT_EQ(st["check"]["checked_bytes"], 2 * kMiB);
+  EXPECT_FALSE(st["check"]["finished"].is_null());
+  CliResult text = RunCli({"restore", "status", target_, "r"});
+  EXPECT_TRUE(Contains(text.out, "sync check (started ")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "clean, 2 MiB checked")) << text.out;
+
+  // `restore check` needs a restored volume.
+  CliResult plain = RunCli({"restore", "check", pool_, "db"});
+  EXPECT_EQ(plain.exit_code, 2);
+  EXPECT_TRUE(Contains(plain.err, "volume 'db' has no restore state")) << plain.err;
+}
+
+TEST_F(CliRestoreCheckTest, ACorruptBlockIsFoundBeforeOrAfterOpen) {
+  Restoring("r");
+  Rot(100);
+  const std::string offset = std::to_string(100 * 4096);
+  // Sync: not opened.
+  CliResult sync = RunCli({"restore", "open", target_, "r"});
+  EXPECT_EQ(sync.exit_code, 5) << sync.err;
+  EXPECT_TRUE(Contains(sync.err, "volume 'r' stays restoring: the check found 1 bad block (the "
+                                 "first at offset " + offset + ": volume 'r': checksum mismatch "
+                                 "at offset " + offset))
+      << sync.err;
+  EXPECT_TRUE(Contains(sync.out, "was not opened")) << sync.out;
+  json st = StatusOf("r");
+  EXPECT_EQ(st["state"], "restoring");
+  EXPECT_EQ(st["check"]["state"], "problems");
+  EXPECT_EQ(st["check"]["problems"], 1);
+
+  // Async: opened at once, the problem found afterwards; it stays open.
+  CliResult async = RunCli({"restore", "open", target_, "r", "--check", "async", "--json"});
+  EXPECT_EQ(async.exit_code, 5) << async.err;
+  EXPECT_TRUE(Contains(async.err, "volume 'r' is open (it stays open), but its check found 1 bad "
+                                  "block"))
+      << async.err;
+  const json doc = json::parse(async.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << async.out;
+  EXPECT_EQ(doc["state"], "open");
+  EXPECT_EQ(doc["check"]["mode"], "async");
+  EXPECT_EQ(doc["check"]["state"], "problems");
+  ASSERT_EQ(doc["bad_blocks"].size(), 1u);
+  EXPECT_EQ(doc["bad_blocks"][0]["offset_bytes"], 100 * 4096);
+  st = StatusOf("r");
+  EXPECT_EQ(st["state"], "open");
+  EXPECT_EQ(st["check"]["mode"], "async");
+  EXPECT_EQ(st["check"]["state"], "problems");
+  EXPECT_EQ(st["check"]["first_problem"].get<std::string>().rfind("offset " + offset + ": ", 0), 0u)
+      << st.dump();
+  CliResult text = RunCli({"restore", "status", target_, "r"});
+  EXPECT_TRUE(Contains(text.out, "async check (started ")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "1 bad block in 2 MiB checked")) << text.out;
+  CliResult opened_text = RunCli({"restore", "open", target_, "r", "--check", "async"});
+  EXPECT_NE(opened_text.exit_code, 0);  // open already
+
+  // Checked again: still bad (exit 1), then fine once the block is rewritten.
+  CliResult again = RunCli({"restore", "check", target_, "r"});
+  EXPECT_EQ(again.exit_code, 1) << again.err;
+  EXPECT_TRUE(Contains(again.out, offset)) << again.out;
+  EXPECT_TRUE(Contains(again.err, "the check of volume 'r' found 1 bad block")) << again.err;
+  EXPECT_EQ(StatusOf("r")["check"]["mode"], "sync");
+  ASSERT_TRUE(WriteTarget("r", 100 * 4096, 4096, 3).ok());
+  CliResult fixed = RunCli({"restore", "check", target_, "r"});
+  EXPECT_EQ(fixed.exit_code, 0) << fixed.err;
+  EXPECT_EQ(StatusOf("r")["check"]["state"], "clean");
+}
+
+TEST_F(CliRestoreCheckTest, ACheckLeftRunningShowsAsInterrupted) {
+  Restoring("r");
+  RunJson({"restore", "open", target_, "r", "--check", "async"});
+  {
+    // What a killed process leaves: the check recorded running.
+    auto pf = PoolFile::Open(target_);
+    ASSERT_TRUE(pf.ok());
+    auto state = GetRestoreState((*pf)->pool(), "r");
+    ASSERT_TRUE(state.ok() && *state);
+    (*state)->check->state = RestoreCheckState::kRunning;
+    (*state)->check->finished_unix_ns = 0;
+    ASSERT_TRUE((*pf)->pool().SetAttribute("r", kRestoreStateAttribute,
+                                           EncodeRestoreState(**state)).ok());
+    ASSERT_TRUE((*pf)->Close().ok());
+  }
+  EXPECT_EQ(StatusOf("r")["check"]["state"], "interrupted");
+  CliResult text = RunCli({"restore", "status", target_, "r"});
+  EXPECT_TRUE(Contains(text.out, "interrupted (the process running it stopped); `snapdisk restore "
+                                 "check` runs it again"))
+      << text.out;
+  RunJson({"restore", "check", target_, "r"});
+  EXPECT_EQ(StatusOf("r")["check"]["state"], "clean");
+}
+
+// Inside the server: open at once, check as a job (listed by `backup jobs`)
+// while an NBD client writes to the volume; no false problem.
+TEST_F(CliBackupServeTest, AsyncOpenChecksWhileAnNbdClientWrites) {
+  const json full = RunJson({"backup", pool_, "db", "--store", store_, "--method", "full"});
+  RunJson({"restore", "--store", store_, full["id"], "--to-new", pool_, "r", "--restoring"});
+  auto open = std::async(std::launch::async, [&] {
+    // 48 MiB at 12 MB/s: about four seconds.
+    return RunCli({"restore", "open", pool_, "r", "--check", "async", "--rate", "12", "--json"});
+  });
+  json jobs;
+  for (int i = 0; i < 200; ++i) {
+    jobs = Jobs();
+    if (jobs.size() == 1 && jobs[0]["done_bytes"].get<uint64_t>() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_EQ(jobs.size(), 1u) << jobs.dump();
+  EXPECT_EQ(jobs[0]["id"], "check:r");
+  EXPECT_EQ(jobs[0]["label"], "check r");
+  EXPECT_GE(jobs[0]["total_bytes"].get<uint64_t>(), 48 * kMiB);
+  NbdWriter writer(socket_, "r", 32 * kMiB);
+  ASSERT_TRUE(writer.open()) << "open volumes are exported while checked" << server_->Log();
+  const CliResult r = open.get();
+  const auto end = std::chrono::steady_clock::now();
+  writer.Stop();
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(writer.error(), "");
+  size_t during = 0;
+  for (const auto& [at, latency_ms] : writer.writes()) during += at < end;
+  EXPECT_GE(during, 20u) << "the client wrote while the check ran";
+  const json doc = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  EXPECT_EQ(doc["state"], "open");
+  EXPECT_EQ(doc["check"]["mode"], "async");
+  EXPECT_EQ(doc["check"]["state"], "clean") << doc.dump();
+  EXPECT_EQ(doc["check"]["problems"], 0);
+  EXPECT_EQ(doc["bad_blocks"].size(), 0u);
+  const json st = RunJson({"restore", "status", pool_, "r"});
+  EXPECT_EQ(st["check"]["state"], "clean");
+  EXPECT_EQ(st["check"]["mode"], "async");
+  EXPECT_TRUE(Jobs().empty());
+}
+
+// `backup cancel` stops the check (recorded cancelled; the volume stays
+// open); a server killed in the middle of one leaves it interrupted.
+TEST_F(CliBackupServeTest, AsyncChecksAreCancelledOrInterrupted) {
+  const json full = RunJson({"backup", pool_, "db", "--store", store_, "--method", "full"});
+  RunJson({"restore", "--store", store_, full["id"], "--to-new", pool_, "r", "--restoring"});
+  auto wait_listed = [&] {
+    for (int i = 0; i < 200; ++i) {
+      const json jobs = Jobs();
+      if (jobs.size() == 1 && jobs[0]["done_bytes"].get<uint64_t>() > 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  };
+  auto open = std::async(std::launch::async, [&] {
+    return RunCli({"restore", "open", pool_, "r", "--check", "async", "--rate", "4"});
+  });
+  ASSERT_TRUE(wait_listed());
+  EXPECT_EQ(RunCli({"backup", "cancel", pool_, "check:r"}).exit_code, 0);
+  const CliResult cancelled = open.get();
+  EXPECT_EQ(cancelled.exit_code, 130) << cancelled.err;
+  EXPECT_TRUE(Contains(cancelled.err, "volume 'r' is open; its check did not finish")) << cancelled.err;
+  json st = RunJson({"restore", "status", pool_, "r"});
+  EXPECT_EQ(st["state"], "open");
+  EXPECT_EQ(st["check"]["state"], "cancelled");
+
+  auto check = std::async(std::launch::async, [&] {
+    return RunCli({"restore", "check", pool_, "r", "--rate", "4"});
+  });
+  ASSERT_TRUE(wait_listed());
+  server_->Stop(SIGKILL);
+  server_.reset();
+  EXPECT_NE(check.get().exit_code, 0);
+  st = RunJson({"restore", "status", pool_, "r"});  // no server now: run here
+  EXPECT_EQ(st["check"]["state"], "interrupted") << st.dump();
+  RunJson({"restore", "check", pool_, "r"});
+  EXPECT_EQ(RunJson({"restore", "status", pool_, "r"})["check"]["state"], "clean");
 }
 
 }  // namespace

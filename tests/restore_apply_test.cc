@@ -373,17 +373,129 @@ TEST_F(RestoreApplyTest, EveryRefusalHasItsMessageAndWritesNothing) {
                      "); backups can no longer be applied to it: restore onto it again to start "
                      "over");
 
-  // Written to while restoring: its content no longer matches the chain.
+  // Written to while restoring (clients cannot: the write fence refuses
+  // them; a handle exempt from it can, as a pool restored by an older build
+  // could be): its content no longer matches the chain.
   env_->NewVolume("r2", 4 * kMiB);
   ASSERT_TRUE(ApplySet(pool(), *store_, f.id, "r2").ok());
   const uint64_t after_f = env_->Lsn("r2");
+  EXPECT_TRUE(env_->Vol("r2")->Write(0, testing::PatternBytes(1, 4096)).IsPermissionDenied());
+  env_->Vol("r2")->SetWriteFenceExempt(true);
   ASSERT_TRUE(env_->Vol("r2")->Write(0, testing::PatternBytes(1, 4096)).ok());
+  env_->Vol("r2")->SetWriteFenceExempt(false);
   Status w = ApplySet(pool(), *store_, la.id, "r2").status();
   EXPECT_EQ(w.message(), "volume 'r2' was written to since " + f.id +
                              " was applied to it (its own LSN moved from " +
                              std::to_string(after_f) + " to " + std::to_string(after_f + 1) +
                              "): it no longer holds what the backups describe; restore onto it "
                              "again to start over");
+}
+
+// ---- The write fence of a restoring volume -----------------------------------------
+
+// The engine's fence on its own: an attribute; mutations refused with its
+// text, reads and flushes served; an exempt handle writes; it survives a
+// reopen; removing it lets writes through.
+TEST(WriteFenceTest, TheEngineHonoursTheFenceAttribute) {
+  auto device = testing::NewMemoryDevice(64 * kMiB);
+  auto pool = testing::MustCreatePool(*device);
+  ASSERT_TRUE(pool->CreateVolume("v", 1 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(v->Write(0, testing::PatternBytes(1, 8192)).ok());
+  ASSERT_TRUE(pool->CreateSnapshot("v", "s").ok());
+  ASSERT_TRUE(pool->SetAttribute("v", Pool::kWriteFenceAttribute, "it is frozen for a test").ok());
+  const uint64_t lsn = pool->GetVolume("v")->lsn;
+  Status w = v->Write(4096, testing::PatternBytes(2, 100));
+  EXPECT_TRUE(w.IsPermissionDenied()) << w.ToString();
+  EXPECT_EQ(w.message(), "volume 'v': write at offset 4096 length 100 refused: it is frozen for a test");
+  EXPECT_EQ(v->Trim(0, 4096).message(),
+            "volume 'v': trim at offset 0 length 4096 refused: it is frozen for a test");
+  EXPECT_EQ(v->WriteZeroes(0, 512).message(),
+            "volume 'v': write-zeroes at offset 0 length 512 refused: it is frozen for a test");
+  // Asynchronous submits are refused synchronously, with no callback.
+  std::vector<std::byte> buf(4096);
+  VolumeRequest r{.op = VolumeOp::kWrite, .offset_bytes = 0, .length_bytes = 4096, .data = buf.data()};
+  bool called = false;
+  r.on_complete = [&](VolumeRequest&, const Status&) { called = true; };
+  EXPECT_TRUE(v->Submit(r).IsPermissionDenied());
+  pool->Poll(0);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(pool->GetVolume("v")->lsn, lsn);
+  EXPECT_EQ(testing::ReadAll(*v, 0, 8192), testing::PatternBytes(1, 8192)) << "reads are served";
+  EXPECT_TRUE(v->Flush().ok());
+  // Snapshots, clones and rollback are catalog operations: not fenced; a
+  // clone is a volume of its own, without the fence.
+  ASSERT_TRUE(pool->Clone("v", "s", "c").ok());
+  EXPECT_TRUE((*pool->OpenVolume("c"))->Write(0, testing::PatternBytes(3, 4096)).ok());
+  // The fence's owner writes through it.
+  v->SetWriteFenceExempt(true);
+  EXPECT_TRUE(v->Write(0, testing::PatternBytes(4, 4096)).ok());
+  v->SetWriteFenceExempt(false);
+  EXPECT_TRUE(v->Write(0, testing::PatternBytes(4, 4096)).IsPermissionDenied());
+  // Committed like any attribute: a reopened pool (any user of it) is fenced.
+  ASSERT_TRUE(pool->Close().ok());
+  pool.reset();
+  pool = testing::MustOpenPool(*device);
+  v = *pool->OpenVolume("v");
+  EXPECT_TRUE(v->Write(0, testing::PatternBytes(5, 4096)).IsPermissionDenied());
+  ASSERT_TRUE(pool->RemoveAttribute("v", Pool::kWriteFenceAttribute).ok());
+  EXPECT_TRUE(v->Write(0, testing::PatternBytes(5, 4096)).ok());
+}
+
+// A restoring volume refuses clients' writes with the restore's message,
+// also after the pool is reopened; its restore steps still write; open lifts
+// the fence. A failed first step (the volume had no state) lifts it too.
+TEST_F(RestoreApplyTest, ARestoringVolumeRefusesClientWritesUntilOpen) {
+  std::mt19937_64 rng(testing::TestSeed(47));
+  env_->NewVolume("db", 4 * kMiB);
+  env_->Churn("db", rng, 80);
+  BackupSet f = env_->Backup("db", BackupMethod::kFull);
+  env_->Churn("db", rng, 80);
+  BackupSet i = env_->Backup("db", BackupMethod::kIncr);
+  const std::string why =
+      " refused: the volume is being restored (apply the next backup with `snapdisk restore "
+      "apply`, or make it live with `snapdisk restore open`)";
+
+  Volume* r = env_->NewVolume("r", 4 * kMiB);
+  ASSERT_TRUE(r->Write(0, testing::PatternBytes(1, 4096)).ok()) << "no state: writable";
+  ASSERT_TRUE(ApplySet(pool(), *store_, f.id, "r").ok());
+  const uint64_t lsn = env_->Lsn("r");
+  Status w = r->Write(8192, testing::PatternBytes(2, 4096));
+  EXPECT_TRUE(w.IsPermissionDenied()) << w.ToString();
+  EXPECT_EQ(w.message(), "volume 'r': write at offset 8192 length 4096" + why);
+  EXPECT_EQ(r->Trim(0, 4096).message(), "volume 'r': trim at offset 0 length 4096" + why);
+  EXPECT_EQ(r->WriteZeroes(512, 1024).message(),
+            "volume 'r': write-zeroes at offset 512 length 1024" + why);
+  EXPECT_EQ(env_->Lsn("r"), lsn);
+
+  // Reopened (as after a restart): still fenced; the next step still applies.
+  ASSERT_TRUE(pool().Close().ok());
+  env_->Reopen(*device_);
+  r = env_->Vol("r");
+  EXPECT_TRUE(r->Write(0, testing::PatternBytes(3, 4096)).IsPermissionDenied());
+  auto applied = ApplySet(pool(), *store_, i.id, "r");
+  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  EXPECT_TRUE(r->Write(0, testing::PatternBytes(3, 4096)).IsPermissionDenied());
+
+  ASSERT_TRUE(OpenRestoredVolume(pool(), "r").ok());
+  EXPECT_TRUE(r->Write(0, testing::PatternBytes(3, 4096)).ok());
+  EXPECT_TRUE(pool().GetAttribute("r", Pool::kWriteFenceAttribute).status().IsNotFound());
+
+  // A copy restore that stays restoring is fenced; one that opens is not.
+  ASSERT_TRUE(RestoreToNewVolume(pool(), *store_, RestoreTarget::Backup(i.id), "copy").ok());
+  EXPECT_TRUE(env_->Vol("copy")->Write(0, testing::PatternBytes(4, 4096)).ok());
+  RestoreOptions keep;
+  keep.open = false;
+  ASSERT_TRUE(RestoreOnto(pool(), *store_, RestoreTarget::Backup(i.id), "copy", keep).ok());
+  EXPECT_TRUE(env_->Vol("copy")->Write(0, testing::PatternBytes(4, 4096)).IsPermissionDenied());
+
+  // A first step that fails leaves no state and no fence.
+  env_->NewVolume("r3", 4 * kMiB);
+  RestoreOptions cancel;
+  cancel.progress = [](const RestoreProgress&) { return false; };
+  EXPECT_TRUE(ApplySet(pool(), *store_, f.id, "r3", cancel).status().IsCancelled());
+  EXPECT_FALSE(env_->State("r3"));
+  EXPECT_TRUE(env_->Vol("r3")->Write(0, testing::PatternBytes(5, 4096)).ok());
 }
 
 TEST_F(RestoreApplyTest, TooRecentSaysWhenNoBackupCoversTheNextLsn) {
@@ -763,6 +875,8 @@ TEST(RestoreCrashTest, PowerLossMidStepIsRolledBackOnReopen) {
     Env reopened(*mem, store, /*create=*/false);
     ASSERT_TRUE(reopened.State("r")) << "round " << round;
     EXPECT_TRUE(reopened.State("r")->pending()) << "the crash came inside the step";
+    EXPECT_TRUE(reopened.Vol("r")->Write(0, testing::PatternBytes(1, 4096)).IsPermissionDenied())
+        << "still fenced after the crash";
     EXPECT_EQ(reopened.UndoSnapshots("r").size(), 1u);
     ASSERT_TRUE(RecoverRestoreStep(reopened.pool(), "r").ok());
     EXPECT_EQ(CompareVolumes(*reopened.Vol("r"), *reopened.Snap("r", "before")), "")
@@ -772,10 +886,49 @@ TEST(RestoreCrashTest, PowerLossMidStepIsRolledBackOnReopen) {
     auto fsck = Fsck::Check(reopened.pool());
     ASSERT_TRUE(fsck.ok());
     EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+    EXPECT_TRUE(reopened.Vol("r")->Write(0, testing::PatternBytes(1, 4096)).IsPermissionDenied())
+        << "restoring again after the roll back";
     auto again = ApplySet(reopened.pool(), store, i.id, "r");
     ASSERT_TRUE(again.ok()) << again.status().ToString();
     EXPECT_EQ(CompareVolumes(*reopened.Vol("r"), *reopened.Snap("db", "at-i")), "");
   }
+}
+
+// A crash inside the first step (the volume had no restore state): after
+// the roll back it has none again, and no fence.
+TEST(RestoreCrashTest, PowerLossInTheFirstStepLeavesNoFence) {
+  MemoryWormStore store(SmallChunks());
+  auto mem = testing::NewMemoryDevice(256 * kMiB);
+  const uint64_t seed = testing::TestSeed(210);
+  auto fault = std::make_unique<FaultDevice>(*mem);
+  auto env = std::make_unique<Env>(*fault, store);
+  std::mt19937_64 rng(seed);
+  env->NewVolume("db", 4 * kMiB);
+  env->Churn("db", rng, 300);
+  BackupSet f = env->Backup("db", BackupMethod::kFull);
+  ASSERT_GT(f.chunks.size(), 3u);
+  env->NewVolume("r", 4 * kMiB);
+  ASSERT_TRUE(env->Vol("r")->Write(0, testing::PatternBytes(7, 4096)).ok());
+  ASSERT_TRUE(env->pool().Commit().ok());
+  int calls = 0;
+  RestoreOptions o;
+  o.progress = [&](const RestoreProgress&) {
+    if (++calls == 2) {
+      EXPECT_TRUE(fault->Crash(seed).ok());
+    }
+    return true;
+  };
+  EXPECT_FALSE(ApplySet(env->pool(), store, f.id, "r", o).ok());
+  ASSERT_TRUE(fault->crashed());
+  env.reset();
+  fault.reset();
+  Env reopened(*mem, store, /*create=*/false);
+  ASSERT_TRUE(reopened.State("r"));
+  EXPECT_TRUE(reopened.Vol("r")->Write(0, testing::PatternBytes(8, 4096)).IsPermissionDenied());
+  ASSERT_TRUE(RecoverRestoreStep(reopened.pool(), "r").ok());
+  EXPECT_FALSE(reopened.State("r"));
+  EXPECT_EQ(testing::ReadAll(*reopened.Vol("r"), 0, 4096), testing::PatternBytes(7, 4096));
+  EXPECT_TRUE(reopened.Vol("r")->Write(0, testing::PatternBytes(8, 4096)).ok());
 }
 
 }  // namespace
