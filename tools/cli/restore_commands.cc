@@ -8,23 +8,34 @@
 //   restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)
 //           [--source VOL] [--plan] [--restoring] [--copy]
 //   restore apply --store DIR ID POOL VOL
-//   restore open POOL VOL
+//   restore open POOL VOL [--check sync|async] [--rate MB/s]
+//   restore check POOL VOL [--rate MB/s]
 //   restore resume --store DIR POOL VOL
 //   restore status POOL VOL
 //
 // `restore` is both a command and a group, like `backup`: set ids are a
-// letter and a number, so "apply", "open", "resume" and "status" are never
-// ids.
+// letter and a number, so "apply", "open", "check", "resume" and "status"
+// are never ids.
+//
+// The check of a restored volume (restore/volume_check.h) is a stepped job
+// (inside `snapdisk serve`: listed by `backup jobs`, cancelled by `backup
+// cancel`, NBD clients served meanwhile); its result is recorded in the
+// volume's restore state and shown by `restore status`.
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <set>
 
-#include "engine/fsck.h"
 #include "engine/names.h"
 #include "restore/lazy_restore.h"
 #include "restore/restore_apply.h"
 #include "restore/restore_plan.h"
+#include "restore/volume_check.h"
 #include "tools/cli/command_util.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/hydration_resume.h"
 #include "tools/cli/report.h"
 #include "tools/cli/store_util.h"
 
@@ -42,6 +53,8 @@ struct RestoreArgs {
   std::vector<std::string> onto;    // POOL VOL
   std::string pool;
   std::string volume;
+  std::string check = "sync";  // restore open: sync or async
+  std::string rate;            // restore open/check: the check's rate cap, MB/s
   bool plan = false;
   bool restoring = false;
   bool copy = false;
@@ -60,6 +73,17 @@ Status CheckLsn(const std::string& text) {
 }
 
 Status CheckTimestamp(const std::string& text) { return ParseTimestamp(text).status(); }
+
+Status CheckRate(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v <= 0 ||
+      v > 1e6) {
+    return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
+                                   text + ")");
+  }
+  return Status::OK();
+}
 
 // The source volume of a --time/--lsn restore: --source, else the store's
 // only volume, else the target's name when it is among them.
@@ -117,6 +141,57 @@ nlohmann::ordered_json StateJson(const RestoreState& s) {
   o["last_set"] = s.last_set;
   o["pending_set"] = s.pending() ? nlohmann::ordered_json(s.pending_set) : nlohmann::ordered_json();
   return o;
+}
+
+nlohmann::ordered_json CheckJson(const RestoreCheck& c) {
+  nlohmann::ordered_json o;
+  o["mode"] = RestoreCheckModeName(c.mode);
+  o["state"] = RestoreCheckStateName(c.state);
+  o["checked_bytes"] = c.checked_bytes;
+  o["problems"] = c.problems;
+  o["first_problem"] = c.first_problem.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.first_problem);
+  o["error"] = c.error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.error);
+  AddTime(o, "started", c.started_unix_ns, /*zero_is_null=*/true);
+  AddTime(o, "finished", c.finished_unix_ns, /*zero_is_null=*/true);
+  return o;
+}
+
+// The state with its check as `restore status` shows it (interrupted when
+// the recorded running check has no job here).
+nlohmann::ordered_json StateJsonWithCheck(Pool& pool, const std::string& volume,
+                                          const RestoreState& s) {
+  nlohmann::ordered_json o = StateJson(s);
+  o["check"] = s.check ? CheckJson(ShownRestoreCheck(pool, volume, *s.check))
+                       : nlohmann::ordered_json();
+  return o;
+}
+
+std::string CheckText(const RestoreCheck& c) {
+  std::string text = std::string(RestoreCheckModeName(c.mode)) + " check (started " +
+                     HumanTime(c.started_unix_ns) + "): ";
+  const std::string took =
+      c.finished_unix_ns > c.started_unix_ns
+          ? " in " + HumanSeconds(static_cast<double>(c.finished_unix_ns - c.started_unix_ns) / 1e9)
+          : std::string();
+  switch (c.state) {
+    case RestoreCheckState::kRunning:
+      return text + "running (`snapdisk backup jobs` shows its progress inside the server)";
+    case RestoreCheckState::kClean:
+      return text + "clean, " + HumanBytes(c.checked_bytes) + " checked" + took;
+    case RestoreCheckState::kProblems:
+      return text + std::to_string(c.problems) + " bad block" + (c.problems == 1 ? "" : "s") +
+             " in " + HumanBytes(c.checked_bytes) + " checked" + took + "; the first at " +
+             c.first_problem;
+    case RestoreCheckState::kInterrupted:
+      return text + "interrupted (the process running it stopped); `snapdisk restore check` "
+                    "runs it again";
+    case RestoreCheckState::kCancelled:
+      return text + "cancelled after " + HumanBytes(c.checked_bytes) +
+             "; `snapdisk restore check` runs it again";
+    case RestoreCheckState::kFailed:
+      return text + "failed: " + c.error;
+  }
+  return text;
 }
 
 nlohmann::ordered_json ResultJson(const RestoreResult& r) {
@@ -288,9 +363,76 @@ int RunApply(CommandContext& ctx, const RestoreArgs& args) {
   return kExitOk;
 }
 
+VolumeCheckOptions CheckOptions(const RestoreArgs& args) {
+  VolumeCheckOptions options;
+  if (!args.rate.empty()) options.rate_mb_per_s = std::strtod(args.rate.c_str(), nullptr);
+  return options;
+}
+
+// What a check found, as a document (--json) or lines: the volume's state,
+// the recorded check and the bad blocks' offsets.
+void PrintCheck(CommandContext& ctx, const std::string& volume, const std::string& headline,
+                const RestoreCheckJob& job) {
+  const RestoreCheck& c = job.record();
+  auto after = GetRestoreState(ctx.pool(), volume);
+  if (ctx.json()) {
+    nlohmann::ordered_json o = after.ok() && *after ? StateJson(**after) : nlohmann::ordered_json();
+    o["volume"] = volume;
+    o["checked_bytes"] = c.checked_bytes;
+    o["check"] = CheckJson(c);
+    nlohmann::ordered_json problems = nlohmann::ordered_json::array();
+    for (const VolumeCheckProblem& p : job.problems()) {
+      problems.push_back({{"offset_bytes", p.offset_bytes}, {"detail", p.detail}});
+    }
+    o["bad_blocks"] = std::move(problems);
+    ctx.PrintJson(o);
+    return;
+  }
+  std::string text = headline;
+  if (after.ok() && *after) text += "State: " + StateText(**after) + "\n";
+  text += CheckText(c) + "\n";
+  if (!job.problems().empty()) {
+    Table table({"OFFSET", "DETAIL"});
+    table.RightAlign(0);
+    for (const VolumeCheckProblem& p : job.problems()) {
+      table.AddRow({std::to_string(p.offset_bytes), p.detail});
+    }
+    text += table.Render();
+    if (c.problems > job.problems().size()) {
+      text += "... and " + std::to_string(c.problems - job.problems().size()) + " more\n";
+    }
+  }
+  ctx.Print(text);
+}
+
+std::string BadBlocks(const RestoreCheck& c) {
+  return std::to_string(c.problems) + " bad block" + (c.problems == 1 ? "" : "s") +
+         " (the first at " + c.first_problem + ")";
+}
+
+// Runs a restore check as a stepped job; `done` reports the outcome once it
+// has finished (the job's result is OK: it ran to its end).
+int RunCheck(CommandContext& ctx, std::unique_ptr<RestoreCheckJob> job,
+             std::function<int(CommandContext&, const RestoreCheckJob&)> done,
+             std::function<int(CommandContext&, const RestoreCheckJob&)> stopped) {
+  std::shared_ptr<RestoreCheckJob> run = std::move(job);
+  const std::string volume = run->volume();
+  SteppedJob steps;
+  steps.step = [run] { return run->Step(); };
+  steps.cancel = [run] { run->Cancel(); };
+  steps.id = [volume] { return "check:" + volume; };
+  steps.progress = [run, volume] {
+    const VolumeCheckProgress p = run->progress();
+    return StepProgress{(p.mapping ? "map " : "check ") + volume, p.checked_bytes, p.total_bytes,
+                        ProgressUnit::kBytes};
+  };
+  steps.finish = [run, done, stopped](CommandContext& ctx) {
+    return run->result().ok() ? done(ctx, *run) : stopped(ctx, *run);
+  };
+  return ctx.RunSteps(std::move(steps));
+}
+
 int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
-  // The consistency check before the volume goes live: the whole pool is
-  // scrubbed (every block read and checked against its checksum).
   if (Status s = RecoverRestoreStep(ctx.pool(), args.volume); !s.ok()) return ctx.Fail(s);
   auto state = GetRestoreState(ctx.pool(), args.volume);
   if (!state.ok()) return ctx.Fail(state.status());
@@ -298,29 +440,94 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
     return ctx.Fail(Status::InvalidArgument("volume '" + args.volume +
                                             "' is not being restored (nothing to open)"));
   }
-  auto scrub = Fsck::Scrub(ctx.pool(), [&ctx](uint64_t done, uint64_t total) {
-    ctx.out().Progress("check before open", done, total, ProgressUnit::kBlocks);
-  });
-  ctx.out().ProgressEnd();
-  if (!scrub.ok()) return ctx.Fail(scrub.status());
-  if (!scrub->clean()) {
-    return ctx.Fail(Status::Corruption("volume '" + args.volume +
-                                       "' stays restoring: the check found problems: " +
-                                       scrub->ToString()));
+  const std::string volume = args.volume;
+  const std::string vol = "volume '" + volume + "'";
+  if (args.check == "sync") {
+    // The check before the volume goes live: every mapped block of it read
+    // back and verified; it opens only when clean.
+    auto job = RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kSync,
+                                      CheckOptions(args));
+    if (!job.ok()) return ctx.Fail(job.status().WithContext(vol + " stays restoring"));
+    return RunCheck(
+        ctx, std::move(job).value(),
+        [volume, vol](CommandContext& ctx, const RestoreCheckJob& job) {
+          const RestoreCheck& c = job.record();
+          if (c.state == RestoreCheckState::kProblems) {
+            PrintCheck(ctx, volume, "Volume '" + volume + "' was not opened.\n", job);
+            ctx.Note(vol + " stays restoring: the check found " + BadBlocks(c));
+            return kExitCorruption;
+          }
+          if (Status s = OpenRestoredVolume(ctx.pool(), volume); !s.ok()) return ctx.Fail(s);
+          auto after = GetRestoreState(ctx.pool(), volume);
+          if (!after.ok()) return ctx.Fail(after.status());
+          if (ctx.json()) {
+            nlohmann::ordered_json o = StateJson(**after);
+            o["volume"] = volume;
+            o["checked_bytes"] = c.checked_bytes;
+            o["check"] = CheckJson(c);
+            ctx.PrintJson(o);
+          } else {
+            ctx.Print("Opened volume '" + volume + "' after a clean check of " +
+                      HumanBytes(c.checked_bytes) + ": " + StateText(**after) + "\n");
+          }
+          return kExitOk;
+        },
+        [vol](CommandContext& ctx, const RestoreCheckJob& job) {
+          return ctx.Fail(job.result().WithContext(vol + " stays restoring (not opened)"));
+        });
   }
-  if (Status s = OpenRestoredVolume(ctx.pool(), args.volume); !s.ok()) return ctx.Fail(s);
-  auto after = GetRestoreState(ctx.pool(), args.volume);
-  if (!after.ok()) return ctx.Fail(after.status());
-  if (ctx.json()) {
-    nlohmann::ordered_json o = StateJson(**after);
-    o["volume"] = args.volume;
-    o["checked_bytes"] = scrub->bytes_read;
-    ctx.PrintJson(o);
-  } else {
-    ctx.Print("Opened volume '" + args.volume + "' after a clean check of " +
-              HumanBytes(scrub->bytes_read) + ": " + StateText(**after) + "\n");
+  // Async: live at once, checked while clients use it.
+  if (Status s = OpenRestoredVolume(ctx.pool(), volume); !s.ok()) return ctx.Fail(s);
+  auto job = RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kAsync,
+                                    CheckOptions(args));
+  if (!job.ok()) {
+    return ctx.Fail(job.status().WithContext(
+        vol + " is open, but its check could not start (`snapdisk restore check` runs it)"));
   }
-  return kExitOk;
+  if (!ctx.json()) {
+    ctx.out().Stderr("Opened volume '" + volume +
+                     "' before its check: it is writable (and exported) now; checking its data "
+                     "in the background\n");
+  }
+  return RunCheck(
+      ctx, std::move(job).value(),
+      [volume, vol](CommandContext& ctx, const RestoreCheckJob& job) {
+        const RestoreCheck& c = job.record();
+        const bool bad = c.state == RestoreCheckState::kProblems;
+        PrintCheck(ctx, volume,
+                   "Opened volume '" + volume + "' before its check; the check " +
+                       (bad ? "found problems" : "found it clean") + ".\n",
+                   job);
+        if (!bad) return kExitOk;
+        ctx.Note(vol + " is open (it stays open), but its check found " + BadBlocks(c));
+        return kExitCorruption;
+      },
+      [vol](CommandContext& ctx, const RestoreCheckJob& job) {
+        return ctx.Fail(job.result().WithContext(
+            vol + " is open; its check did not finish (`snapdisk restore check` runs it again)"));
+      });
+}
+
+// Runs the check of a restored volume again (open or restoring), recording
+// the result; the volume's state does not change.
+int RunRecheck(CommandContext& ctx, const RestoreArgs& args) {
+  const std::string volume = args.volume;
+  auto job =
+      RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kSync, CheckOptions(args));
+  if (!job.ok()) return ctx.Fail(job.status());
+  return RunCheck(
+      ctx, std::move(job).value(),
+      [volume](CommandContext& ctx, const RestoreCheckJob& job) {
+        const RestoreCheck& c = job.record();
+        const bool bad = c.state == RestoreCheckState::kProblems;
+        PrintCheck(ctx, volume, "Checked volume '" + volume + "'.\n", job);
+        if (!bad) return kExitOk;
+        ctx.Note("the check of volume '" + volume + "' found " + BadBlocks(c));
+        return kExitProblemsFound;
+      },
+      [volume](CommandContext& ctx, const RestoreCheckJob& job) {
+        return ctx.Fail(job.result().WithContext("volume '" + volume + "'"));
+      });
 }
 
 int RunResume(CommandContext& ctx, const RestoreArgs& args) {
@@ -339,14 +546,26 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
   auto state = GetRestoreState(ctx.pool(), args.volume);
   if (!state.ok()) return ctx.Fail(state.status());
   const HydrationInfo& h = *hydration;
+  // ---- Fill job (tools/cli/hydration_resume.h) ----
+  // Whether a job of this process fills the volume: inside `snapdisk serve`,
+  // the server's own fill resumed at its start, or a forwarded restore/resume.
+  const std::optional<uint64_t> fill_job =
+      h.hydrating ? FindFillJob(args.volume) : std::optional<uint64_t>();
+  const std::string fill_text =
+      !h.hydrating ? std::string()
+      : fill_job   ? "; filling (job " + std::to_string(*fill_job) + " of `snapdisk backup jobs`)"
+                   : std::string("; no fill is running");
+  // ---- end of fill job ----
   if (ctx.json()) {
-    nlohmann::ordered_json o =
-        *state ? StateJson(**state) : nlohmann::ordered_json{{"state", nullptr}};
+    nlohmann::ordered_json o = *state ? StateJsonWithCheck(ctx.pool(), args.volume, **state)
+                                      : nlohmann::ordered_json{{"state", nullptr}};
     o["volume"] = args.volume;
     o["hydrating"] = h.hydrating;
     o["hydration_total_bytes"] = h.total_bytes;
     o["hydration_pending_bytes"] = h.pending_bytes;
     o["hydration_source_attached"] = h.source_attached;
+    o["hydration_fill_running"] = fill_job.has_value();  // fill job (hydration_resume.h)
+    o["hydration_fill_job"] = fill_job ? nlohmann::ordered_json(*fill_job) : nlohmann::ordered_json();
     ctx.PrintJson(o);
     return kExitOk;
   }
@@ -355,12 +574,18 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
               HumanBytes(h.total_bytes - h.pending_bytes) + " of " + HumanBytes(h.total_bytes) +
               " filled" +
               (h.source_attached ? "" : "; its source is not attached (`snapdisk restore resume`)") +
-              "\n");
+              fill_text + "\n");
   }
   if (!*state) {
     if (!h.hydrating) ctx.Print("volume '" + args.volume + "' is not being restored\n");
   } else {
-    ctx.Print("volume '" + args.volume + "': " + StateText(**state) + "\n");
+    std::string text = "volume '" + args.volume + "': " + StateText(**state) + "\n";
+    if ((*state)->check) {
+      text += "volume '" + args.volume +
+              "': " + CheckText(ShownRestoreCheck(ctx.pool(), args.volume, *(*state)->check)) +
+              "\n";
+    }
+    ctx.Print(text);
   }
   return kExitOk;
 }
@@ -378,7 +603,8 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "  snapdisk restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)\n"
       "                   [--source VOL] [--plan] [--restoring] [--json]\n"
       "  snapdisk restore apply --store DIR ID POOL VOL [--json]\n"
-      "  snapdisk restore open POOL VOL [--json]\n"
+      "  snapdisk restore open POOL VOL [--check sync|async] [--rate MB/s] [--json]\n"
+      "  snapdisk restore check POOL VOL [--rate MB/s] [--json]\n"
       "  snapdisk restore resume --store DIR POOL VOL [--json]\n"
       "  snapdisk restore status POOL VOL [--json]\n\n"
       "A snapshot set restored to a new volume is instant: the volume is usable at once\n"
@@ -393,7 +619,12 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "backup and chunk named and the volume as it was before that step. --restoring\n"
       "leaves the volume restoring: `restore apply` adds the next set of the chain\n"
       "(refused, before any block is written, when it does not follow on: the message\n"
-      "names the gap and what to apply), `restore open` checks the pool and opens it.\n\n" +
+      "names the gap and what to apply), `restore open` checks the volume and opens it.\n"
+      "A restoring volume refuses clients' writes (and is not exported). The check reads\n"
+      "every mapped block back, verified: --check sync (the default) opens only a clean\n"
+      "volume; --check async opens at once and checks while clients use the volume (a\n"
+      "problem found then leaves it open: exit 5). `restore status` shows the last\n"
+      "check; `restore check` runs it again.\n\n" +
       HelpFooter());
   restore->require_subcommand(0, 1);
   restore->add_option("ID", args->id, "The backup set to restore, e.g. F3 (see `backup list`)");
@@ -465,14 +696,41 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
   {
     auto a = std::make_shared<RestoreArgs>();
     CLI::App* cmd = AddCommand(*restore, "open",
-                               "Check the pool (a scrub: every block against its checksum), then "
-                               "make a restoring\nvolume live: no more backups can be applied");
+                               "Make a restoring volume live (writable, exported; no more backups "
+                               "can be applied),\nafter checking its data (sync) or while "
+                               "checking it (async)");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
+    cmd->add_option("--check", a->check,
+                    "sync: read back and verify every block, then open a clean volume (the "
+                    "default);\nasync: open at once, check in the background (the result is "
+                    "recorded: `restore status`)")
+        ->check(CLI::IsMember({"sync", "async"}))
+        ->type_name("MODE");
+    cmd->add_option("--rate", a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)")
+        ->check(CheckValidator(CheckRate, "rate"))
+        ->type_name("MB/s");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
                                      [a](CommandContext& ctx) { return RunOpen(ctx, *a); });
+    });
+  }
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    CLI::App* cmd = AddCommand(*restore, "check",
+                               "Check a restored volume's data again (open or restoring): every "
+                               "mapped block read\nback and verified; the result is recorded "
+                               "(`restore status`); exit 1 on bad blocks");
+    AddPoolArg(cmd, a->pool);
+    AddVolumeArg(cmd, a->volume);
+    cmd->add_option("--rate", a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)")
+        ->check(CheckValidator(CheckRate, "rate"))
+        ->type_name("MB/s");
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, &exit_code, &executor] {
+      exit_code = executor.RunOnPool(a->pool, {a->json},
+                                     [a](CommandContext& ctx) { return RunRecheck(ctx, *a); });
     });
   }
   {
@@ -493,7 +751,7 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     auto a = std::make_shared<RestoreArgs>();
     CLI::App* cmd = AddCommand(*restore, "status",
                                "Show a volume's restore state: restoring or open, the LSN and "
-                               "time it is at, the last set applied");
+                               "time it is at, the last set applied, the last check");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
     AddJsonFlag(cmd, a->json);

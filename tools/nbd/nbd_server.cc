@@ -10,6 +10,8 @@
 // Step() per turn, before the engine is driven (so the reads a step submits
 // go to the device in the same turn); while one runs, epoll sleeps at most
 // kJobTurnNs, since the job's worker threads have no fd to wake the loop.
+// The fills the server resumed itself (cli::ServerFills) are stepped the
+// same way.
 //
 // Every request owns a Slot from its header until its reply is on the wire;
 // a connection has a fixed number of slots, so a client can never have more
@@ -49,6 +51,7 @@
 #include "restore/restore_apply.h"
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/hydration_resume.h"
 #include "tools/cli/store_util.h"
 #include "tools/nbd/nbd_protocol.h"
 
@@ -181,6 +184,9 @@ class Server {
   std::vector<std::unique_ptr<Connection>> connections_;
   // Control commands still running as steps (at most cli::kMaxServerJobs).
   std::vector<std::unique_ptr<cli::ControlSession>> control_jobs_;
+  // Fills of instantly restored volumes the server resumed when it opened the
+  // pool; stepped like control_jobs_. Gone before the pool closes.
+  std::unique_ptr<cli::ServerFills> fills_;
   std::vector<Slot*> completed_;   // slots whose requests finished (or failed at once)
   std::vector<Slot*> processing_;  // completed_, swapped out while replies are encoded
   std::vector<Slot*> fua_;
@@ -1423,7 +1429,8 @@ void Server::Reap() {
 // completions (the pool has no fd for those).
 int64_t Server::TimeoutNs() const {
   if (!completed_.empty() || !dirty_.empty()) return 0;
-  const int64_t job_ns = control_jobs_.empty() ? -1 : kJobTurnNs;
+  const bool jobs = !control_jobs_.empty() || (fills_ != nullptr && !fills_->idle());
+  const int64_t job_ns = jobs ? kJobTurnNs : -1;
   if (pool_->in_flight() == 0) return job_ns;
   if (qos_exports_ > 0) return 50'000;
   if (event_fd_ >= 0) return job_ns >= 0 ? job_ns : 10'000'000;
@@ -1488,6 +1495,7 @@ void Server::Loop() {
       }
     }
     StepControlJobs();
+    fills_->Step();
     DriveEngine();
     ProcessCompleted();
     FlushDirty();
@@ -1514,6 +1522,9 @@ void Server::Shutdown() {
     if (!control_jobs_.empty()) cli::WaitForPoolWork(*pool_);
     ProcessCompleted();
   }
+  // The resumed fills stop where they are: their volumes stay hydrating (the
+  // commit at close keeps what they filled), and the next start resumes them.
+  fills_.reset();
   // Finish what the engine holds, send what replies can be sent without
   // waiting on slow clients, then hang up.
   while (pool_->in_flight() > 0) {
@@ -1532,6 +1543,14 @@ void Server::Shutdown() {
 
 int Server::Run() {
   if (int rc = Setup(); rc != cli::kExitOk) return rc;
+  cli::ServerFillOptions fill_options;
+  fill_options.pool_path = options_.pool_path;
+  fill_options.rate_mb_per_s = options_.hydrate_rate_mb_per_s;
+  fill_options.log = [](const std::string& line) {
+    std::fprintf(stderr, "snapdisk: serve: %s\n", line.c_str());
+  };
+  fills_ = std::make_unique<cli::ServerFills>(*pool_, std::move(fill_options));
+  fills_->ResumeAll();
   uint64_t snapshots = 0;
   const auto volumes = pool_->ListVolumes();
   for (const VolumeInfo& v : volumes) snapshots += v.snapshots;

@@ -27,6 +27,13 @@
 // While a client has an export open the volume is marked in use
 // (Volume::SetInUse), so rollback and delete through the control socket
 // answer Busy.
+//
+// Instant restores go on by themselves: when the server opens the pool, every
+// volume still hydrating from a backup gets its store attached again and its
+// fill continued as a job between NBD requests (tools/cli/hydration_resume.h;
+// listed by `backup jobs`, cancelled by `backup cancel`, cancelled when the
+// server stops). A volume whose store cannot be opened is served anyway, its
+// pending blocks failing to read, after one line on stderr saying why.
 #pragma once
 
 #include <cstdint>
@@ -46,10 +53,16 @@ struct ServerOptions {
   uint32_t max_request_bytes = uint32_t{32} << 20;
   // Log connects and disconnects to stderr (protocol errors are always logged).
   bool verbose = false;
+  // Cap of each background fill the server resumes on its own (instantly
+  // restored volumes still hydrating when it opens the pool), in 10^6
+  // bytes/s; 0: unlimited, as the instant restore itself. See
+  // tools/cli/hydration_resume.h.
+  double hydrate_rate_mb_per_s = 0;
 };
 
-// Opens the pool (its lock: a second server gets Busy), listens, prints one
-// line to stderr when ready —
+// Opens the pool (its lock: a second server gets Busy), listens, resumes the
+// pool's hydrating volumes (a line each on stderr), prints one line to stderr
+// when ready —
 //   snapdisk: serving POOL on unix:PATH (N volumes, M snapshots)
 //   snapdisk: serving POOL on tcp:ADDR:PORT (N volumes, M snapshots)
 // — and serves until SIGTERM or SIGINT, then finishes the requests in flight,
