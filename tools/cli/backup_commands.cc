@@ -427,9 +427,10 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
     auto a = std::make_shared<BackupArgs>();
     CLI::App* cmd = AddCommand(
         *backup, "jobs",
-        "List the backups running in the server that holds POOL (`snapdisk serve`): job\n"
-        "number, set id, progress, rate and ETA. A backup run by a `snapdisk backup` command\n"
-        "outside a server shows its own progress");
+        "List the jobs running in the server that holds POOL (`snapdisk serve`): backups,\n"
+        "restores and their background fills, volume checks, RBD diff imports and exports;\n"
+        "job number, set id, progress, rate and ETA. A command run outside a server shows\n"
+        "its own progress");
     cmd->add_option("POOL", a->pool, "Path of the pool file")->required();
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, run_pool] { run_pool(a, ListJobs); });
@@ -437,9 +438,10 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
   {
     auto a = std::make_shared<BackupArgs>();
     CLI::App* cmd = AddCommand(*backup, "cancel",
-                               "Cancel a backup running in POOL's server, by job number or set "
-                               "id (see `backup jobs`);\nthe backup stops and puts nothing in "
-                               "the store");
+                               "Cancel a job running in POOL's server, by job number or set id "
+                               "(see `backup jobs`);\na backup stops and puts nothing in the "
+                               "store; a fill or a check stops where it is\n(`restore resume` / "
+                               "`restore check` go on later)");
     cmd->add_option("POOL", a->pool, "Path of the pool file")->required();
     cmd->add_option("JOB", a->id, "The job number or the set id, e.g. 2 or F3")->required();
     AddJsonFlag(cmd, a->json);

@@ -360,7 +360,8 @@ struct ControlSession::Impl : public StepRunner {
       while (!j.step()) WaitForPoolWork(pool);
       return c.Fail(Status::Busy("the server of pool " + pool_path + " runs " +
                                  std::to_string(kMaxServerJobs) +
-                                 " backups already; try again when one has finished"));
+                                 " jobs already (backups, restores, checks, RBD diffs; `snapdisk "
+                                 "backup jobs` lists them); try again when one has finished"));
     }
     ctx.emplace(c);
     job = std::move(j);

@@ -38,7 +38,8 @@
 // between NBD requests, so NBD clients keep being served while it runs; the
 // client gets progress lines meanwhile and the final line when it has
 // finished. Other commands are served while a backup runs (at most
-// kMaxServerJobs backups at once; more are Busy).
+// kMaxServerJobs stepped jobs at once — backups, restores and their fills,
+// volume checks, RBD diff imports and exports; more are Busy).
 //
 // Client behaviour (RunThroughServer): no socket file -> the CLI opens the
 // pool itself; a socket file nobody listens on (a server that died) -> the
