@@ -33,6 +33,7 @@ std::string EncodeAttribute(const LazyRestoreOptions& options, const std::string
   j["version"] = 1;
   j["store"] = options.store_locator;
   j["set"] = set_id;
+  if (options.rate_mb_per_s > 0) j["rate_mb_per_s"] = options.rate_mb_per_s;
   if (!index_sha256.empty()) j["index_sha256"] = index_sha256;
   if (!manifest_sha256.empty()) j["manifest_sha256"] = manifest_sha256;
   return j.dump();
@@ -43,6 +44,7 @@ struct SourceAttribute {
   std::string set;
   std::string index_sha256;     // one of these two
   std::string manifest_sha256;
+  double rate_mb_per_s = 0;
 };
 
 Result<SourceAttribute> DecodeAttribute(std::string_view text, std::string_view volume) {
@@ -72,6 +74,10 @@ Result<SourceAttribute> DecodeAttribute(std::string_view text, std::string_view 
   SNAPDISK_RETURN_IF_ERROR(text_field("set", &a.set, true));
   SNAPDISK_RETURN_IF_ERROR(text_field("index_sha256", &a.index_sha256, false));
   SNAPDISK_RETURN_IF_ERROR(text_field("manifest_sha256", &a.manifest_sha256, a.index_sha256.empty()));
+  if (auto rate = j.find("rate_mb_per_s"); rate != j.end()) {
+    if (!rate->is_number() || !(rate->get<double>() > 0)) return bad("has a bad \"rate_mb_per_s\"");
+    a.rate_mb_per_s = rate->get<double>();
+  }
   return a;
 }
 
@@ -419,6 +425,12 @@ HydrationProgress HydrationJob::progress() const {
     p.eta_s = static_cast<double>(p.pending_bytes) / p.rate_bytes_per_s;
   }
   return p;
+}
+
+Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_view volume) {
+  SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationSourceAttribute));
+  SNAPDISK_ASSIGN_OR_RETURN(SourceAttribute a, DecodeAttribute(text, volume));
+  return HydrationSourceRecord{a.store, a.set, a.rate_mb_per_s};
 }
 
 // ---- Starting and resuming --------------------------------------------------------------

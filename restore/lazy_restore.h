@@ -23,7 +23,8 @@
 // "hydration-source" (JSON: {"format": "snapdisk-hydration-source",
 // "version": 1, "store": <LazyRestoreOptions::store_locator>, "set": <id>,
 // "index_sha256": <the set's restore index top's hash>} — or, for a set
-// without an index, "manifest_sha256": <its manifest's hash>), so that after
+// without an index, "manifest_sha256": <its manifest's hash>; and
+// "rate_mb_per_s" when the fill was capped), so that after
 // a reopen (or a crash: everything written and flushed stays, nothing
 // hydrated before the last commit is fetched again) ResumeHydration attaches
 // the source again and returns a job that continues where the last commit
@@ -236,6 +237,17 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
                                                        std::string_view set_id,
                                                        std::string_view new_volume,
                                                        const LazyRestoreOptions& options);
+
+// What a lazily restored volume's "hydration-source" attribute records (for
+// whoever resumes it: the store to open, the cap to fill at). NotFound when
+// the volume has none (not restored lazily, or hydrated); Corruption when it
+// is malformed.
+struct HydrationSourceRecord {
+  std::string store_locator;
+  std::string set_id;
+  double rate_mb_per_s = 0;  // the fill's cap when it was started; 0: none
+};
+Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_view volume);
 
 // Attaches the source of a lazily restored volume again (after a reopen, a
 // crash, or a cancelled job) and returns a job that finishes its hydration.

@@ -426,6 +426,10 @@ TEST_F(LazyRestoreTest, TheRateCapPacesTheFill) {
   options.step_bytes = 64 * kKiB;
   auto job = StartLazyRestore(*pool_, *store_, set.id, "r", options);
   ASSERT_TRUE(job.ok());
+  Result<HydrationSourceRecord> record = GetHydrationSourceRecord(*pool_, "r");
+  ASSERT_TRUE(record.ok()) << record.status().ToString();
+  EXPECT_EQ(record->rate_mb_per_s, 1.0) << "recorded, for whoever resumes the fill";
+  EXPECT_EQ(record->set_id, set.id);
   for (int i = 0; i < 50; ++i) (*job)->Step();
   const uint64_t at_once = (*job)->progress().filled_bytes;
   EXPECT_GT(at_once, 0u);
@@ -446,6 +450,7 @@ TEST_F(LazyRestoreTest, TheRateCapPacesTheFill) {
   ASSERT_TRUE((*job)->Run().ok());
   EXPECT_EQ(Diff(ReadImage(**pool_->OpenVolume("r")), image), "");
   EXPECT_GT((*job)->progress().hydrated_after_s, 1.0);
+  EXPECT_TRUE(GetHydrationSourceRecord(*pool_, "r").status().IsNotFound());
 }
 
 TEST_F(LazyRestoreTest, ABackupOfSmallerBlocksRestoresIntoLargerOnes) {

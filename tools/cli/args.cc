@@ -1,6 +1,8 @@
 #include "tools/cli/args.h"
 
 #include <cctype>
+#include <cmath>
+#include <cstdlib>
 #include <ctime>
 #include <limits>
 
@@ -181,6 +183,20 @@ Result<int64_t> ParseTimestamp(std::string_view text) {
   if (seconds < 0 || seconds > int64_t{9'000'000'000}) return bad("out of range");
   return seconds * 1'000'000'000 + frac_ns;
 }
+
+Result<double> ParseRate(std::string_view text) {
+  const std::string copy(text);
+  char* end = nullptr;
+  const double v = std::strtod(copy.c_str(), &end);
+  if (copy.empty() || end != copy.c_str() + copy.size() || !std::isfinite(v) || v <= 0 ||
+      v > 1e6) {
+    return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
+                                   copy + ")");
+  }
+  return v;
+}
+
+Status CheckRate(const std::string& text) { return ParseRate(text).status(); }
 
 Result<uint32_t> ParseDays(std::string_view text) {
   uint64_t v = 0;

@@ -41,17 +41,6 @@ struct BackupArgs {
 
 Status CheckMethod(const std::string& text) { return ParseBackupMethod(text).status(); }
 
-Status CheckRate(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v <= 0 ||
-      v > 1e6) {
-    return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
-                                   text + ")");
-  }
-  return Status::OK();
-}
-
 Status CheckRetain(const std::string& text) {
   auto days = ParseDays(text);
   if (!days.ok()) {
@@ -83,7 +72,7 @@ int RunBackup(CommandContext& ctx, const BackupArgs& args) {
   if (!store.ok()) return ctx.Fail(store.status());
   BackupOptions options;
   options.method = ParseBackupMethod(args.method).value();
-  if (!args.rate.empty()) options.rate_mb_per_s = std::strtod(args.rate.c_str(), nullptr);
+  if (!args.rate.empty()) options.rate_mb_per_s = ParseRate(args.rate).value();
   if (!args.retain.empty()) options.retain_days = ParseDays(args.retain).value();
   auto run = std::make_shared<BackupRun>();
   run->store = std::move(store).value();
@@ -237,7 +226,7 @@ int ListJobs(CommandContext& ctx, const BackupArgs&) {
     return kExitOk;
   }
   if (jobs.empty()) {
-    ctx.Print("no backups running on pool " + ctx.pool_path() + "\n");
+    ctx.Print("no jobs running on pool " + ctx.pool_path() + "\n");
     return kExitOk;
   }
   Table table({"JOB", "ID", "WHAT", "DONE", "OF", "RATE", "ETA", "STARTED"});
@@ -261,7 +250,9 @@ int CancelJob(CommandContext& ctx, const BackupArgs& args) {
   if (ctx.json()) {
     ctx.PrintJson({{"cancelled", args.id}});
   } else {
-    ctx.Print("Cancelling " + args.id + ": the backup stops and leaves nothing in the store\n");
+    ctx.Print("Cancelling " + args.id +
+              ": a backup stops and leaves nothing in the store; a fill or a check stops where "
+              "it is\n");
   }
   return kExitOk;
 }

@@ -4,36 +4,12 @@
 
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include "restore/lazy_restore.h"
 #include "tools/cli/job_registry.h"
 #include "tools/cli/report.h"
 #include "tools/cli/store_util.h"
 
 namespace snapdisk::cli {
-
-namespace {
-
-// What the volume's "hydration-source" attribute says about where its data
-// comes from: the store's locator (a directory for the CLI) and the set id.
-// Only these two fields are read here; ResumeHydration decodes and checks
-// the whole attribute.
-struct RecordedSource {
-  std::string store;
-  std::string set;
-};
-
-RecordedSource ReadRecordedSource(const std::string& text) {
-  RecordedSource out;
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return out;
-  if (auto it = j.find("store"); it != j.end() && it->is_string()) out.store = *it;
-  if (auto it = j.find("set"); it != j.end() && it->is_string()) out.set = *it;
-  return out;
-}
-
-}  // namespace
 
 std::string FillJobLabel(std::string_view volume, std::string_view set_id) {
   return "hydrate " + std::string(volume) + " from " + std::string(set_id);
@@ -71,20 +47,19 @@ void ServerFills::Log(const std::string& line) const {
 }
 
 Result<std::unique_ptr<ServerFills::Fill>> ServerFills::Resume(const std::string& volume) {
-  Result<std::string> text = pool_.GetAttribute(volume, kHydrationSourceAttribute);
-  if (!text.ok()) {
-    return text.status().WithContext("volume '" + volume +
-                                     "' is hydrating but names no backup to fill it from");
+  Result<HydrationSourceRecord> recorded = GetHydrationSourceRecord(pool_, volume);
+  if (!recorded.ok()) {
+    return recorded.status().WithContext("volume '" + volume +
+                                         "' is hydrating but names no backup to fill it from");
   }
-  const RecordedSource recorded = ReadRecordedSource(*text);
-  if (recorded.store.empty()) {
+  if (recorded->store_locator.empty()) {
     return Status::NotFound("volume '" + volume + "' is hydrating from set " +
-                            (recorded.set.empty() ? std::string("?") : recorded.set) +
-                            ", but its " + kHydrationSourceAttribute + " attribute names no store");
+                            recorded->set_id + ", but its " + kHydrationSourceAttribute +
+                            " attribute names no store");
   }
-  const std::string& dir = recorded.store;
-  const std::string what =
-      "volume '" + volume + "' (set " + recorded.set + " of store " + dir + ") stays unattached";
+  const std::string& dir = recorded->store_locator;
+  const std::string what = "volume '" + volume + "' (set " + recorded->set_id + " of store " + dir +
+                           ") stays unattached";
   Result<std::shared_ptr<WormStore>> store = OpenStore(dir);
   if (!store.ok()) {
     // OpenStore's NotFound suggests `store create`, which would make an
@@ -96,7 +71,8 @@ Result<std::unique_ptr<ServerFills::Fill>> ServerFills::Resume(const std::string
   }
   LazyRestoreOptions lazy;
   lazy.store_locator = dir;
-  lazy.rate_mb_per_s = options_.rate_mb_per_s;
+  lazy.rate_mb_per_s =
+      options_.rate_mb_per_s > 0 ? options_.rate_mb_per_s : recorded->rate_mb_per_s;
   // ResumeHydration attaches nothing when it fails.
   Result<std::unique_ptr<HydrationJob>> job = ResumeHydration(pool_, volume, **store, lazy);
   if (!job.ok()) return job.status().WithContext(what);
@@ -119,8 +95,8 @@ size_t ServerFills::ResumeAll() {
     if (!info->hydrating) continue;
     Result<std::unique_ptr<Fill>> resumed = Resume(v.name);
     if (!resumed.ok()) {
-      Result<std::string> text = pool_.GetAttribute(v.name, kHydrationSourceAttribute);
-      const std::string dir = text.ok() ? ReadRecordedSource(*text).store : "";
+      Result<HydrationSourceRecord> recorded = GetHydrationSourceRecord(pool_, v.name);
+      const std::string dir = recorded.ok() ? recorded->store_locator : "";
       Log(resumed.status().message() + "; its " + HumanBytes(info->pending_bytes) +
           " not yet filled fail to read until `snapdisk restore resume --store " +
           (dir.empty() ? std::string("DIR") : dir) + " " + options_.pool_path + " " + v.name +

@@ -38,10 +38,10 @@
 //    with everything filled so far and `restore resume` (or the next start
 //    of the server) continues.
 //
-// Rate: the attribute does not record the cap the original restore used (the
-// CLI's instant restore has none: it fills as fast as the store and the pool
-// allow), so resumed fills run at ServerFillOptions::rate_mb_per_s, unlimited
-// by default (`snapdisk serve --hydrate-rate MB/s` sets it).
+// Rate: a resumed fill runs at the cap its restore was started with
+// (`snapdisk restore --rate`, recorded in the attribute; none: as fast as the
+// store and the pool allow), unless ServerFillOptions::rate_mb_per_s
+// (`snapdisk serve --hydrate-rate MB/s`) sets one for every fill.
 //
 // Thread safety: the pool's thread only (the server runs everything there).
 #pragma once
@@ -72,8 +72,8 @@ struct ServerFillOptions {
   // The served pool's path, as given on the command line (for the job's
   // command line in `backup jobs`).
   std::string pool_path;
-  // Cap of each fill in 10^6 bytes/s; 0: as fast as the store and the pool
-  // allow. Clients' reads are never capped.
+  // Cap of each fill in 10^6 bytes/s; 0: the cap its restore recorded (none:
+  // as fast as the store and the pool allow). Clients' reads are never capped.
   double rate_mb_per_s = 0;
   // Where the lines about fills go (one call per line, without a newline).
   // Empty: nowhere.

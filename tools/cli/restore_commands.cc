@@ -6,11 +6,11 @@
 // end, like import; the volume is exported once it is open.
 //
 //   restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)
-//           [--source VOL] [--plan] [--restoring] [--copy]
+//           [--source VOL] [--plan] [--restoring] [--copy] [--rate MB/s]
 //   restore apply --store DIR ID POOL VOL
 //   restore open POOL VOL [--check sync|async] [--rate MB/s]
 //   restore check POOL VOL [--rate MB/s]
-//   restore resume --store DIR POOL VOL
+//   restore resume --store DIR POOL VOL [--rate MB/s]
 //   restore status POOL VOL
 //
 // `restore` is both a command and a group, like `backup`: set ids are a
@@ -54,7 +54,7 @@ struct RestoreArgs {
   std::string pool;
   std::string volume;
   std::string check = "sync";  // restore open: sync or async
-  std::string rate;            // restore open/check: the check's rate cap, MB/s
+  std::string rate;            // MB/s: an instant restore's fill (restore, resume), a check's reads
   bool plan = false;
   bool restoring = false;
   bool copy = false;
@@ -73,17 +73,6 @@ Status CheckLsn(const std::string& text) {
 }
 
 Status CheckTimestamp(const std::string& text) { return ParseTimestamp(text).status(); }
-
-Status CheckRate(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v <= 0 ||
-      v > 1e6) {
-    return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
-                                   text + ")");
-  }
-  return Status::OK();
-}
 
 // The source volume of a --time/--lsn restore: --source, else the store's
 // only volume, else the target's name when it is among them.
@@ -272,7 +261,7 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
   steps.id = [run] { return run->job->progress().set_id; };
   steps.progress = [run] {
     const HydrationProgress p = run->job->progress();
-    return StepProgress{"hydrate " + p.volume + " from " + p.set_id, p.done_bytes, p.total_bytes,
+    return StepProgress{FillJobLabel(p.volume, p.set_id), p.done_bytes, p.total_bytes,
                         ProgressUnit::kBytes};
   };
   steps.finish = [run, volume](CommandContext& ctx) {
@@ -338,6 +327,7 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
       plan->steps[0].set.type == BackupType::kSnapshot) {
     LazyRestoreOptions lazy;
     lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+    if (!args.rate.empty()) lazy.rate_mb_per_s = ParseRate(args.rate).value();
     auto job = StartLazyRestore(ctx.pool(), **store, plan->steps[0].set.id, volume, lazy);
     if (!job.ok()) return ctx.Fail(job.status());
     return RunHydration(ctx, *store, std::move(job).value(), volume);
@@ -365,7 +355,7 @@ int RunApply(CommandContext& ctx, const RestoreArgs& args) {
 
 VolumeCheckOptions CheckOptions(const RestoreArgs& args) {
   VolumeCheckOptions options;
-  if (!args.rate.empty()) options.rate_mb_per_s = std::strtod(args.rate.c_str(), nullptr);
+  if (!args.rate.empty()) options.rate_mb_per_s = ParseRate(args.rate).value();
   return options;
 }
 
@@ -531,10 +521,20 @@ int RunRecheck(CommandContext& ctx, const RestoreArgs& args) {
 }
 
 int RunResume(CommandContext& ctx, const RestoreArgs& args) {
+  if (std::optional<uint64_t> running = FindFillJob(args.volume)) {
+    return ctx.Fail(Status::Busy("volume '" + args.volume + "' is being filled already (job " +
+                                 std::to_string(*running) + " of `snapdisk backup jobs`)"));
+  }
   auto store = OpenStore(ctx.ResolvePath(args.store));
   if (!store.ok()) return ctx.Fail(store.status());
   LazyRestoreOptions lazy;
   lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+  // The cap the restore was started with, unless --rate says otherwise.
+  if (!args.rate.empty()) {
+    lazy.rate_mb_per_s = ParseRate(args.rate).value();
+  } else if (auto recorded = GetHydrationSourceRecord(ctx.pool(), args.volume); recorded.ok()) {
+    lazy.rate_mb_per_s = recorded->rate_mb_per_s;
+  }
   auto job = ResumeHydration(ctx.pool(), args.volume, **store, lazy);
   if (!job.ok()) return ctx.Fail(job.status());
   return RunHydration(ctx, *store, std::move(job).value(), args.volume);
@@ -601,11 +601,11 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
   restore->footer(
       "Usage:\n"
       "  snapdisk restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)\n"
-      "                   [--source VOL] [--plan] [--restoring] [--json]\n"
+      "                   [--source VOL] [--plan] [--restoring] [--copy] [--rate MB/s] [--json]\n"
       "  snapdisk restore apply --store DIR ID POOL VOL [--json]\n"
       "  snapdisk restore open POOL VOL [--check sync|async] [--rate MB/s] [--json]\n"
       "  snapdisk restore check POOL VOL [--rate MB/s] [--json]\n"
-      "  snapdisk restore resume --store DIR POOL VOL [--json]\n"
+      "  snapdisk restore resume --store DIR POOL VOL [--rate MB/s] [--json]\n"
       "  snapdisk restore status POOL VOL [--json]\n\n"
       "A snapshot set restored to a new volume is instant: the volume is usable at once\n"
       "(inside `snapdisk serve`, exported at once), a read of a block not yet filled\n"
@@ -653,6 +653,11 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "restore (usable at once, filled in the background)");
   restore->add_flag("--restoring", args->restoring,
                     "Leave the volume restoring, for `restore apply` and `restore open`");
+  restore->add_option("--rate", args->rate,
+                      "Cap the background fill of an instant restore at this many MB/s (10^6\n"
+                      "bytes/s; recorded: a resumed fill keeps it). Clients' reads are never capped")
+      ->check(CheckValidator(CheckRate, "rate"))
+      ->type_name("MB/s");
   AddJsonFlag(restore, args->json);
   restore->callback([restore, args, &exit_code, &executor] {
     if (!restore->get_subcommands().empty()) return;  // apply, open or status ran
@@ -741,6 +746,10 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
+    cmd->add_option("--rate", a->rate,
+                    "Cap the fill at this many MB/s (default: the cap the restore was started with)")
+        ->check(CheckValidator(CheckRate, "rate"))
+        ->type_name("MB/s");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},

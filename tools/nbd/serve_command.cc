@@ -10,21 +10,6 @@
 
 namespace snapdisk::cli {
 
-namespace {
-
-// As `backup --rate` takes it.
-Status CheckRate(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(v > 0) || v > 1e6) {
-    return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
-                                   text + ")");
-  }
-  return Status::OK();
-}
-
-}  // namespace
-
 void AddServeCommand(CLI::App& app, int& exit_code) {
   auto opt = std::make_shared<nbd::ServerOptions>();
   CLI::App* cmd = app.add_subcommand(
@@ -46,9 +31,9 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
       "Instant restores go on by themselves: a volume still being filled from its backup\n"
       "(after a restart or a crash) gets its store attached again when the server starts,\n"
       "and the fill continues in the background (`backup jobs POOL` lists it, `backup\n"
-      "cancel` stops it) at --hydrate-rate, unlimited by default. A store that cannot be\n"
-      "opened is named on stderr; the volume's data not yet filled then fails to read\n"
-      "until `snapdisk restore resume`.\n\n" +
+      "cancel` stops it) at --hydrate-rate, or the cap its `restore --rate` set. A store\n"
+      "that cannot be opened is named on stderr; the volume's data not yet filled then\n"
+      "fails to read until `snapdisk restore resume`.\n\n" +
       std::string(kExitCodeHelp));
   cmd->add_option("POOL", opt->pool_path, "Path of the pool file")->required();
   auto* socket = cmd->add_option("--socket", opt->socket_path, "Listen on this Unix socket");
@@ -69,7 +54,7 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
   cmd->add_flag("--verbose", opt->verbose, "Log connections and client errors to stderr");
   cmd->add_option("--hydrate-rate", opt->hydrate_rate_mb_per_s,
                   "Cap each fill of an instant restore the server resumes at this many MB/s\n"
-                  "(10^6 bytes/s; default: no cap)")
+                  "(10^6 bytes/s; default: the cap its `restore --rate` recorded, if any)")
       ->type_name("MB/s")
       ->check(CheckValidator(CheckRate, "MB/s"));
   cmd->callback([opt, &exit_code] { exit_code = nbd::Serve(*opt); });
