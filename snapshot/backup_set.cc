@@ -617,6 +617,25 @@ Result<std::vector<std::byte>> ReadChunk(WormStore& store, const ChunkInfo& chun
   return raw;
 }
 
+namespace {
+
+// Reads and decodes the manifest object `o`, which must sit at its set's key.
+Result<BackupSet> ReadManifest(WormStore& store, const WormObjectInfo& o) {
+  Result<std::vector<std::byte>> bytes = store.Get(o.key);
+  if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
+  const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+  SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, DecodeManifest(json, o.key));
+  if (ManifestKey(set) != o.key) {
+    return Status::Corruption("manifest '" + o.key + "' describes set " + set.id + " of volume '" +
+                              set.volume + "', which belongs at '" + ManifestKey(set) + "'");
+  }
+  set.retain_until_unix_ns = o.retain_until_unix_ns;
+  set.sha256 = Sha256Hex(*bytes);
+  return set;
+}
+
+}  // namespace
+
 Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view volume) {
   const std::string prefix = volume.empty() ? "sets/" : "sets/" + std::string(volume) + "/";
   Result<std::vector<WormObjectInfo>> objects = store.List(prefix);
@@ -624,20 +643,9 @@ Result<std::vector<BackupSet>> ListBackupSets(WormStore& store, std::string_view
   std::vector<BackupSet> sets;
   for (const WormObjectInfo& o : *objects) {
     ManifestKeyParts parts;
-    if (!ParseManifestKey(o.key, &parts)) continue;  // not a manifest (nothing else lives here)
-    Result<std::vector<std::byte>> bytes = store.Get(o.key);
-    if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
-    const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-    Result<BackupSet> set = DecodeManifest(json, o.key);
-    if (!set.ok()) return set.status();
-    if (ManifestKey(*set) != o.key) {
-      return Status::Corruption("manifest '" + o.key + "' describes set " + set->id +
-                                " of volume '" + set->volume + "', which belongs at '" +
-                                ManifestKey(*set) + "'");
-    }
-    set->retain_until_unix_ns = o.retain_until_unix_ns;
-    set->sha256 = Sha256Hex(*bytes);
-    sets.push_back(std::move(set).value());
+    if (!ParseManifestKey(o.key, &parts)) continue;  // not a manifest (an index top)
+    SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, ReadManifest(store, o));
+    sets.push_back(std::move(set));
   }
   std::sort(sets.begin(), sets.end(), [](const BackupSet& a, const BackupSet& b) {
     return a.sequence != b.sequence ? a.sequence < b.sequence : a.key < b.key;
@@ -670,18 +678,7 @@ Result<WormObjectInfo> FindSetObject(WormStore& store, std::string_view id,
 
 Result<BackupSet> FindBackupSet(WormStore& store, std::string_view id) {
   SNAPDISK_ASSIGN_OR_RETURN(WormObjectInfo o, FindSetObject(store, id, kManifestSuffix));
-  Result<std::vector<std::byte>> bytes = store.Get(o.key);
-  if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
-  const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-  Result<BackupSet> set = DecodeManifest(json, o.key);
-  if (!set.ok()) return set.status();
-  if (ManifestKey(*set) != o.key) {
-    return Status::Corruption("manifest '" + o.key + "' describes set " + set->id +
-                              " of volume '" + set->volume + "'");
-  }
-  set->retain_until_unix_ns = o.retain_until_unix_ns;
-  set->sha256 = Sha256Hex(*bytes);
-  return set;
+  return ReadManifest(store, o);
 }
 
 Result<uint64_t> NextBackupSequence(WormStore& store) {

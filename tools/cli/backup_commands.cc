@@ -321,12 +321,9 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
                    "snapshot, full, diff, incr, auto or log (see below)")
       ->check(CheckValidator(CheckMethod, "method"))
       ->type_name("METHOD");
-  backup
-      ->add_option("--rate", args->rate,
-                   "Cap the read rate at this many MB/s (10^6 bytes/s; default: no cap\n"
-                   "beyond the volume's QoS for physical backups)")
-      ->check(CheckValidator(CheckRate, "MB/s"))
-      ->type_name("MB/s");
+  AddRateOption(backup, args->rate,
+                "Cap the read rate at this many MB/s (10^6 bytes/s; default: no cap\n"
+                "beyond the volume's QoS for physical backups)");
   backup
       ->add_option("--retain", args->retain,
                    "Keep the set (locked: nobody can delete it) for this many days, 7-730\n"

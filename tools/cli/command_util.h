@@ -35,4 +35,11 @@ inline CLI::Option* AddVolumeArg(CLI::App* cmd, std::string& volume,
 // The value of a size option its SizeValidator accepted.
 inline uint64_t SizeOf(const std::string& text) { return ParseSize(text).value(); }
 
+// "--rate MB/s" (10^6 bytes/s, checked by CheckRate; ParseRate reads it).
+inline CLI::Option* AddRateOption(CLI::App* cmd, std::string& rate, const std::string& help) {
+  return cmd->add_option("--rate", rate, help)
+      ->check(CheckValidator(CheckRate, "rate"))
+      ->type_name("MB/s");
+}
+
 }  // namespace snapdisk::cli

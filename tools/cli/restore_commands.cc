@@ -653,11 +653,9 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "restore (usable at once, filled in the background)");
   restore->add_flag("--restoring", args->restoring,
                     "Leave the volume restoring, for `restore apply` and `restore open`");
-  restore->add_option("--rate", args->rate,
-                      "Cap the background fill of an instant restore at this many MB/s (10^6\n"
-                      "bytes/s; recorded: a resumed fill keeps it). Clients' reads are never capped")
-      ->check(CheckValidator(CheckRate, "rate"))
-      ->type_name("MB/s");
+  AddRateOption(restore, args->rate,
+                "Cap the background fill of an instant restore at this many MB/s (10^6\n"
+                "bytes/s; recorded: a resumed fill keeps it). Clients' reads are never capped");
   AddJsonFlag(restore, args->json);
   restore->callback([restore, args, &exit_code, &executor] {
     if (!restore->get_subcommands().empty()) return;  // apply, open or status ran
@@ -712,9 +710,7 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "recorded: `restore status`)")
         ->check(CLI::IsMember({"sync", "async"}))
         ->type_name("MODE");
-    cmd->add_option("--rate", a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)")
-        ->check(CheckValidator(CheckRate, "rate"))
-        ->type_name("MB/s");
+    AddRateOption(cmd, a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
@@ -729,9 +725,7 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
                                "(`restore status`); exit 1 on bad blocks");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
-    cmd->add_option("--rate", a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)")
-        ->check(CheckValidator(CheckRate, "rate"))
-        ->type_name("MB/s");
+    AddRateOption(cmd, a->rate, "Cap the check's reads at this many MB/s (10^6 bytes)");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
@@ -746,10 +740,8 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
-    cmd->add_option("--rate", a->rate,
-                    "Cap the fill at this many MB/s (default: the cap the restore was started with)")
-        ->check(CheckValidator(CheckRate, "rate"))
-        ->type_name("MB/s");
+    AddRateOption(cmd, a->rate,
+                  "Cap the fill at this many MB/s (default: the cap the restore was started with)");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
