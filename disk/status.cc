@@ -65,6 +65,11 @@ std::string Status::ToString() const {
   return out;
 }
 
+Status Status::WithMessage(std::string_view message) const {
+  if (ok()) return Status();
+  return Status(state_->code, message);
+}
+
 Status Status::WithContext(std::string_view prefix) const {
   if (ok()) return Status();
   std::string msg(prefix);

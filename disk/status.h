@@ -91,6 +91,8 @@ class [[nodiscard]] Status {
   std::string ToString() const;
   // The same code with "<prefix>: " put before the message; OK stays OK.
   Status WithContext(std::string_view prefix) const;
+  // The same code with `message` instead of this one's; OK stays OK.
+  Status WithMessage(std::string_view message) const;
 
  private:
   struct State {

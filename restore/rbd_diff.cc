@@ -911,34 +911,7 @@ struct ImportJob::Impl {
                 " bytes (volumes never shrink)";
       }
     }
-    return Done(MakeStatus(error, what));
-  }
-
-  static Status MakeStatus(const Status& like, const std::string& message) {
-    switch (like.code()) {
-      case StatusCode::kNotFound:
-        return Status::NotFound(message);
-      case StatusCode::kInvalidArgument:
-        return Status::InvalidArgument(message);
-      case StatusCode::kCorruption:
-        return Status::Corruption(message);
-      case StatusCode::kNoSpace:
-        return Status::NoSpace(message);
-      case StatusCode::kBusy:
-        return Status::Busy(message);
-      case StatusCode::kUnsupported:
-        return Status::Unsupported(message);
-      case StatusCode::kAlreadyExists:
-        return Status::AlreadyExists(message);
-      case StatusCode::kCancelled:
-        return Status::Cancelled(message);
-      case StatusCode::kPermissionDenied:
-        return Status::PermissionDenied(message);
-      case StatusCode::kOk:
-      case StatusCode::kIOError:
-        break;
-    }
-    return Status::IOError(message);
+    return Done(error.WithMessage(what));  // error is never OK here
   }
 
   bool Done(Status s) {

@@ -25,6 +25,9 @@ TEST(StatusTest, ErrorsCarryCodeAndMessage) {
   EXPECT_EQ(copy.ToString(), s.ToString());
   EXPECT_EQ(s.WithContext("pool p").message(), "pool p: volume db offset 4096: checksum mismatch");
   EXPECT_TRUE(Status::OK().WithContext("x").ok());
+  EXPECT_EQ(s.WithMessage("another").ToString(), "Corruption: another");
+  EXPECT_TRUE(Status::PermissionDenied("a").WithMessage("b").IsPermissionDenied());
+  EXPECT_TRUE(Status::OK().WithMessage("x").ok());
 }
 
 TEST(StatusTest, FromErrnoMapsNoSpace) {
