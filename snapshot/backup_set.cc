@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "engine/names.h"
 #include "snapshot/restore_index.h"
@@ -238,7 +237,11 @@ Status DecodeManifestJson(const Json& j, std::string_view key, BackupSet* set) {
   // Chunks.
   const Json* chunks = nullptr;
   SNAPDISK_RETURN_IF_ERROR(r.Array("chunks", &chunks));
-  std::unordered_set<std::string> hashes;
+  // A chunk may be listed more than once: a log stream whose content repeats
+  // lists it at every position. Listings of one hash name the same content,
+  // so their sizes agree; their keys may not (a variant put when the first
+  // object expired mid-job), and either object serves.
+  std::unordered_map<std::string, size_t> first_listing;
   set->chunks.clear();
   set->chunks.reserve(chunks->size());
   for (size_t i = 0; i < chunks->size(); ++i) {
@@ -255,8 +258,6 @@ Status DecodeManifestJson(const Json& j, std::string_view key, BackupSet* set) {
     if (is_new == nullptr || !is_new->is_boolean()) return bad(where + ": 'new' is not a boolean");
     info.new_in_set = is_new->get<bool>();
     if (!IsLowerHex(info.hash, 32)) return bad(where + ": hash is not 32 lowercase hex digits");
-    if (!hashes.insert(info.hash).second)
-      return bad(where + ": chunk " + info.hash + " listed twice");
     if (info.raw_bytes == 0 || info.raw_bytes > kMaxChunkRawBytes) {
       return bad(where + ": raw_bytes " + std::to_string(info.raw_bytes) + " is not 1-64 MiB");
     }
@@ -273,6 +274,15 @@ Status DecodeManifestJson(const Json& j, std::string_view key, BackupSet* set) {
            ParseU64(std::string_view(chunk_key).substr(info.key.size() + 1), &variant));
       if (!ok_key) return bad(where + ": key '" + chunk_key + "' is not the chunk's key");
       info.key = std::move(chunk_key);
+    }
+    auto [first, is_first] = first_listing.try_emplace(info.hash, i);
+    if (!is_first) {
+      const ChunkInfo& earlier = set->chunks[first->second];
+      if (earlier.raw_bytes != info.raw_bytes) {
+        return bad(where + ": chunk " + info.hash + " has raw_bytes " +
+                   std::to_string(info.raw_bytes) + ", chunks[" + std::to_string(first->second) +
+                   "] says " + std::to_string(earlier.raw_bytes));
+      }
     }
     set->chunks.push_back(std::move(info));
   }

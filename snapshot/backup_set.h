@@ -44,8 +44,12 @@
 //    "prev_sha256": "<64 hex>" or ""}
 // `chunk_index` indexes "chunks" (it keeps large manifests small). Extents and
 // zero extents are sorted by offset, non-empty, do not overlap each other and
-// lie inside the volume; an extent lies inside its chunk; chunk hashes are
-// unique. DecodeManifest checks all of that.
+// lie inside the volume; an extent lies inside its chunk. DecodeManifest
+// checks all of that. Data sets list each chunk once; a log segment lists its
+// stream's chunks in order, so a chunk whose content repeats is listed at
+// every position it holds (with the same raw_bytes; its key may differ, see
+// above). Readers accept repeats in any set: code that sums or visits the
+// distinct objects of a set must not assume hashes are unique.
 //
 // Data of a set:
 //  - Snapshot backups are complete images: `extents` map every data range of

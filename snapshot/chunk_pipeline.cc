@@ -131,6 +131,11 @@ void ChunkPipeline::Cancel() {
   output_cv_.notify_all();
 }
 
+// Chunks a job remembers having stored (for sharing repeats without a store
+// lookup): ~200 bytes each, so at most ~13 MiB; past it, repeats are found
+// by the store lookup as before (and may be stored twice if racing).
+constexpr size_t kMaxRememberedChunks = 65536;
+
 void ChunkPipeline::WorkerLoop() {
   std::vector<std::byte> encode_buffer;
   std::unique_lock<std::mutex> lock(mu_);
@@ -147,8 +152,31 @@ void ChunkPipeline::WorkerLoop() {
     if (task.buffer != nullptr) {
       out.is_chunk = true;
       const std::span<const std::byte> raw(task.buffer, task.length_bytes);
-      out.status = StoreChunk(store_, raw, options_.zstd_level, options_.retain_until_unix_ns,
-                              encode_buffer, &out.chunk);
+      // A chunk this job stored already (or is storing: wait for it) is
+      // shared, not looked up and put again: repeated content (a log stream
+      // of one byte, identical blocks) is stored once even when two workers
+      // get it at the same time.
+      const std::string hash = ChunkHash(raw);
+      bool shared = false;
+      {
+        std::unique_lock<std::mutex> seen_lock(mu_);
+        seen_cv_.wait(seen_lock, [&] { return !storing_.contains(hash); });
+        if (auto it = stored_.find(hash); it != stored_.end()) {
+          out.chunk = it->second;
+          out.chunk.new_in_set = false;
+          shared = true;
+        } else {
+          storing_.insert(hash);
+        }
+      }
+      if (!shared) {
+        out.status = StoreChunk(store_, raw, options_.zstd_level, options_.retain_until_unix_ns,
+                                encode_buffer, &out.chunk);
+        std::lock_guard<std::mutex> seen_lock(mu_);
+        storing_.erase(hash);
+        if (out.status.ok() && stored_.size() < kMaxRememberedChunks) stored_.emplace(hash, out.chunk);
+        seen_cv_.notify_all();
+      }
       if (out.status.ok()) {
         if (options_.done_bytes) options_.done_bytes->fetch_add(task.length_bytes);
         if (options_.stored_bytes && out.chunk.new_in_set) {

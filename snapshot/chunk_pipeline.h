@@ -2,9 +2,10 @@
 //
 // The pool thread takes a buffer (AcquireBuffer), reads one chunk of the
 // volume into it and hands it over (SubmitChunk). A worker then hashes the
-// chunk (XXH3-128), looks its object up in the store — an existing object is
-// shared: only its retention is extended to the set's retain-until — and
-// otherwise compresses it and puts it. Other store work of a job (extending
+// chunk (XXH3-128); a chunk this pipeline stored before (or another worker
+// is storing: it waits) is shared at once; else it looks the object up in
+// the store — an existing object is shared: only its retention is extended
+// to the set's retain-until — and otherwise compresses it and puts it. Other store work of a job (extending
 // the retention of objects a set depends on, the manifest put) runs on the
 // same workers as generic tasks, so the pool thread never waits on the store.
 //
@@ -25,8 +26,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "disk/status.h"
@@ -120,6 +123,10 @@ class ChunkPipeline {
   uint32_t running_ = 0;                  // guarded by mu_
   uint32_t other_tasks_ = 0;              // queued or running; guarded by mu_
   std::vector<Output> outputs_;           // guarded by mu_
+  // In-job dedup: hashes a worker is storing now, and what was stored.
+  std::condition_variable seen_cv_;                   // a chunk left storing_
+  std::set<std::string> storing_;                     // guarded by mu_
+  std::unordered_map<std::string, ChunkInfo> stored_;  // guarded by mu_
   bool cancelled_ = false;                // guarded by mu_
   bool stopping_ = false;                 // guarded by mu_
   std::vector<std::thread> workers_;
