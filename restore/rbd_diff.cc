@@ -403,13 +403,9 @@ Result<Record> DiffReader::Next() {
         return fail("range " + range + " ends at byte " + std::to_string(end) +
                     ", beyond the image size " + std::to_string(size_bytes_));
       }
-      if (any_data_ && r.offset_bytes < data_end_) {
-        return fail("range " + range + " overlaps or comes before the previous data record, " +
-                    "which ends at " + std::to_string(data_end_) +
-                    " (data records must be in increasing order, not overlapping)");
-      }
-      any_data_ = true;
-      data_end_ = end;
+      // Records may come in any order and overlap: like `rbd import-diff`,
+      // they are applied in stream order and a later one wins (the volume
+      // applies overlapping requests in submission order).
       if (tag == 'w') {
         r.data_position = position_;
         const uint64_t left = source_.size_bytes() - position_;

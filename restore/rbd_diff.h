@@ -16,8 +16,10 @@
 //
 // What this reader accepts beyond the letter of the spec (each refusal is a
 // Corruption naming the stream and the byte offset of the record):
-//  - data records in increasing offset order, none overlapping the one
-//    before (rbd writes them so; it makes overlap a constant-memory check);
+//  - data records in any order, overlapping or not, as Ceph's own
+//    `rbd import-diff` takes them: applied in stream order, a later record
+//    winning where they overlap (rbd export-diff writes them in increasing
+//    order, and so does ExportDiff here);
 //  - no data beyond the 's' size; no offset + length overflowing 64 bits;
 //  - nothing after the end record; a stream that stops before it is
 //    truncated;
@@ -229,8 +231,6 @@ class DiffReader {
   bool in_data_ = false;  // a data record was read: no more metadata
   bool seen_from_ = false, seen_to_ = false, seen_size_ = false;
   uint64_t size_bytes_ = 0;  // from 's'
-  uint64_t data_end_ = 0;    // end of the previous data record
-  bool any_data_ = false;
   uint64_t position_ = 0;
   Status error_;
   std::vector<std::byte> window_;
