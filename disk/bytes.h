@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <string>
 
 namespace snapdisk {
 
@@ -20,5 +22,12 @@ inline bool IsAllZero(const void* data, size_t n) {
   }
   return true;
 }
+
+// "512 B", "4 KiB", "1.5 GiB": one decimal unless the value is a whole
+// number of its unit (for messages and reports).
+std::string HumanBytes(uint64_t bytes);
+// The largest binary unit that represents `bytes` exactly: "1028 KiB",
+// "3 MiB", "4097 B" (for extents, where rounding would mislead).
+std::string ExactBytes(uint64_t bytes);
 
 }  // namespace snapdisk

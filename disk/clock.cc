@@ -46,6 +46,7 @@ void ManualClock::SleepUntilNs(int64_t deadline_ns) {
 }
 
 std::string FormatRfc3339(int64_t unix_ns) {
+  if (unix_ns == kForeverUnixNs) return "forever";
   int64_t secs = unix_ns / 1'000'000'000;
   int64_t frac_ns = unix_ns % 1'000'000'000;
   if (frac_ns < 0) {

@@ -43,8 +43,13 @@ class ManualClock final : public Clock {
   std::atomic<int64_t> now_ns_;
 };
 
+// A time that never comes: a retain-until of kForeverUnixNs never expires
+// (long-term retention, the seed's -1).
+inline constexpr int64_t kForeverUnixNs = INT64_MAX;
+
 // "2026-11-21T08:40:00Z" (with nanoseconds when not whole seconds) for a
-// time in ns since the Unix epoch: how messages show wall-clock times.
+// time in ns since the Unix epoch: how messages show wall-clock times;
+// "forever" for kForeverUnixNs.
 std::string FormatRfc3339(int64_t unix_ns);
 
 }  // namespace snapdisk

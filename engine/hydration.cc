@@ -390,10 +390,7 @@ Result<uint64_t> Pool::HydrateStep(std::string_view volume, uint64_t max_bytes) 
     // which may end the hydration.
     HydrationState* h = FindHydration(vol_id);
     if (h == nullptr) break;  // nothing (more) pending
-    if (h->source == nullptr) {
-      return Status::IOError("volume '" + std::string(volume) +
-                             "' is hydrating and its source is not attached");
-    }
+    SNAPDISK_RETURN_IF_ERROR(EnsureHydrationSource(*h, records_[vol_slot]));
     const auto [first, end] = h->pending.First();
     const uint64_t run = std::min({end - first, max_blocks - filled, kMaxFillRunBlocks});
     const Record& vol = records_[vol_slot];
@@ -420,14 +417,26 @@ Result<uint64_t> Pool::HydrateStep(std::string_view volume, uint64_t max_bytes) 
 
 // ---- The I/O paths ------------------------------------------------------------------
 
+Status Pool::EnsureHydrationSource(const HydrationState& h, const Record& volume) {
+  if (h.source != nullptr) return Status::OK();
+  const std::string unattached =
+      "volume '" + volume.name + "' is hydrating and its source is not attached";
+  if (!options_.hydration_source_resolver) return Status::IOError(unattached);
+  const std::string name = volume.name;  // the resolver may look records up
+  Result<std::shared_ptr<HydrationSource>> source = options_.hydration_source_resolver(*this, name);
+  if (!source.ok()) return Status::IOError(unattached + ": " + source.status().message());
+  if (*source == nullptr) return Status::IOError(unattached);
+  h.source = *std::move(source);
+  return Status::OK();
+}
+
 Status Pool::ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
                             uint64_t count, std::byte* dest) {
   const uint64_t offset = first_vbn * block_bytes_;
   const uint64_t length = std::min(count * block_bytes_, volume.size_bytes - offset);
-  if (h.source == nullptr) {
-    return Status::IOError("volume '" + volume.name +
-                           "' is hydrating and its source is not attached (offset " +
-                           std::to_string(offset) + " is still to come from it)");
+  if (Status attached = EnsureHydrationSource(h, volume); !attached.ok()) {
+    return Status::IOError(attached.message() + " (offset " + std::to_string(offset) +
+                           " is still to come from it)");
   }
   Status s = h.source->Read(offset, {dest, length});
   if (!s.ok()) {

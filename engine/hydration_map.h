@@ -56,7 +56,9 @@ struct HydrationState {
   // Done-bitmap bits set since the last commit: bitmap block index -> the
   // block's words (bit set: no longer pending). Commit ORs them into the tree.
   std::map<uint64_t, std::vector<uint64_t>> done_bits;
-  std::shared_ptr<HydrationSource> source;
+  // Attached by AttachHydrationSource, or on demand by the pool's
+  // hydration_source_resolver (mutable: a read attaches what it resolved).
+  mutable std::shared_ptr<HydrationSource> source;
   AlignedBuffer fill_buffer;  // HydrateStep's, allocated at its first call
 };
 

@@ -82,6 +82,19 @@ struct PoolOptions {
   // Data the write log of a volume without a policy keeps referenced before
   // it drops its oldest records (see Pool, "The write log").
   uint64_t log_unshipped_limit_bytes = uint64_t{256} << 20;
+  // Instant restores after a reopen: called on the pool's thread when a read,
+  // a partial write or HydrateStep needs a pending block of a hydrating
+  // volume that has no source attached (the process that restored it is
+  // gone, it crashed, or its fill stopped). It returns the source to attach
+  // (the pool keeps it, as AttachHydrationSource does), or an error: that
+  // request then fails with IOError "volume 'V' is hydrating and its source
+  // is not attached: <why>", and the next one asks again. It may read the
+  // pool's attributes; it must not change the pool. Empty: such requests
+  // fail without asking. restore/lazy_restore.h has the one the CLI and the
+  // server use (RecordedHydrationSourceResolver: the store the volume's
+  // restore recorded).
+  std::function<Result<std::shared_ptr<HydrationSource>>(Pool& pool, std::string_view volume)>
+      hydration_source_resolver;
 };
 
 struct PoolInfo {
@@ -425,6 +438,9 @@ class Pool {
   // Corruption naming the volume and what is wrong (also for fsck).
   Status ReadHydrationMap(size_t slot, PendingRanges* pending);
   // Reads blocks [first_vbn, first_vbn + count) of `volume` from its source.
+  // Attaches the source through options_.hydration_source_resolver when none
+  // is; IOError saying why when there is none to attach.
+  Status EnsureHydrationSource(const HydrationState& h, const Record& volume);
   Status ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
                         uint64_t count, std::byte* dest);
   Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count);

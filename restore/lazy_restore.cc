@@ -9,9 +9,17 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "disk/bytes.h"
+#include "restore/restore_state.h"
+
 namespace snapdisk {
 
 namespace {
+
+// Decoded chunks a source attached on demand caches (LazyRestoreOptions's
+// default).
+constexpr uint32_t kResolvedCachedChunks = LazyRestoreOptions{}.cached_chunks;
+
 
 using Json = nlohmann::ordered_json;
 
@@ -105,6 +113,48 @@ Result<std::shared_ptr<BackupSetSource>> OpenSource(WormStore& store, std::strin
   return std::make_shared<BackupSetSource>(store, set, cached_chunks);
 }
 
+// The source the attribute records, from `store`: the set must be the one
+// the volume came from (the same index or, for a set without one, the same
+// manifest).
+Result<std::shared_ptr<BackupSetSource>> OpenRecordedSource(WormStore& store,
+                                                           const SourceAttribute& attribute,
+                                                           std::string_view volume,
+                                                           uint32_t cached_chunks) {
+  const std::string context = "volume '" + std::string(volume) + "' hydrates from set " +
+                              attribute.set + " (store " + attribute.store + ")";
+  std::string index_sha256;
+  std::string manifest_sha256;
+  Result<std::shared_ptr<BackupSetSource>> opened =
+      OpenSource(store, attribute.set, cached_chunks, &index_sha256, &manifest_sha256);
+  if (!opened.ok()) return opened.status().WithContext(context);
+  const bool by_index = !attribute.index_sha256.empty();
+  const std::string& want = by_index ? attribute.index_sha256 : attribute.manifest_sha256;
+  const std::string& have = by_index ? index_sha256 : manifest_sha256;
+  if (want != have) {
+    return Status::InvalidArgument(
+        context + ": its " + (by_index ? "restore index" : "manifest") + " has sha256 " + want +
+        ", but this store's set " + attribute.set + " has " +
+        (have.empty() ? std::string("none") : have) + ": another store (the volume's is '" +
+        attribute.store + "')");
+  }
+  return opened;
+}
+
+// A set's source together with the store it reads (attached on demand: the
+// pool then holds the only reference to the store).
+class OwningSource final : public HydrationSource {
+ public:
+  OwningSource(std::shared_ptr<WormStore> store, std::shared_ptr<BackupSetSource> source)
+      : store_(std::move(store)), source_(std::move(source)) {}
+  Status Read(uint64_t offset_bytes, std::span<std::byte> out) override {
+    return source_->Read(offset_bytes, out);
+  }
+
+ private:
+  std::shared_ptr<WormStore> store_;  // outlives source_ (declared first)
+  std::shared_ptr<BackupSetSource> source_;
+};
+
 Status ValidateOptions(const LazyRestoreOptions& o) {
   if (!(o.rate_mb_per_s >= 0) || !std::isfinite(o.rate_mb_per_s)) {
     return Status::InvalidArgument("hydration rate must be >= 0 MB/s (got " +
@@ -137,6 +187,9 @@ BackupSetSource::BackupSetSource(WormStore& store, RestoreIndex index, uint32_t 
     : store_(store),
       set_id_(index.id),
       volume_size_bytes_(index.volume_size_bytes),
+      data_bytes_(index.data_bytes),
+      origin_{index.type,    index.volume,   index.volume_id,
+              index.lineage, index.last_lsn, index.consistent_unix_ns},
       page_refs_(index.pages),
       pages_(index.pages.size()),
       cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
@@ -147,6 +200,9 @@ BackupSetSource::BackupSetSource(WormStore& store, const BackupSet& set, uint32_
     : store_(store),
       set_id_(set.id),
       volume_size_bytes_(set.volume_size_bytes),
+      data_bytes_(set.data_bytes),
+      origin_{set.type,    set.volume,   set.volume_id,
+              set.lineage, set.last_lsn, set.consistent_unix_ns},
       cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
   // One in-memory page holding every extent of the manifest.
   if (set.extents.empty()) return;
@@ -427,6 +483,35 @@ HydrationProgress HydrationJob::progress() const {
   return p;
 }
 
+Result<std::shared_ptr<HydrationSource>> OpenRecordedHydrationSource(
+    Pool& pool, std::string_view volume, const HydrationStoreOpener& open_store) {
+  SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationSourceAttribute));
+  SNAPDISK_ASSIGN_OR_RETURN(SourceAttribute attribute, DecodeAttribute(text, volume));
+  if (attribute.store.empty()) {
+    return Status::NotFound("its restore recorded no store (`snapdisk restore resume --store DIR`)");
+  }
+  Result<std::shared_ptr<WormStore>> store =
+      open_store ? open_store(attribute.store) : [&]() -> Result<std::shared_ptr<WormStore>> {
+        DirStoreOptions options;
+        options.read_only = true;  // reads beside whoever has the store open
+        SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<WormStore> opened,
+                                  OpenDirStore(attribute.store, options));
+        return std::shared_ptr<WormStore>(std::move(opened));
+      }();
+  if (!store.ok()) return store.status().WithContext("store " + attribute.store);
+  SNAPDISK_ASSIGN_OR_RETURN(std::shared_ptr<BackupSetSource> source,
+                            OpenRecordedSource(**store, attribute, volume, kResolvedCachedChunks));
+  return std::shared_ptr<HydrationSource>(
+      std::make_shared<OwningSource>(*std::move(store), std::move(source)));
+}
+
+std::function<Result<std::shared_ptr<HydrationSource>>(Pool&, std::string_view)>
+RecordedHydrationSourceResolver(HydrationStoreOpener open_store) {
+  return [open_store = std::move(open_store)](Pool& pool, std::string_view volume) {
+    return OpenRecordedHydrationSource(pool, volume, open_store);
+  };
+}
+
 Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_view volume) {
   SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationSourceAttribute));
   SNAPDISK_ASSIGN_OR_RETURN(SourceAttribute a, DecodeAttribute(text, volume));
@@ -448,6 +533,22 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
       std::shared_ptr<BackupSetSource> source,
       OpenSource(store, set_id, options.cached_chunks, &index_sha256, &manifest_sha256));
   const std::string id = source->set_id();
+  // The fill writes the set's data: refuse up front a pool without room for
+  // it, rather than leave a volume that cannot finish hydrating.
+  uint64_t data_bytes = 0;
+  if (std::optional<uint64_t> known = source->data_bytes()) {
+    data_bytes = *known;
+  } else {
+    SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, id));  // an older index
+    data_bytes = set.data_bytes;
+  }
+  if (const PoolInfo info = pool.Info(); data_bytes > info.free_bytes) {
+    return Status::NoSpace("an instant restore of set " + id + " into volume '" +
+                           std::string(new_volume) + "' needs up to " + HumanBytes(data_bytes) +
+                           " of pool space for its data, and the pool has " +
+                           HumanBytes(info.free_bytes) +
+                           " free; grow the pool or free space first (nothing was changed)");
+  }
   SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(new_volume, source->volume_size_bytes(), options.profile)
                                .status()
                                .WithContext("lazy restore of set " + id));
@@ -459,8 +560,22 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
     return why.WithContext("lazy restore of set " + id + " into volume '" + volume + "'");
   };
   const std::vector<Extent> ranges = source->DataRanges(pool.block_bytes());
+  // The volume's restore state says where it came from (`restore status`),
+  // open at once: nothing can be applied to an instant restore.
+  const BackupSetSource::Origin& origin = source->origin();
+  RestoreState state;
+  state.phase = RestorePhase::kOpen;
+  state.source_volume = origin.volume;
+  state.source_volume_id = origin.volume_id;
+  state.lineage = origin.lineage;
+  state.lsn = origin.last_lsn;
+  state.unix_ns = origin.consistent_unix_ns;
+  state.full = state.last_set = state.last_data_set = id;
+  state.instant = true;
+  state.applied.push_back({id, origin.type, 0, origin.last_lsn});
   Status s = pool.SetAttribute(volume, kHydrationSourceAttribute,
                                EncodeAttribute(options, id, index_sha256, manifest_sha256));
+  if (s.ok()) s = pool.SetAttribute(volume, kRestoreStateAttribute, EncodeRestoreState(state));
   if (s.ok()) s = pool.BeginHydration(volume, ranges);
   if (s.ok() && !ranges.empty()) s = pool.AttachHydrationSource(volume, source);
   if (s.ok()) s = pool.Commit();
@@ -488,26 +603,8 @@ Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool& pool, std::string_vi
   SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo info, pool.GetHydrationInfo(volume));
   std::shared_ptr<BackupSetSource> source;
   if (info.hydrating) {
-    const std::string context = "volume '" + std::string(volume) + "' hydrates from set " +
-                                attribute.set + " (store " + attribute.store + ")";
-    std::string index_sha256;
-    std::string manifest_sha256;
-    Result<std::shared_ptr<BackupSetSource>> opened =
-        OpenSource(store, attribute.set, options.cached_chunks, &index_sha256, &manifest_sha256);
-    if (!opened.ok()) return opened.status().WithContext(context);
-    // The set must be the one the volume came from: the same index (or, for
-    // a set without one, the same manifest).
-    const bool by_index = !attribute.index_sha256.empty();
-    const std::string& want = by_index ? attribute.index_sha256 : attribute.manifest_sha256;
-    const std::string& have = by_index ? index_sha256 : manifest_sha256;
-    if (want != have) {
-      return Status::InvalidArgument(
-          context + ": its " + (by_index ? "restore index" : "manifest") + " has sha256 " + want +
-          ", but this store's set " + attribute.set + " has " +
-          (have.empty() ? std::string("none") : have) + ": another store (the volume's is '" +
-          attribute.store + "')");
-    }
-    source = *std::move(opened);
+    SNAPDISK_ASSIGN_OR_RETURN(source,
+                              OpenRecordedSource(store, attribute, volume, options.cached_chunks));
     SNAPDISK_RETURN_IF_ERROR(pool.AttachHydrationSource(volume, source));
   }
   std::unique_ptr<HydrationJob> job(new HydrationJob(pool, std::string(volume), attribute.set,

@@ -113,7 +113,20 @@ class BackupSetSource final : public HydrationSource {
   Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
 
   const std::string& set_id() const { return set_id_; }
+  // What the set records of its source (for the restored volume's state).
+  struct Origin {
+    BackupType type = BackupType::kSnapshot;
+    std::string volume;
+    uint64_t volume_id = 0;  // 0: an older index did not record it
+    uint64_t lineage = 0;
+    uint64_t last_lsn = 0;
+    int64_t consistent_unix_ns = 0;
+  };
+  const Origin& origin() const { return origin_; }
   uint64_t volume_size_bytes() const { return volume_size_bytes_; }
+  // The set's data bytes (its extents' lengths): what a fill writes at most.
+  // Unknown only for an index top written before it recorded them.
+  std::optional<uint64_t> data_bytes() const { return data_bytes_; }
   // Where the set may hold data, as block-aligned, merged ranges: the spans
   // of its index pages (holes inside a span read as zeros), or of its
   // extents. O(pages) with an index.
@@ -132,6 +145,8 @@ class BackupSetSource final : public HydrationSource {
   WormStore& store_;
   const std::string set_id_;
   const uint64_t volume_size_bytes_;
+  const std::optional<uint64_t> data_bytes_;
+  const Origin origin_;
   std::optional<RestoreIndex> index_;           // none: pages_ came from the manifest
   std::vector<RestoreIndexPageRef> page_refs_;  // the pages' spans, in order
   std::vector<std::unique_ptr<RestoreIndexPage>> pages_;  // null: not read yet
@@ -232,7 +247,9 @@ class HydrationJob {
 // pool before returning, so the volume, its map and its attribute survive a
 // crash. Errors change nothing (a volume already created is deleted again):
 // NotFound (set), InvalidArgument (options; a set that is not a complete
-// image), AlreadyExists (volume), the pool's and the store's errors.
+// image), AlreadyExists (volume), NoSpace naming the bytes needed and free
+// when the pool has less free space than the set's data (a fill that could
+// never finish), the pool's and the store's errors.
 Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& store,
                                                        std::string_view set_id,
                                                        std::string_view new_volume,
@@ -248,6 +265,27 @@ struct HydrationSourceRecord {
   double rate_mb_per_s = 0;  // the fill's cap when it was started; 0: none
 };
 Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_view volume);
+
+// Opens the store a volume's restore recorded (HydrationSourceRecord::
+// store_locator). For the CLI and the server: the directory store there.
+using HydrationStoreOpener =
+    std::function<Result<std::shared_ptr<WormStore>>(const std::string& locator)>;
+
+// The source of a hydrating volume, found from what its restore recorded
+// (the "hydration-source" attribute): the store opened by `open_store`
+// (empty: the directory store at the recorded locator, read-only, so it
+// reads beside a process that has the store open), and the set checked to be
+// the one the volume came from, as ResumeHydration does. The source owns the
+// store. NotFound (no attribute; no store recorded), the store's errors,
+// InvalidArgument (another set under that id).
+Result<std::shared_ptr<HydrationSource>> OpenRecordedHydrationSource(
+    Pool& pool, std::string_view volume, const HydrationStoreOpener& open_store = {});
+// The same as a PoolOptions::hydration_source_resolver: whoever opens a pool
+// with it reads instantly restored volumes after a restart, with nothing to
+// run first (the CLI, `snapdisk serve`; a library user sets it in the
+// options given to PoolFile::Open or Pool::Open).
+std::function<Result<std::shared_ptr<HydrationSource>>(Pool&, std::string_view)>
+RecordedHydrationSourceResolver(HydrationStoreOpener open_store = {});
 
 // Attaches the source of a lazily restored volume again (after a reopen, a
 // crash, or a cancelled job) and returns a job that finishes its hydration.

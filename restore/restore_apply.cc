@@ -10,6 +10,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "disk/bytes.h"
 #include "restore/restore_io.h"
 #include "snapshot/log_backup.h"
 
@@ -281,9 +282,12 @@ Result<RestoreState> Restorer::RunStep(const std::optional<RestoreState>& state,
   next.undo_snapshot.clear();
   next.last_set = set.id;
   if (set.type == BackupType::kLog) {
+    next.applied.push_back(
+        {set.id, set.type, std::max(step.from_lsn, (state ? state->lsn : 0) + 1), applied_lsn});
     next.lsn = applied_lsn;
     next.unix_ns = applied_unix_ns;
   } else {
+    next.applied.push_back({set.id, set.type, set.first_lsn, set.last_lsn});
     next.lsn = set.last_lsn;  // CheckApplicable: never before the volume's LSN
     next.unix_ns = set.consistent_unix_ns;
     next.last_data_set = set.id;
@@ -469,6 +473,33 @@ Result<std::optional<RestoreState>> LoadState(Pool& pool, std::string_view volum
   return GetRestoreState(pool, volume);
 }
 
+// RestoreOptions::replace: whether restoring a set of `source_volume`
+// (`size_bytes`) onto `volume` replaces something else. The volume is the
+// backup's source when it has its name, or when its restore state says it
+// was restored from that volume; a restore that would grow it changes it. A
+// blank volume (never written, not a clone) holds nothing to lose.
+Status CheckReplace(Pool& pool, std::string_view volume, const std::optional<RestoreState>& state,
+                    const std::string& set_id, const std::string& source_volume,
+                    uint64_t size_bytes, bool replace) {
+  if (replace) return Status::OK();
+  SNAPDISK_ASSIGN_OR_RETURN(VolumeInfo target, pool.GetVolume(volume));
+  if (target.lsn == 0 && target.origin.empty()) return Status::OK();
+  const bool is_source =
+      target.name == source_volume || (state && state->source_volume == source_volume);
+  const bool grows = size_bytes > target.size_bytes;
+  if (is_source && !grows) return Status::OK();
+  std::string why;
+  if (!is_source) why = "it is not the backup's source volume";
+  if (grows) {
+    why += std::string(why.empty() ? "" : ", and ") + "the restore would grow it from " +
+           HumanBytes(target.size_bytes) + " to " + HumanBytes(size_bytes);
+  }
+  return Status::InvalidArgument(
+      "restoring " + set_id + " (volume '" + source_volume + "', " + HumanBytes(size_bytes) +
+      ") onto volume '" + target.name + "' (" + HumanBytes(target.size_bytes) +
+      ") refused: " + why + "; replace it anyway with --replace (RestoreOptions::replace)");
+}
+
 Result<RestoreResult> RunPlan(Restorer& r, Pool& pool, const RestorePlan& plan,
                               std::optional<RestoreState> state, bool replace, bool open,
                               bool delete_on_first_failure, std::string_view volume) {
@@ -503,6 +534,16 @@ Result<std::optional<RestoreState>> GetRestoreState(Pool& pool, std::string_view
   if (!value.ok()) return value.status();
   SNAPDISK_ASSIGN_OR_RETURN(RestoreState state, DecodeRestoreState(*value, volume));
   return std::optional<RestoreState>(std::move(state));
+}
+
+Status CheckNotRestoring(Pool& pool, std::string_view volume, std::string_view action) {
+  SNAPDISK_ASSIGN_OR_RETURN(std::optional<RestoreState> state, GetRestoreState(pool, volume));
+  if (!state || state->phase != RestorePhase::kRestoring) return Status::OK();
+  return Status::PermissionDenied(
+      "volume '" + std::string(volume) + "' is being restored: it cannot be " +
+      std::string(action) +
+      " until it is opened (`snapdisk restore open POOL " + std::string(volume) +
+      "`, after the last `restore apply`)");
 }
 
 Status RecoverRestoreStep(Pool& pool, std::string_view volume) {
@@ -566,6 +607,8 @@ Result<RestoreResult> RestoreOnto(Pool& pool, WormStore& store, const RestorePla
   Restorer r(pool, store, volume, options);
   SNAPDISK_RETURN_IF_ERROR(r.OpenTarget(/*require_idle=*/true));
   SNAPDISK_ASSIGN_OR_RETURN(std::optional<RestoreState> state, LoadState(pool, volume));
+  SNAPDISK_RETURN_IF_ERROR(CheckReplace(pool, volume, state, plan.steps[0].set.id, plan.volume,
+                                        plan.volume_size_bytes, options.replace));
   return RunPlan(r, pool, plan, std::move(state), /*replace=*/true, options.open,
                  /*delete_on_first_failure=*/false, volume);
 }
@@ -583,6 +626,11 @@ Result<RestoreResult> ApplySet(Pool& pool, WormStore& store, std::string_view id
   SNAPDISK_RETURN_IF_ERROR(r.OpenTarget(/*require_idle=*/true));
   SNAPDISK_ASSIGN_OR_RETURN(std::optional<RestoreState> state, LoadState(pool, volume));
   SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, id));
+  if (!state || !state->has_chain()) {
+    // The first step replaces what the volume holds.
+    SNAPDISK_RETURN_IF_ERROR(CheckReplace(pool, volume, state, set.id, set.volume,
+                                          set.volume_size_bytes, options.replace));
+  }
   if (state && state->has_chain() && state->phase == RestorePhase::kRestoring) {
     SNAPDISK_ASSIGN_OR_RETURN(VolumeInfo info, pool.GetVolume(volume));
     if (info.lsn != state->volume_lsn) {

@@ -91,6 +91,14 @@ struct RestoreOptions {
   // applied (no more backups can be applied), or leave it restoring for
   // ApplySet. ApplySet never opens (see OpenRestoredVolume).
   bool open = true;
+  // RestoreOnto, and ApplySet's first step onto a volume holding no restored
+  // backup: replace the volume even when it is not the backup's source (its
+  // name differs and its restore state names no such source) or the restore
+  // would grow it (SQL Server's WITH REPLACE). Without it such a restore is
+  // refused with InvalidArgument naming the set, its source volume, the
+  // target and both sizes, before anything changes. A blank volume (never
+  // written, not a clone) is never refused: it holds nothing to lose.
+  bool replace = false;
   // ApplySet of a log backup: where to stop.
   ApplyStop stop;
   // Chunk objects fetched and decoded at once (threads) and ahead of the
@@ -139,7 +147,9 @@ Result<RestoreResult> RestoreToNewVolume(Pool& pool, WormStore& store, const Res
 
 // Replaces the contents of an existing volume with the plan's (any restore
 // state it had is replaced too; the volume is grown when it is smaller than
-// the source, and a larger one reads zeros past the source's size). Busy,
+// the source, and a larger one reads zeros past the source's size). Another
+// volume than the source, or a restore that grows it, needs
+// options.replace (InvalidArgument otherwise). Busy,
 // before anything changes, when the volume is in use (Volume::SetInUse) or
 // has I/O in flight. NotFound when it does not exist. On failure the volume
 // is as it was before the failed step.
@@ -166,6 +176,14 @@ Status OpenRestoredVolume(Pool& pool, std::string_view volume);
 // The volume's restore state; nullopt when it has none. InvalidArgument for
 // a damaged state.
 Result<std::optional<RestoreState>> GetRestoreState(Pool& pool, std::string_view volume);
+
+// OK unless `volume` is being restored (its restore state is "restoring"):
+// then PermissionDenied "volume 'r' is being restored: it cannot be ACTION
+// until it is opened (`snapdisk restore open POOL r`, after the last
+// `restore apply`)". For what the seed forbids on such a volume besides
+// writes (the write fence): export, backup, clone, snapshot, NBD serving.
+// `action`: e.g. "exported", "snapshotted". A damaged state is its error.
+Status CheckNotRestoring(Pool& pool, std::string_view volume, std::string_view action);
 
 // Rolls back a step that a crash or a pool failure interrupted (the state's
 // pending step: back to its undo snapshot, which is then deleted) and

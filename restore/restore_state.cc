@@ -1,6 +1,7 @@
 // The restore state attribute and the apply rules (restore/restore_state.h).
 #include "restore/restore_state.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "restore/restore_plan.h"
@@ -115,6 +116,27 @@ Status Check(const std::optional<RestoreState>& state, std::string_view volume,
                                    "); restore " + st.full + " again to apply " + set.id);
   }
   if (set.type == BackupType::kIncr && set.base != st.last_set) {
+    // Further down the chain than the volume is: name, by LSN, the sets
+    // between the last one applied and this one (SQL Server's 4305).
+    std::vector<const BackupSet*> missing;
+    std::string at = set.base;
+    while (source_sets != nullptr && !at.empty() && at != st.last_set) {
+      auto it = std::find_if(source_sets->begin(), source_sets->end(),
+                             [&](const BackupSet& s) { return s.id == at; });
+      if (it == source_sets->end()) break;
+      missing.push_back(&*it);
+      at = it->base;
+    }
+    if (at == st.last_set && !missing.empty()) {
+      std::string sets;
+      for (auto m = missing.rbegin(); m != missing.rend(); ++m) {
+        sets += (sets.empty() ? "" : ", then ") + (*m)->id + " (LSN " +
+                std::to_string((*m)->first_lsn) + "-" + std::to_string((*m)->last_lsn) + ")";
+      }
+      return Status::InvalidArgument(what + " begins at LSN " + std::to_string(set.first_lsn) +
+                                     ", which is too recent to apply: the volume is at LSN " +
+                                     std::to_string(st.lsn) + "; apply " + sets + " first");
+    }
     return Status::InvalidArgument(what + " is based on " + set.base +
                                    ", but the last backup applied to " + vol + " is " +
                                    st.last_set);
@@ -133,15 +155,15 @@ Status Check(const std::optional<RestoreState>& state, std::string_view volume,
       for (const BackupSet& other : *source_sets) {
         if (other.id == set.id || other.first_lsn > next || other.last_lsn < next) continue;
         if (!Check(state, volume, other, nullptr, {}).ok()) continue;
-        covering += (covering.empty() ? "" : " or ") + other.id;
+        covering += (covering.empty() ? "" : " or ") + other.id + " (LSN " +
+                    std::to_string(other.first_lsn) + "-" + std::to_string(other.last_lsn) + ")";
       }
     }
     return Status::InvalidArgument(
         what + " begins at LSN " + std::to_string(set.first_lsn) +
         ", which is too recent to apply: the volume is at LSN " + std::to_string(st.lsn) +
         (covering.empty() ? "; no backup in the store covers LSN " + std::to_string(next)
-                          : "; apply a backup that covers LSN " + std::to_string(next) + " (" +
-                                covering + ") first"));
+                          : "; apply " + covering + " first"));
   }
   if (stop.after_lsn && *stop.after_lsn <= st.lsn) {
     return Status::InvalidArgument("stop at LSN " + std::to_string(*stop.after_lsn) + ": " + vol +
@@ -193,6 +215,14 @@ std::string EncodeRestoreState(const RestoreState& s) {
             {"volume_lsn", s.volume_lsn},
             {"log_paused", s.log_paused}};
   if (s.pending()) j["pending"] = {{"set", s.pending_set}, {"undo_snapshot", s.undo_snapshot}};
+  if (s.instant) j["instant"] = true;
+  if (!s.applied.empty()) {
+    Json applied = Json::array();
+    for (const AppliedSet& a : s.applied) {
+      applied.push_back(Json::array({a.id, BackupTypeName(a.type), a.first_lsn, a.last_lsn}));
+    }
+    j["applied"] = std::move(applied);
+  }
   if (s.check) {
     const RestoreCheck& c = *s.check;
     j["check"] = {{"mode", RestoreCheckModeName(c.mode)},
@@ -248,6 +278,23 @@ Result<RestoreState> DecodeRestoreState(std::string_view json, std::string_view 
     SNAPDISK_RETURN_IF_ERROR(p.Str("set", &s.pending_set));
     SNAPDISK_RETURN_IF_ERROR(p.Str("undo_snapshot", &s.undo_snapshot));
     if (s.pending_set.empty() || s.undo_snapshot.empty()) return f.Bad("pending", "has an empty field");
+  }
+  if (auto it = j.find("instant"); it != j.end()) {  // optional
+    if (!it->is_boolean()) return f.Bad("instant", "is not a boolean");
+    s.instant = it->get<bool>();
+  }
+  if (auto it = j.find("applied"); it != j.end()) {  // optional: older states lack it
+    if (!it->is_array()) return f.Bad("applied", "is not an array");
+    for (const Json& a : *it) {
+      if (!a.is_array() || a.size() != 4 || !a[0].is_string() || !a[1].is_string() ||
+          !a[2].is_number_unsigned() || !a[3].is_number_unsigned()) {
+        return f.Bad("applied", "holds an entry that is not [id, type, first_lsn, last_lsn]");
+      }
+      Result<BackupType> type = ParseBackupType(a[1].get<std::string>());
+      if (!type.ok()) return f.Bad("applied", "names an unknown backup type");
+      s.applied.push_back(
+          {a[0].get<std::string>(), *type, a[2].get<uint64_t>(), a[3].get<uint64_t>()});
+    }
   }
   if (auto it = j.find("check"); it != j.end()) {
     if (!it->is_object()) return f.Bad("check", "is not an object");

@@ -89,6 +89,15 @@ struct RestoreCheck {
   int64_t finished_unix_ns = 0;  // 0 while running
 };
 
+// A set applied to a restored volume, with the LSNs it brought it through
+// (a log segment applied in part: the part).
+struct AppliedSet {
+  std::string id;
+  BackupType type = BackupType::kFull;
+  uint64_t first_lsn = 0;
+  uint64_t last_lsn = 0;
+};
+
 struct RestoreState {
   RestorePhase phase = RestorePhase::kRestoring;
   std::string source_volume;
@@ -104,6 +113,11 @@ struct RestoreState {
   std::string pending_set;  // a step in progress: its set and undo snapshot
   std::string undo_snapshot;
   std::optional<RestoreCheck> check;  // the last check of the data, if any
+  // Every set applied since the chain's full or snapshot set, in order (the
+  // seed's "view file details" of a migration). States written before this
+  // was recorded have none.
+  std::vector<AppliedSet> applied;
+  bool instant = false;  // restored instantly (restore/lazy_restore.h)
 
   bool has_chain() const { return !full.empty(); }
   bool pending() const { return !pending_set.empty(); }
@@ -127,7 +141,9 @@ struct ApplyStop {
 //   "differential backup D5 cannot be applied to volume 'r': it holds no
 //    restored backup; apply a full backup first"
 //   "log backup L7 begins at LSN 1201, which is too recent to apply: the
-//    volume is at LSN 1000; apply a backup that covers LSN 1001 (L6) first"
+//    volume is at LSN 1000; apply L6 (LSN 1001-1200) first"
+//   "incremental backup I3 begins at LSN 1201, which is too recent to
+//    apply: the volume is at LSN 1000; apply I2 (LSN 1001-1200) first"
 //   "log backup L5 ends at LSN 900, which is too early to apply: the volume
 //    is at LSN 1000"
 //   "incremental backup I6 is based on I4, but the last backup applied to

@@ -130,6 +130,11 @@ Status ValidateRetentionDays(uint32_t days) {
   return Status::OK();
 }
 
+int64_t RetainUntilUnixNs(const BackupOptions& options, int64_t started_unix_ns) {
+  if (options.retain_forever) return kForeverUnixNs;
+  return started_unix_ns + int64_t{options.retain_days} * kNsPerDay;
+}
+
 const char* BackupStateName(BackupState state) {
   switch (state) {
     case BackupState::kRunning:
@@ -394,7 +399,7 @@ void BackupJob::Impl::AbortStart() {
 Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store,
                                                     std::string_view volume,
                                                     const BackupOptions& options) {
-  SNAPDISK_RETURN_IF_ERROR(ValidateRetentionDays(options.retain_days));
+  if (!options.retain_forever) SNAPDISK_RETURN_IF_ERROR(ValidateRetentionDays(options.retain_days));
   if (!(options.rate_mb_per_s >= 0) || !std::isfinite(options.rate_mb_per_s)) {
     return Status::InvalidArgument("rate must be a non-negative number of MB/s (got " +
                                    std::to_string(options.rate_mb_per_s) + ")");
@@ -409,6 +414,14 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
                                    std::to_string(options.max_reads_in_flight) + ")");
   }
   SNAPDISK_ASSIGN_OR_RETURN(VolumeInfo info, pool.GetVolume(volume));
+  // A fenced volume (being restored) holds no state of its own worth keeping
+  // yet: it is not for use until its restore opens it.
+  if (Result<std::string> fence = pool.GetAttribute(volume, Pool::kWriteFenceAttribute);
+      fence.ok()) {
+    return Status::PermissionDenied("volume '" + info.name + "' cannot be backed up: " + *fence);
+  } else if (!fence.status().IsNotFound()) {
+    return fence.status();
+  }
   if (options.method == BackupMethod::kLog) {
     SNAPDISK_ASSIGN_OR_RETURN(auto log, LogBackupJob::Start(pool, store, volume, options));
     return std::unique_ptr<BackupJob>(new BackupJob(std::move(log)));
@@ -453,7 +466,7 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
   set.volume_id = info.id;
   set.lineage = info.lineage;
   set.started_unix_ns = store.NowUnixNs();
-  set.retain_until_unix_ns = set.started_unix_ns + int64_t{options.retain_days} * kNsPerDay;
+  set.retain_until_unix_ns = RetainUntilUnixNs(options, set.started_unix_ns);
   impl->snapshot_name = SnapshotNameFor(set.id);
   if (Status s = impl->TakeSnapshotAndPlan(); !s.ok()) {
     impl->AbortStart();

@@ -60,12 +60,17 @@ inline constexpr uint32_t kMaxRetentionDays = 730;
 // InvalidArgument "retention must be 7-730 days (got N)".
 Status ValidateRetentionDays(uint32_t days);
 
+
 struct BackupOptions {
   BackupMethod method = BackupMethod::kSnapshot;
   // Physical backups: a further cap on the read rate (10^6 bytes/s); 0: as
   // fast as the volume's QoS allows.
   double rate_mb_per_s = 0;
   uint32_t retain_days = 7;  // 7-730
+  // Long-term retention (the seed's -1, for manual backups): the set never
+  // expires (retained until kForeverUnixNs); it is still write-once and can
+  // never be deleted. retain_days is then not used.
+  bool retain_forever = false;
   // Threads that compress and put chunks (>= 1). More than the cores: a put
   // waits ~1-4 ms for its fsyncs, and other workers compress meanwhile
   // (bench/backup_vs_zstd.sh: 8 workers ran 2-2.6x faster than 2 on 2 cores).
@@ -77,6 +82,9 @@ struct BackupOptions {
   // clock. Must outlive the job. (Store times come from WormStore::NowUnixNs.)
   Clock* clock = nullptr;
 };
+
+// When a set started at `started_unix_ns` with `options` expires.
+int64_t RetainUntilUnixNs(const BackupOptions& options, int64_t started_unix_ns);
 
 enum class BackupState : uint8_t { kRunning, kDone, kFailed, kCancelled };
 const char* BackupStateName(BackupState state);
@@ -107,7 +115,9 @@ class BackupJob {
   // gone from the pool), Busy while another job of this process backs up the
   // volume (one at a time, see ReserveBackupSequence). kLog runs a
   // LogBackupJob (snapshot/log_backup.h: its own errors — NotFound when there
-  // is nothing to ship, Corruption for a gap). auto falls back to full when the
+  // is nothing to ship, Corruption for a gap). PermissionDenied, with the
+  // fence's reason, for a volume under a write fence (being restored:
+  // restore/restore_apply.h). auto falls back to full when the
   // recent full's snapshot is gone. The snapshot is committed before Start
   // returns (so it is usable at once and survives a crash).
   static Result<std::unique_ptr<BackupJob>> Start(Pool& pool, WormStore& store,

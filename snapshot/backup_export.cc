@@ -1294,4 +1294,90 @@ Result<std::unique_ptr<BackupExportReader>> OpenBackupExport(const std::string& 
   return ExportFileReader::Open(path);
 }
 
+namespace {
+
+// Several export files read as one store: each object from the first file
+// that holds it (a set in two files is the same object, by its key).
+class ExportFilesStore final : public WormStore {
+ public:
+  explicit ExportFilesStore(std::vector<std::unique_ptr<BackupExportReader>> readers)
+      : readers_(std::move(readers)) {}
+
+  const WormStoreConfig& config() const override { return readers_.front()->store().config(); }
+  int64_t NowUnixNs() const override { return RealNowUnixNs(); }
+  Status Put(std::string_view key, std::span<const std::byte>, int64_t) override {
+    return ReadOnly("put", key);
+  }
+  Result<std::vector<std::byte>> Get(std::string_view key) override {
+    return First(key, [&](WormStore& s) { return s.Get(key); });
+  }
+  Result<std::vector<std::byte>> GetRange(std::string_view key, uint64_t offset_bytes,
+                                          uint64_t length_bytes) override {
+    return First(key, [&](WormStore& s) { return s.GetRange(key, offset_bytes, length_bytes); });
+  }
+  Result<WormObjectInfo> Head(std::string_view key) override {
+    return First(key, [&](WormStore& s) { return s.Head(key); });
+  }
+  Result<std::vector<WormObjectInfo>> List(std::string_view prefix) override {
+    std::map<std::string, WormObjectInfo> merged;
+    for (auto& r : readers_) {
+      SNAPDISK_ASSIGN_OR_RETURN(std::vector<WormObjectInfo> listed, r->store().List(prefix));
+      for (WormObjectInfo& info : listed) merged.try_emplace(info.key, std::move(info));
+    }
+    std::vector<WormObjectInfo> out;
+    out.reserve(merged.size());
+    for (auto& [key, info] : merged) out.push_back(std::move(info));
+    return out;
+  }
+  Status ExtendRetention(std::string_view key, int64_t) override {
+    return ReadOnly("extend the retention of", key);
+  }
+  Status Delete(std::string_view key) override { return ReadOnly("delete", key); }
+  Result<WormExpireReport> Expire() override { return ReadOnly("expire objects in", ""); }
+  Result<WormVerifyReport> Verify(const WormProgress& progress) override {
+    WormVerifyReport all;
+    for (auto& r : readers_) {
+      SNAPDISK_ASSIGN_OR_RETURN(WormVerifyReport one, r->store().Verify(progress));
+      all.objects += one.objects;
+      all.bytes += one.bytes;
+      all.problems.insert(all.problems.end(), one.problems.begin(), one.problems.end());
+    }
+    return all;
+  }
+
+ private:
+  template <typename Read>
+  auto First(std::string_view key, const Read& read) -> decltype(read(std::declval<WormStore&>())) {
+    for (auto& r : readers_) {
+      auto got = read(r->store());
+      if (!got.status().IsNotFound()) return got;
+    }
+    return Status::NotFound("no object '" + Printable(key) + "' in " + Files());
+  }
+  std::string Files() const {
+    std::string names;
+    for (const auto& r : readers_) names += (names.empty() ? "" : ", ") + r->path();
+    return names;
+  }
+  Status ReadOnly(std::string_view what, std::string_view key) const {
+    std::string msg = "cannot " + std::string(what);
+    if (!key.empty()) msg += " '" + Printable(key) + "'";
+    return Status::PermissionDenied(msg + ": backup export files are read-only (" + Files() + ")");
+  }
+
+  std::vector<std::unique_ptr<BackupExportReader>> readers_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<WormStore>> OpenBackupExports(const std::vector<std::string>& paths) {
+  if (paths.empty()) return Status::InvalidArgument("no export file given");
+  std::vector<std::unique_ptr<BackupExportReader>> readers;
+  for (const std::string& path : paths) {
+    SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<BackupExportReader> r, OpenBackupExport(path));
+    readers.push_back(std::move(r));
+  }
+  return std::unique_ptr<WormStore>(new ExportFilesStore(std::move(readers)));
+}
+
 }  // namespace snapdisk

@@ -210,4 +210,12 @@ class BackupExportReader {
 // offset for damage Open reads; Unsupported for another version.
 Result<std::unique_ptr<BackupExportReader>> OpenBackupExport(const std::string& path);
 
+// One or more export files read as one read-only store (OpenBackupExport
+// each; an object several files hold is read from the first): what a restore
+// from downloaded files reads — a full's file and the log backups' files
+// after it restore to a point in time. Every read is verified as the single
+// file's view verifies it. The errors of OpenBackupExport, naming the file;
+// InvalidArgument for no path.
+Result<std::unique_ptr<WormStore>> OpenBackupExports(const std::vector<std::string>& paths);
+
 }  // namespace snapdisk

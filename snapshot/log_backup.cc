@@ -15,7 +15,6 @@ namespace snapdisk {
 
 namespace {
 
-constexpr int64_t kNsPerDay = int64_t{86400} * 1'000'000'000;
 // Records read from the pool per ReadLog call, and stream bytes per Step.
 constexpr size_t kRecordsPerRead = 1024;
 constexpr uint64_t kBytesPerStep = uint64_t{8} << 20;
@@ -43,6 +42,10 @@ std::string GapMessage(const std::string& volume, uint64_t lineage, uint64_t exp
 }  // namespace
 
 // ---- Reading segments ------------------------------------------------------
+
+bool IsNothingToShip(const Status& status) {
+  return status.IsNotFound() && status.message().find(": nothing to ship") != std::string::npos;
+}
 
 Status ForEachLogRecord(WormStore& store, const BackupSet& segment,
                         const std::function<Status(const LogStreamRecord&)>& visit) {
@@ -203,7 +206,7 @@ Status LogBackupJob::Impl::OpenSegment(const Pool::LogRecord& first) {
   set.started_unix_ns = store.NowUnixNs();
   set.block_bytes = pool.block_bytes();
   set.volume_size_bytes = volume.size_bytes;
-  set.retain_until_unix_ns = set.started_unix_ns + int64_t{options.retain_days} * kNsPerDay;
+  set.retain_until_unix_ns = RetainUntilUnixNs(options, set.started_unix_ns);
   if (auto [last, at] = LastShipped(first.lineage); at != nullptr) set.base = at->id;
   segment_open = true;
   chunks.clear();
@@ -334,7 +337,8 @@ bool LogBackupJob::Impl::Step() {
       finished = true;
       phase = Phase::kDone;
       if (shipped.empty()) {
-        result = Status::NotFound("no writes of volume '" + volume.name + "' left to ship");
+        result = Status::NotFound("no writes of volume '" + volume.name +
+                                  "' left to ship: nothing to ship");
       } else {
         result = shipped.back();
       }
@@ -414,7 +418,7 @@ bool LogBackupJob::Impl::Step() {
 Result<std::unique_ptr<LogBackupJob>> LogBackupJob::Start(Pool& pool, WormStore& store,
                                                           std::string_view volume,
                                                           const BackupOptions& options) {
-  SNAPDISK_RETURN_IF_ERROR(ValidateRetentionDays(options.retain_days));
+  if (!options.retain_forever) SNAPDISK_RETURN_IF_ERROR(ValidateRetentionDays(options.retain_days));
   if (options.worker_threads < 1 || options.worker_threads > 64) {
     return Status::InvalidArgument("worker threads must be 1-64");
   }
@@ -427,8 +431,8 @@ Result<std::unique_ptr<LogBackupJob>> LogBackupJob::Start(Pool& pool, WormStore&
                                    "' is off: there is nothing to ship");
   }
   if (log.records == 0) {
-    return Status::NotFound("no writes of volume '" + info.name + "' to ship since the last " +
-                            "log backup (LSN " + std::to_string(info.lsn) + ")");
+    return Status::NotFound("no writes of volume '" + info.name + "' since the last log " +
+                            "backup (LSN " + std::to_string(info.lsn) + "): nothing to ship");
   }
   auto impl = std::make_unique<Impl>(pool, store, options);
   impl->volume = info;
@@ -443,7 +447,7 @@ Result<std::unique_ptr<LogBackupJob>> LogBackupJob::Start(Pool& pool, WormStore&
   po.buffers = options.max_reads_in_flight + 2 * options.worker_threads;
   po.chunk_bytes = store.config().chunk_bytes;
   po.zstd_level = store.config().zstd_level;
-  po.retain_until_unix_ns = impl->started_unix_ns + int64_t{options.retain_days} * kNsPerDay;
+  po.retain_until_unix_ns = RetainUntilUnixNs(options, impl->started_unix_ns);
   po.stored_bytes = &impl->stored_bytes;
   impl->pipeline = std::make_unique<ChunkPipeline>(store, po);
   // Check the chain's start now, so a gap is reported at once: run until the

@@ -28,7 +28,10 @@
 //  - A gap inside the cut (the log was turned off for a while, or the pool
 //    dropped records unshipped): the segment ends before it, is shipped, and
 //    the job then fails with the same kind of error naming the gap.
-//  - Nothing to ship: NotFound ("no writes to ship ...") from Start.
+//  - Nothing to ship: NotFound ("no writes of volume 'V' since the last log
+//    backup (LSN N): nothing to ship") from Start, or as the result when
+//    every record was shipped already; IsNothingToShip tells it from a
+//    missing volume. Callers may count it a success (the CLI does).
 //
 // Thread safety: as BackupJob (the pool's thread drives Step).
 #pragma once
@@ -58,6 +61,9 @@ struct LogStreamRecord {
   uint64_t length_bytes = 0;
   std::span<const std::byte> data;  // writes only
 };
+
+// True for the NotFound that means there was nothing to ship.
+bool IsNothingToShip(const Status& status);
 
 // Reads a segment's chunks in order (each verified) and calls `visit` for
 // every record, oldest first. Corruption naming the segment for a bad chunk or

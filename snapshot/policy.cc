@@ -338,6 +338,12 @@ Status ParseWindow(std::string_view text, uint32_t* start_min, uint32_t* end_min
     if (error.empty()) return Status::InvalidArgument(bad_form);
     return Status::InvalidArgument("window: " + error + " in " + Quoted(all));
   }
+  if (end == start) {
+    // Only 00:00-24:00 names the whole day; 02:00-02:00 names no time at all.
+    return Status::InvalidArgument("window " + Quoted(all) +
+                                   " starts and ends at the same time: it is empty (the whole "
+                                   "day is 00:00-24:00)");
+  }
   end %= kMinutesPerDay;  // 24:00 is midnight
   SNAPDISK_RETURN_IF_ERROR(CheckWindow(start, end));
   *start_min = start;

@@ -195,12 +195,15 @@ std::string EncodeTop(const BackupSet& set, const std::vector<RestoreIndexPageRe
   j["id"] = set.id;
   j["sequence"] = set.sequence;
   j["volume"] = set.volume;
+  j["volume_id"] = set.volume_id;
+  j["lineage"] = set.lineage;
   j["type"] = BackupTypeName(set.type);
   j["block_bytes"] = set.block_bytes;
   j["volume_size_bytes"] = set.volume_size_bytes;
   j["consistent_unix_ns"] = set.consistent_unix_ns;
   j["last_lsn"] = set.last_lsn;
   j["extents"] = set.extents.size();
+  j["data_bytes"] = set.data_bytes;
   j["nonce"] = set.restore_index_nonce;
   OrderedJson table = OrderedJson::array();
   for (const RestoreIndexPageRef& p : pages) {
@@ -253,6 +256,14 @@ Result<RestoreIndex> DecodeTop(std::string_view text, std::string_view key) {
   SNAPDISK_RETURN_IF_ERROR(u64("consistent_unix_ns", &consistent));
   SNAPDISK_RETURN_IF_ERROR(u64("last_lsn", &index.last_lsn));
   SNAPDISK_RETURN_IF_ERROR(u64("extents", &index.extents));
+  // Optional: tops written before they existed lack them.
+  if (j.contains("data_bytes")) {
+    uint64_t data_bytes = 0;
+    SNAPDISK_RETURN_IF_ERROR(u64("data_bytes", &data_bytes));
+    index.data_bytes = data_bytes;
+  }
+  if (j.contains("volume_id")) SNAPDISK_RETURN_IF_ERROR(u64("volume_id", &index.volume_id));
+  if (j.contains("lineage")) SNAPDISK_RETURN_IF_ERROR(u64("lineage", &index.lineage));
   SNAPDISK_RETURN_IF_ERROR(str("nonce", &index.nonce));
   if (index.nonce.size() != 16 || index.nonce.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return bad("nonce is not 16 lowercase hex digits");

@@ -21,9 +21,10 @@
 //
 // Top JSON (version 1):
 //   {"format": "snapdisk-restore-index", "version": 1, "id": "S2",
-//    "sequence": 2, "volume": "db", "type": "snapshot", "block_bytes": 4096,
+//    "sequence": 2, "volume": "db", "volume_id": 12 /* optional */,
+//    "lineage": 12 /* optional */, "type": "snapshot", "block_bytes": 4096,
 //    "volume_size_bytes": ..., "consistent_unix_ns": ..., "last_lsn": ...,
-//    "extents": N, "nonce": "<16 hex>",
+//    "extents": N, "data_bytes": N /* optional */, "nonce": "<16 hex>",
 //    "pages": [[first_offset_bytes, end_offset_bytes, extents, "<xxh3-128>"]]}
 // Page i covers the volume bytes [first, end) of its extents: the first
 // extent's offset to the last one's end. Pages are in offset order and do not
@@ -39,6 +40,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,12 +65,17 @@ struct RestoreIndex {
   std::string id;
   uint64_t sequence = 0;
   std::string volume;
+  uint64_t volume_id = 0;  // 0 in tops written before it was recorded
+  uint64_t lineage = 0;    // likewise
   BackupType type = BackupType::kSnapshot;
   uint32_t block_bytes = 0;
   uint64_t volume_size_bytes = 0;
   int64_t consistent_unix_ns = 0;
   uint64_t last_lsn = 0;
   uint64_t extents = 0;
+  // The set's data bytes (its extents' lengths), for space checks; unknown
+  // in tops written before the field existed.
+  std::optional<uint64_t> data_bytes;
   std::string nonce;  // in the page keys
   std::vector<RestoreIndexPageRef> pages;
   // From the top object (not in its JSON): its key and SHA-256.

@@ -305,11 +305,17 @@ TEST_F(RestoreApplyTest, EveryRefusalHasItsMessageAndWritesNothing) {
   // sets that hold the next LSN.
   refused(lb.id, "log backup " + lb.id + " begins at LSN " + std::to_string(lb.first_lsn) +
                      ", which is too recent to apply: the volume is at LSN " +
-                     std::to_string(f.last_lsn) + "; apply a backup that covers LSN " +
-                     std::to_string(f.last_lsn + 1) + " (" + la.id + " or " + d.id + ") first");
+                     std::to_string(f.last_lsn) + "; apply " + la.id + " (LSN " +
+                     std::to_string(la.first_lsn) + "-" + std::to_string(la.last_lsn) + ") or " +
+                     d.id + " (LSN " + std::to_string(d.first_lsn) + "-" +
+                     std::to_string(d.last_lsn) + ") first");
+  // An incremental whose base is not applied yet: named by LSN, with what to
+  // apply first (as SQL Server's 4305 does).
+  refused(i.id, "incremental backup " + i.id + " begins at LSN " + std::to_string(i.first_lsn) +
+                    ", which is too recent to apply: the volume is at LSN " +
+                    std::to_string(f.last_lsn) + "; apply " + d.id + " (LSN " +
+                    std::to_string(d.first_lsn) + "-" + std::to_string(d.last_lsn) + ") first");
   // Wrong bases.
-  refused(i.id, "incremental backup " + i.id + " is based on " + d.id +
-                    ", but the last backup applied to volume 'r' is " + f.id);
   refused(d2.id, "differential backup " + d2.id + " is based on " + f2.id +
                      ", but volume 'r' was restored from " + f.id);
   // Another volume.
@@ -458,7 +464,9 @@ TEST_F(RestoreApplyTest, ARestoringVolumeRefusesClientWritesUntilOpen) {
 
   Volume* r = env_->NewVolume("r", 4 * kMiB);
   ASSERT_TRUE(r->Write(0, testing::PatternBytes(1, 4096)).ok()) << "no state: writable";
-  ASSERT_TRUE(ApplySet(pool(), *store_, f.id, "r").ok());
+  RestoreOptions replace;
+  replace.replace = true;  // r now holds a write of its own
+  ASSERT_TRUE(ApplySet(pool(), *store_, f.id, "r", replace).ok());
   const uint64_t lsn = env_->Lsn("r");
   Status w = r->Write(8192, testing::PatternBytes(2, 4096));
   EXPECT_TRUE(w.IsPermissionDenied()) << w.ToString();
@@ -536,7 +544,9 @@ TEST_F(RestoreApplyTest, AFullOntoAnExistingVolumeLeavesNoOldData) {
   // A target full of other data, a little larger than the source.
   Volume* x = env_->NewVolume("x", 5 * kMiB);
   ASSERT_TRUE(x->Write(0, testing::PatternBytes(9, 5 * kMiB)).ok());
-  auto r = RestoreOnto(pool(), *store_, RestoreTarget::Backup(f.id), "x");
+  RestoreOptions replace;
+  replace.replace = true;  // x is not db: WITH REPLACE
+  auto r = RestoreOnto(pool(), *store_, RestoreTarget::Backup(f.id), "x", replace);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   std::vector<std::byte> got(5 * kMiB), want(4 * kMiB);
   ASSERT_TRUE(x->Read(0, got).ok());
@@ -589,7 +599,17 @@ TEST_F(RestoreApplyTest, AVolumeInUseOrWithIoInFlightIsBusy) {
   while (!done) pool().Poll(1);
   EXPECT_EQ(env_->Lsn("x"), lsn);
   EXPECT_FALSE(env_->State("x"));
-  ASSERT_TRUE(RestoreOnto(pool(), *store_, RestoreTarget::Backup(f.id), "x").ok());
+  // x holds data of its own and is not db: replacing it takes `replace`.
+  Status refused = RestoreOnto(pool(), *store_, RestoreTarget::Backup(f.id), "x").status();
+  EXPECT_TRUE(refused.IsInvalidArgument()) << refused.ToString();
+  EXPECT_EQ(refused.message(),
+            "restoring " + f.id + " (volume 'db', 4 MiB) onto volume 'x' (4 MiB) refused: it is "
+            "not the backup's source volume; replace it anyway with --replace "
+            "(RestoreOptions::replace)");
+  EXPECT_EQ(env_->Lsn("x"), lsn);
+  RestoreOptions replace;
+  replace.replace = true;
+  ASSERT_TRUE(RestoreOnto(pool(), *store_, RestoreTarget::Backup(f.id), "x", replace).ok());
 }
 
 // The chunk of `set` that its last extent uses (so a step fails after it
@@ -719,6 +739,7 @@ TEST_F(RestoreApplyTest, CancelRollsTheStepBack) {
   env_->Oracle("x", "before");
   int calls = 0;
   RestoreOptions o;
+  o.replace = true;  // x is not db
   o.progress = [&](const RestoreProgress& p) {
     EXPECT_LE(p.done_bytes, p.total_bytes);
     EXPECT_EQ(p.steps, 1u);
@@ -912,6 +933,7 @@ TEST(RestoreCrashTest, PowerLossInTheFirstStepLeavesNoFence) {
   ASSERT_TRUE(env->pool().Commit().ok());
   int calls = 0;
   RestoreOptions o;
+  o.replace = true;  // r holds a write of its own
   o.progress = [&](const RestoreProgress&) {
     if (++calls == 2) {
       EXPECT_TRUE(fault->Crash(seed).ok());

@@ -7,12 +7,14 @@
 // positional is still missing, so POOL and VOL are made required only when the
 // command line's first word after `backup` is not list/extend/export (the
 // command line is known when the tree is built: AddPoolCommandSet). A pool
-// file named "list", "extend", "export", "jobs" or "cancel" therefore goes
-// as ./list.
+// file named "list", "extend", "export", "jobs", "cancel", "delete" or
+// "remove" therefore goes as ./list. `backup delete|remove` exist only to
+// say that sets cannot be deleted (exit 7).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 
+#include "snapshot/log_backup.h"
 #include "tools/cli/command_util.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/job_registry.h"
@@ -23,7 +25,8 @@ namespace snapdisk::cli {
 
 namespace {
 
-constexpr const char* kGroupCommands[] = {"list", "extend", "export", "jobs", "cancel"};
+constexpr const char* kGroupCommands[] = {"list",   "extend", "export", "jobs",
+                                          "cancel", "delete", "remove"};
 
 struct BackupArgs {
   std::string pool;
@@ -41,7 +44,10 @@ struct BackupArgs {
 
 Status CheckMethod(const std::string& text) { return ParseBackupMethod(text).status(); }
 
+bool IsForever(const std::string& text) { return text == "forever" || text == "-1"; }
+
 Status CheckRetain(const std::string& text) {
+  if (IsForever(text)) return Status::OK();
   auto days = ParseDays(text);
   if (!days.ok()) {
     return Status::InvalidArgument("retention must be " + std::to_string(kMinRetentionDays) + "-" +
@@ -52,13 +58,31 @@ Status CheckRetain(const std::string& text) {
 
 Status CheckTimestamp(const std::string& text) { return ParseTimestamp(text).status(); }
 
+// "retained until 2026-12-13 10:00:00 UTC", or "retained forever".
+std::string RetainedText(int64_t until_unix_ns) {
+  return until_unix_ns == kForeverUnixNs ? "retained forever"
+                                         : "retained until " + HumanTime(until_unix_ns);
+}
+
 std::string SetSummary(const BackupSet& set) {
   std::string text = std::string(BackupTypeName(set.type));
   if (!set.base.empty()) text += " on " + set.base;
   text += ", LSN " + LsnRangeText(set) + ", " +
           HumanBytes(set.data_bytes) + " of data, " + HumanBytes(set.stored_bytes) +
-          " stored, retained until " + HumanTime(set.retain_until_unix_ns);
+          " stored, " + RetainedText(set.retain_until_unix_ns);
   return text;
+}
+
+// A log backup that found no new write: a success with nothing stored (a
+// 5-minute schedule on an idle volume does this all the time).
+int NothingToShip(CommandContext& ctx, const Status& why) {
+  if (ctx.json()) {
+    ctx.PrintJson({{"id", nullptr}, {"type", "log"}, {"nothing_to_ship", true},
+                   {"message", why.message()}});
+  } else {
+    ctx.Print(why.message() + "\n");
+  }
+  return kExitOk;
 }
 
 // One backup job as a stepped job. The store outlives the job.
@@ -73,10 +97,15 @@ int RunBackup(CommandContext& ctx, const BackupArgs& args) {
   BackupOptions options;
   options.method = ParseBackupMethod(args.method).value();
   if (!args.rate.empty()) options.rate_mb_per_s = ParseRate(args.rate).value();
-  if (!args.retain.empty()) options.retain_days = ParseDays(args.retain).value();
+  if (IsForever(args.retain)) {
+    options.retain_forever = true;
+  } else if (!args.retain.empty()) {
+    options.retain_days = ParseDays(args.retain).value();
+  }
   auto run = std::make_shared<BackupRun>();
   run->store = std::move(store).value();
   auto job = BackupJob::Start(ctx.pool(), *run->store, args.volume, options);
+  if (IsNothingToShip(job.status())) return NothingToShip(ctx, job.status());
   if (!job.ok()) return ctx.Fail(job.status());
   run->job = std::move(job).value();
 
@@ -91,6 +120,7 @@ int RunBackup(CommandContext& ctx, const BackupArgs& args) {
   };
   steps.finish = [run](CommandContext& ctx) {
     const Result<BackupSet>& set = run->job->result();
+    if (IsNothingToShip(set.status())) return NothingToShip(ctx, set.status());
     if (!set.ok()) return ctx.Fail(set.status());
     if (ctx.json()) {
       ctx.PrintJson(BackupSetJson(*set));
@@ -150,7 +180,7 @@ int ExtendSet(CommandContext& ctx, const BackupArgs& args) {
     ctx.PrintJson(BackupSetJson(*set));
   } else {
     ctx.Print("Backup set " + set->id + " of volume '" + set->volume + "' (and what it needs) " +
-              "is retained until " + HumanTime(set->retain_until_unix_ns) + "\n");
+              "is " + RetainedText(set->retain_until_unix_ns) + "\n");
   }
   return kExitOk;
 }
@@ -327,7 +357,7 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
   backup
       ->add_option("--retain", args->retain,
                    "Keep the set (locked: nobody can delete it) for this many days, 7-730\n"
-                   "(default 7)")
+                   "(default 7), or `forever` (also -1): long-term retention, never expires")
       ->check(CheckValidator(CheckRetain, "days"))
       ->type_name("DAYS");
   AddJsonFlag(backup, args->json);
@@ -434,6 +464,22 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
     cmd->add_option("JOB", a->id, "The job number or the set id, e.g. 2 or F3")->required();
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, run_pool] { run_pool(a, CancelJob); });
+  }
+  for (const char* verb : {"delete", "remove"}) {
+    // WORM: no API deletes a set. The command exists to say so.
+    CLI::App* cmd = AddCommand(*backup, verb,
+                               "Backup sets cannot be deleted: they expire when their retention "
+                               "ends");
+    cmd->allow_extras();
+    cmd->callback([&exit_code, &executor] {
+      exit_code = executor.RunWithoutPool("", {false}, [](CommandContext& ctx) {
+        return ctx.Fail(Status::PermissionDenied(
+            "backup sets cannot be deleted, by anyone: the store is write-once (WORM) and a set "
+            "leaves it only when its retention has ended (`snapdisk backup list` shows each "
+            "set's retain-until; `snapdisk store expire` removes what has expired). Retention "
+            "can be extended (`backup extend`), never shortened"));
+      });
+    });
   }
 }
 

@@ -67,7 +67,17 @@ int RunStepsHere(CommandContext& ctx, SteppedJob& job) {
   Output& out = ctx.out();
   bool cancelled = false;
   int64_t last_progress_ns = 0;
-  while (!job.step()) {
+  for (;;) {
+    if (job.answer_early) {
+      if (std::optional<int> code = job.answer_early(ctx)) {
+        // Nothing runs the job on here: it stops where it is (see SteppedJob).
+        job.cancel();
+        while (!job.step()) WaitForPoolWork(ctx.pool());
+        out.ProgressEnd();
+        return *code;
+      }
+    }
+    if (job.step()) break;
     if (!cancelled && out.Cancelled()) {
       cancelled = true;
       job.cancel();

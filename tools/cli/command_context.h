@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -80,6 +81,16 @@ struct SteppedJob {
   // Called once, after the step that finished the job, on the pool's thread:
   // reports the outcome through the context and returns the exit code.
   std::function<int(CommandContext&)> finish;
+  // Optional, for jobs whose user need not wait for the end (an instant
+  // restore's fill: the volume is usable long before). Polled before every
+  // step; once it returns an exit code the command answers with it and what
+  // it printed so far, and the job is no longer the command's: inside the
+  // server it goes on in the background (listed by `backup jobs`,
+  // cancellable; finish is called, but its report reaches nobody); run here,
+  // without a server, it is cancelled and stepped to its end, and finish is
+  // not called. So only a job that something else continues later (the next
+  // `serve`, a resume command) may answer early.
+  std::function<std::optional<int>(CommandContext&)> answer_early;
 };
 
 // RunSteps's answer when the job goes on after the command's body returned
@@ -143,6 +154,9 @@ class CommandContext {
   // returns. Needs the pool. At most once per command.
   int RunSteps(SteppedJob job);
   void set_step_runner(StepRunner* runner) { step_runner_ = runner; }
+  // True when a server runs this command (jobs then go on between NBD
+  // requests, and may go on after the command answered).
+  bool in_server() const { return step_runner_ != nullptr; }
 
  private:
   Output& out_;

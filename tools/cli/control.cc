@@ -404,6 +404,7 @@ struct ControlSession::Impl : public StepRunner {
   uint64_t job_number = 0;   // in JobRegistry while running
   bool cancel_asked = false;  // by the server or `backup cancel`
   bool cancelled = false;     // job.cancel() called
+  bool replied = false;       // answered early (SteppedJob::answer_early); the job goes on
   int64_t last_progress_ns = 0;
 };
 
@@ -492,18 +493,25 @@ void ControlSession::Impl::Begin() {
 }
 
 bool ControlSession::Impl::Step() {
-  if (fd < 0) return true;
-  SNAPDISK_CHECK(running, "a control session without a job is not done");
+  if (!running) return true;
   SigpipeGuard sigpipe_guard;
   int exit_code = kExitIoError;
   std::string err_text;
   try {
-    if (!cancelled && (cancel_asked || out->Cancelled())) {
+    // Once answered, the client is gone from this job (and its socket
+    // closed): only `backup cancel` or the server stopping ends it early.
+    if (!cancelled && (cancel_asked || (!replied && out->Cancelled()))) {
       cancelled = true;
       job.cancel();
     }
+    if (!replied && job.answer_early) {
+      if (std::optional<int> code = job.answer_early(*ctx)) {
+        Reply(*code, out->out(), out->err());
+        replied = true;
+      }
+    }
     if (!job.step()) {
-      if (job.progress) {
+      if (job.progress && !replied) {
         const int64_t now = MonotonicNs();
         if (now - last_progress_ns >= 100'000'000) {
           last_progress_ns = now;
@@ -513,7 +521,7 @@ bool ControlSession::Impl::Step() {
       }
       return false;
     }
-    out->ProgressEnd();
+    if (!replied) out->ProgressEnd();
     exit_code = job.finish(*ctx);
     err_text = out->err();
   } catch (const std::exception& e) {
@@ -525,14 +533,14 @@ bool ControlSession::Impl::Step() {
   job = {};  // the job's state goes (a finished job does not wait)
   ctx.reset();
   running = false;
-  Reply(exit_code, out->out(), err_text);
+  if (!replied) Reply(exit_code, out->out(), err_text);
   return true;
 }
 
 ControlSession::ControlSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 ControlSession::~ControlSession() {
-  if (impl_->fd < 0) return;
+  if (!impl_->running) return;
   Cancel();
   while (!Step()) WaitForPoolWork(impl_->pool);
 }
@@ -545,7 +553,7 @@ std::unique_ptr<ControlSession> ControlSession::Start(int fd, Pool& pool,
   return std::unique_ptr<ControlSession>(new ControlSession(std::move(impl)));
 }
 
-bool ControlSession::done() const { return impl_->fd < 0; }
+bool ControlSession::done() const { return impl_->fd < 0 && !impl_->running; }
 
 bool ControlSession::Step() { return impl_->Step(); }
 

@@ -9,6 +9,7 @@
 
 #include "engine/format.h"
 #include "engine/pool_file.h"
+#include "restore/lazy_restore.h"
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
 
@@ -54,7 +55,10 @@ int LocalExecutor::RunOnPool(const std::string& pool_path, const JobOptions& opt
   if (auto code = RunThroughServer(pool_path, argv_, options, out_)) return *code;
   CommandContext ctx(out_, pool_path, options.json);
   if (Status s = CheckLooksLikePool(pool_path); !s.ok()) return ctx.Fail(s);
-  auto pf = PoolFile::Open(pool_path);
+  PoolOptions pool_options;
+  // Instantly restored volumes read after a restart with nothing run first.
+  pool_options.hydration_source_resolver = RecordedHydrationSourceResolver();
+  auto pf = PoolFile::Open(pool_path, pool_options);
   if (!pf.ok()) return ctx.Fail(pf.status());
   ctx.set_pool(&(*pf)->pool());
   int code = job(ctx);

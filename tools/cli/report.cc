@@ -7,32 +7,9 @@
 
 namespace snapdisk::cli {
 
-namespace {
-constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-}
-
-std::string HumanBytes(uint64_t bytes) {
-  int unit = 0;
-  while (unit < 6 && bytes >= (uint64_t{1} << (10 * (unit + 1)))) ++unit;
-  if (unit == 0) return std::to_string(bytes) + " B";
-  const uint64_t scale = uint64_t{1} << (10 * unit);
-  char buf[64];
-  if (bytes % scale == 0) {
-    std::snprintf(buf, sizeof buf, "%" PRIu64 " %s", bytes / scale, kUnits[unit]);
-  } else {
-    const double v = static_cast<double>(bytes) / static_cast<double>(scale);
-    std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[unit]);
-  }
-  return buf;
-}
-
-std::string ExactBytes(uint64_t bytes) {
-  int unit = 0;
-  while (unit < 6 && bytes != 0 && bytes % (uint64_t{1} << (10 * (unit + 1))) == 0) ++unit;
-  return std::to_string(bytes >> (10 * unit)) + " " + kUnits[unit];
-}
 
 std::string Rfc3339(int64_t unix_ns) {
+  if (unix_ns == kForeverUnixNs) return "forever";
   int64_t secs = unix_ns / 1'000'000'000;
   int64_t ns = unix_ns % 1'000'000'000;
   if (ns < 0) {
@@ -49,6 +26,7 @@ std::string Rfc3339(int64_t unix_ns) {
 }
 
 std::string HumanTime(int64_t unix_ns) {
+  if (unix_ns == kForeverUnixNs) return "forever";
   int64_t secs = unix_ns / 1'000'000'000;
   if (unix_ns < 0 && unix_ns % 1'000'000'000 != 0) --secs;
   const time_t t = static_cast<time_t>(secs);

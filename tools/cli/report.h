@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "disk/bytes.h"
 #include "engine/fsck.h"
 #include "engine/pool.h"
 #include "engine/worm_store.h"
@@ -20,12 +21,7 @@
 
 namespace snapdisk::cli {
 
-// "512 B", "4 KiB", "1.5 GiB": one decimal unless the value is a whole
-// number of its unit.
-std::string HumanBytes(uint64_t bytes);
-// The largest binary unit that represents `bytes` exactly: "1028 KiB",
-// "3 MiB", "4097 B" (for extents, where rounding would mislead).
-std::string ExactBytes(uint64_t bytes);
+// HumanBytes and ExactBytes: disk/bytes.h.
 // "2024-05-01T10:00:00.123456789Z" (RFC 3339, UTC, nanoseconds).
 std::string Rfc3339(int64_t unix_ns);
 // "2024-05-01 10:00:00 UTC" (seconds; for tables).

@@ -45,6 +45,7 @@ namespace {
 
 struct RestoreArgs {
   std::string store;
+  std::vector<std::string> from;  // --from FILE...: export files instead of a store
   std::string id;
   std::string time;
   std::string lsn;
@@ -58,6 +59,8 @@ struct RestoreArgs {
   bool plan = false;
   bool restoring = false;
   bool copy = false;
+  bool replace = false;  // --replace: onto another volume than the source, or growing it
+  bool wait = false;     // --wait: an instant restore fills before the command returns
   bool json = false;
 };
 
@@ -129,6 +132,15 @@ nlohmann::ordered_json StateJson(const RestoreState& s) {
   o["full"] = s.full;
   o["last_set"] = s.last_set;
   o["pending_set"] = s.pending() ? nlohmann::ordered_json(s.pending_set) : nlohmann::ordered_json();
+  o["instant"] = s.instant;
+  nlohmann::ordered_json applied = nlohmann::ordered_json::array();
+  for (const AppliedSet& a : s.applied) {
+    applied.push_back({{"id", a.id},
+                       {"type", BackupTypeName(a.type)},
+                       {"first_lsn", a.first_lsn},
+                       {"last_lsn", a.last_lsn}});
+  }
+  o["applied"] = std::move(applied);
   return o;
 }
 
@@ -155,7 +167,9 @@ nlohmann::ordered_json StateJsonWithCheck(Pool& pool, const std::string& volume,
   return o;
 }
 
-std::string CheckText(const RestoreCheck& c) {
+// `listed`: the bad blocks are listed beside it (then it does not name the
+// first one again).
+std::string CheckText(const RestoreCheck& c, bool listed = false) {
   std::string text = std::string(RestoreCheckModeName(c.mode)) + " check (started " +
                      HumanTime(c.started_unix_ns) + "): ";
   const std::string took =
@@ -169,8 +183,8 @@ std::string CheckText(const RestoreCheck& c) {
       return text + "clean, " + HumanBytes(c.checked_bytes) + " checked" + took;
     case RestoreCheckState::kProblems:
       return text + std::to_string(c.problems) + " bad block" + (c.problems == 1 ? "" : "s") +
-             " in " + HumanBytes(c.checked_bytes) + " checked" + took + "; the first at " +
-             c.first_problem;
+             " in " + HumanBytes(c.checked_bytes) + " checked" + took +
+             (listed ? std::string(":") : "; the first at " + c.first_problem);
     case RestoreCheckState::kInterrupted:
       return text + "interrupted (the process running it stopped); `snapdisk restore check` "
                     "runs it again";
@@ -202,7 +216,21 @@ std::string StateText(const RestoreState& s) {
   std::string text = std::string(RestorePhaseName(s.phase)) + ", restored from volume '" +
                      s.source_volume + "' up to LSN " + std::to_string(s.lsn);
   if (s.unix_ns > 0) text += " (" + HumanTime(s.unix_ns) + ")";
-  text += "; last set applied " + (s.last_set.empty() ? std::string("none") : s.last_set);
+  if (s.applied.empty()) {
+    text += "; last set applied " + (s.last_set.empty() ? std::string("none") : s.last_set);
+  } else {
+    text += std::string(s.instant ? "; restored instantly from " : "; sets applied, in order: ");
+    for (size_t i = 0; i < s.applied.size(); ++i) {
+      const AppliedSet& a = s.applied[i];
+      const bool image = a.type == BackupType::kSnapshot || a.type == BackupType::kFull;
+      const std::string lsns =
+          image ? "up to " + std::to_string(a.last_lsn)
+          : a.first_lsn > a.last_lsn
+              ? "none (at " + std::to_string(a.last_lsn) + ")"
+              : std::to_string(a.first_lsn) + "-" + std::to_string(a.last_lsn);
+      text += (i == 0 ? "" : ", ") + a.id + " (" + BackupTypeName(a.type) + ", LSN " + lsns + ")";
+    }
+  }
   if (s.pending()) text += "; step " + s.pending_set + " was interrupted (rolled back on the next restore command)";
   return text;
 }
@@ -235,27 +263,68 @@ RestoreOptions OptionsWithProgress(CommandContext& ctx) {
   return options;
 }
 
-// An instant restore's fill, as a stepped job: inside `snapdisk serve` the
-// volume is exported at once and filled between NBD requests. The store stays
-// open while the job runs (the volume's source reads from it); a job that
-// does not finish (cancelled, failed) detaches the source, so the volume's
-// pending blocks fail to read rather than reach a closed store, until
-// `restore resume` attaches it again.
+// An instant restore's fill, as a stepped job. The command answers once the
+// volume is usable (it has served its first read) unless `wait`: inside
+// `snapdisk serve` the fill then goes on as a server job; without a server
+// it stops there and the next `serve` (or `restore resume`) continues it.
+// Either way reads of blocks not filled yet fetch them from the store (the
+// pool's hydration_source_resolver attaches the recorded store on demand).
+// The store stays open while the job runs; a job that does not finish
+// (cancelled, failed) detaches its source, which the next read attaches
+// again from the store the volume recorded.
 int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
-                 std::unique_ptr<HydrationJob> job, const std::string& volume) {
+                 std::unique_ptr<HydrationJob> job, const std::string& volume, bool wait,
+                 const std::string& store_dir) {
   struct Run {
     std::shared_ptr<WormStore> store;
     std::unique_ptr<HydrationJob> job;
   };
   auto run = std::make_shared<Run>(Run{std::move(store), std::move(job)});
   const HydrationProgress start = run->job->progress();
-  if (!ctx.json()) {
-    ctx.out().Stderr("Volume '" + volume + "' is usable now (after " +
-                     std::to_string(static_cast<int64_t>(start.usable_after_s * 1000)) +
-                     " ms); filling " + HumanBytes(start.pending_bytes) + " from backup " +
-                     start.set_id + " in the background\n");
+  const std::string usable = "Volume '" + volume + "' is usable now (after " +
+                             std::to_string(static_cast<int64_t>(start.usable_after_s * 1000)) +
+                             " ms)";
+  if (!ctx.json() && wait) {
+    ctx.out().Stderr(usable + "; filling " + HumanBytes(start.pending_bytes) + " from backup " +
+                     start.set_id + " before returning (--wait)\n");
   }
   SteppedJob steps;
+  if (!wait) {
+    steps.answer_early = [run, volume, usable, store_dir](CommandContext& ctx) -> std::optional<int> {
+      const HydrationProgress p = run->job->progress();
+      const bool here = ctx.in_server();
+      if (ctx.json()) {
+        nlohmann::ordered_json o;
+        o["volume"] = volume;
+        o["applied"] = nlohmann::ordered_json::array({p.set_id});
+        o["instant"] = true;
+        o["rto_usable_seconds"] = p.usable_after_s;
+        o["pending_bytes"] = p.pending_bytes;
+        o["total_bytes"] = p.total_bytes;
+        o["fill"] = p.pending_bytes == 0 ? "done" : here ? "running in the server" : "stopped";
+        ctx.PrintJson(o);
+        return kExitOk;
+      }
+      std::string text = usable + ": restored from backup " + p.set_id + ". ";
+      if (p.pending_bytes == 0) {
+        text += "Nothing is left to fill.\n";
+      } else if (here) {
+        text += HumanBytes(p.pending_bytes) +
+                " are being filled in the background by the server (`snapdisk backup jobs " +
+                ctx.pool_path() + "`, `snapdisk restore status " + ctx.pool_path() + " " + volume +
+                "`); reads of blocks not filled yet fetch them from the store.\n";
+      } else {
+        text += HumanBytes(p.pending_bytes) +
+                " are still to fill: reads of those blocks fetch them from the store meanwhile. "
+                "The fill goes on when `snapdisk serve " + ctx.pool_path() +
+                "` runs, or now with `snapdisk restore resume --store " + store_dir + " " +
+                ctx.pool_path() +
+                " " + volume + "` (--wait fills before returning).\n";
+      }
+      ctx.Print(text);
+      return kExitOk;
+    };
+  }
   steps.step = [run] { return run->job->Step(); };
   steps.cancel = [run] { run->job->Cancel(); };
   steps.id = [run] { return run->job->progress().set_id; };
@@ -270,7 +339,8 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
       (void)ctx.pool().AttachHydrationSource(volume, nullptr);
       return ctx.Fail(run->job->result().WithContext(
           "volume '" + volume + "' stays hydrating (" + HumanBytes(p.pending_bytes) +
-          " pending); `snapdisk restore resume` continues"));
+          " pending; reads fetch them from the store); `snapdisk serve` or `snapdisk restore "
+          "resume` finishes the fill"));
     }
     if (ctx.json()) {
       nlohmann::ordered_json o;
@@ -297,9 +367,19 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
   return ctx.RunSteps(std::move(steps));
 }
 
+// Where a restore reads: the store (--store DIR) or the export files
+// (--from FILE ..., read-only, every object verified as it is read).
+Result<std::shared_ptr<WormStore>> OpenSource(CommandContext& ctx, const RestoreArgs& args) {
+  if (args.from.empty()) return OpenStore(ctx.ResolvePath(args.store));
+  std::vector<std::string> paths;
+  for (const std::string& f : args.from) paths.push_back(ctx.ResolvePath(f));
+  SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<WormStore> files, OpenBackupExports(paths));
+  return std::shared_ptr<WormStore>(std::move(files));
+}
+
 int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& volume,
                bool onto) {
-  auto store = OpenStore(ctx.ResolvePath(args.store));
+  auto store = OpenSource(ctx, args);
   if (!store.ok()) return ctx.Fail(store.status());
   RestoreTarget target;
   if (!args.id.empty()) {
@@ -323,17 +403,19 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
   }
   // A snapshot set restored to a new volume is instant: usable at once,
   // filled in the background (unless --copy or --restoring).
-  if (!onto && !args.copy && !args.restoring && plan->steps.size() == 1 &&
+  // (Not from export files: the fill would need them after this command.)
+  if (!onto && !args.copy && !args.restoring && args.from.empty() && plan->steps.size() == 1 &&
       plan->steps[0].set.type == BackupType::kSnapshot) {
     LazyRestoreOptions lazy;
     lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
     if (!args.rate.empty()) lazy.rate_mb_per_s = ParseRate(args.rate).value();
     auto job = StartLazyRestore(ctx.pool(), **store, plan->steps[0].set.id, volume, lazy);
     if (!job.ok()) return ctx.Fail(job.status());
-    return RunHydration(ctx, *store, std::move(job).value(), volume);
+    return RunHydration(ctx, *store, std::move(job).value(), volume, args.wait, args.store);
   }
   RestoreOptions options = OptionsWithProgress(ctx);
   options.open = !args.restoring;
+  options.replace = args.replace;
   auto result = onto ? RestoreOnto(ctx.pool(), **store, *plan, volume, options)
                      : RestoreToNewVolume(ctx.pool(), **store, *plan, volume, options);
   ctx.out().ProgressEnd();
@@ -343,9 +425,10 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
 }
 
 int RunApply(CommandContext& ctx, const RestoreArgs& args) {
-  auto store = OpenStore(ctx.ResolvePath(args.store));
+  auto store = OpenSource(ctx, args);
   if (!store.ok()) return ctx.Fail(store.status());
   RestoreOptions options = OptionsWithProgress(ctx);
+  options.replace = args.replace;
   auto result = ApplySet(ctx.pool(), **store, args.id, args.volume, options);
   ctx.out().ProgressEnd();
   if (!result.ok()) return ctx.Fail(result.status());
@@ -380,7 +463,7 @@ void PrintCheck(CommandContext& ctx, const std::string& volume, const std::strin
   }
   std::string text = headline;
   if (after.ok() && *after) text += "State: " + StateText(**after) + "\n";
-  text += CheckText(c) + "\n";
+  text += CheckText(c, /*listed=*/!job.problems().empty()) + "\n";
   if (!job.problems().empty()) {
     Table table({"OFFSET", "DETAIL"});
     table.RightAlign(0);
@@ -395,16 +478,20 @@ void PrintCheck(CommandContext& ctx, const std::string& volume, const std::strin
   ctx.Print(text);
 }
 
-std::string BadBlocks(const RestoreCheck& c) {
-  return std::to_string(c.problems) + " bad block" + (c.problems == 1 ? "" : "s") +
-         " (the first at " + c.first_problem + ")";
+// "1 bad block (the first at ...)"; in text mode the blocks are listed on
+// stdout already, so only their count is repeated (each block's line once).
+std::string BadBlocks(const CommandContext& ctx, const RestoreCheck& c) {
+  const std::string count =
+      std::to_string(c.problems) + " bad block" + (c.problems == 1 ? "" : "s");
+  return ctx.json() ? count + " (the first at " + c.first_problem + ")" : count + " (listed above)";
 }
 
 // Runs a restore check as a stepped job; `done` reports the outcome once it
 // has finished (the job's result is OK: it ran to its end).
 int RunCheck(CommandContext& ctx, std::unique_ptr<RestoreCheckJob> job,
              std::function<int(CommandContext&, const RestoreCheckJob&)> done,
-             std::function<int(CommandContext&, const RestoreCheckJob&)> stopped) {
+             std::function<int(CommandContext&, const RestoreCheckJob&)> stopped,
+             std::function<std::optional<int>(CommandContext&)> answer_early = {}) {
   std::shared_ptr<RestoreCheckJob> run = std::move(job);
   const std::string volume = run->volume();
   SteppedJob steps;
@@ -419,6 +506,7 @@ int RunCheck(CommandContext& ctx, std::unique_ptr<RestoreCheckJob> job,
   steps.finish = [run, done, stopped](CommandContext& ctx) {
     return run->result().ok() ? done(ctx, *run) : stopped(ctx, *run);
   };
+  steps.answer_early = std::move(answer_early);
   return ctx.RunSteps(std::move(steps));
 }
 
@@ -444,7 +532,7 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
           const RestoreCheck& c = job.record();
           if (c.state == RestoreCheckState::kProblems) {
             PrintCheck(ctx, volume, "Volume '" + volume + "' was not opened.\n", job);
-            ctx.Note(vol + " stays restoring: the check found " + BadBlocks(c));
+            ctx.Note(vol + " stays restoring: the check found " + BadBlocks(ctx, c));
             return kExitCorruption;
           }
           if (Status s = OpenRestoredVolume(ctx.pool(), volume); !s.ok()) return ctx.Fail(s);
@@ -474,10 +562,31 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
     return ctx.Fail(job.status().WithContext(
         vol + " is open, but its check could not start (`snapdisk restore check` runs it)"));
   }
-  if (!ctx.json()) {
+  // Inside the server the command answers at once and the check goes on as
+  // a server job; run here it checks before returning (nothing would carry
+  // it on), and Ctrl-C leaves it interrupted for `restore check`.
+  std::function<std::optional<int>(CommandContext&)> answer_early;
+  if (ctx.in_server()) {
+    answer_early = [volume](CommandContext& ctx) -> std::optional<int> {
+      if (ctx.json()) {
+        auto after = GetRestoreState(ctx.pool(), volume);
+        nlohmann::ordered_json o = after.ok() && *after ? StateJsonWithCheck(ctx.pool(), volume, **after)
+                                                        : nlohmann::ordered_json();
+        o["volume"] = volume;
+        ctx.PrintJson(o);
+      } else {
+        ctx.Print("Opened volume '" + volume +
+                  "' before its check: it is writable and exported now. The server checks its "
+                  "data in the background (`snapdisk backup jobs " + ctx.pool_path() +
+                  "`); `snapdisk restore status " + ctx.pool_path() + " " + volume +
+                  "` shows the result.\n");
+      }
+      return kExitOk;
+    };
+  } else if (!ctx.json()) {
     ctx.out().Stderr("Opened volume '" + volume +
-                     "' before its check: it is writable (and exported) now; checking its data "
-                     "in the background\n");
+                     "' before its check: it is writable now; checking its data before this "
+                     "command returns (inside `snapdisk serve` it would return at once)\n");
   }
   return RunCheck(
       ctx, std::move(job).value(),
@@ -489,13 +598,14 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
                        (bad ? "found problems" : "found it clean") + ".\n",
                    job);
         if (!bad) return kExitOk;
-        ctx.Note(vol + " is open (it stays open), but its check found " + BadBlocks(c));
+        ctx.Note(vol + " is open (it stays open), but its check found " + BadBlocks(ctx, c));
         return kExitCorruption;
       },
       [vol](CommandContext& ctx, const RestoreCheckJob& job) {
         return ctx.Fail(job.result().WithContext(
             vol + " is open; its check did not finish (`snapdisk restore check` runs it again)"));
-      });
+      },
+      std::move(answer_early));
 }
 
 // Runs the check of a restored volume again (open or restoring), recording
@@ -512,7 +622,7 @@ int RunRecheck(CommandContext& ctx, const RestoreArgs& args) {
         const bool bad = c.state == RestoreCheckState::kProblems;
         PrintCheck(ctx, volume, "Checked volume '" + volume + "'.\n", job);
         if (!bad) return kExitOk;
-        ctx.Note("the check of volume '" + volume + "' found " + BadBlocks(c));
+        ctx.Note("the check of volume '" + volume + "' found " + BadBlocks(ctx, c));
         return kExitProblemsFound;
       },
       [volume](CommandContext& ctx, const RestoreCheckJob& job) {
@@ -537,7 +647,7 @@ int RunResume(CommandContext& ctx, const RestoreArgs& args) {
   }
   auto job = ResumeHydration(ctx.pool(), args.volume, **store, lazy);
   if (!job.ok()) return ctx.Fail(job.status());
-  return RunHydration(ctx, *store, std::move(job).value(), args.volume);
+  return RunHydration(ctx, *store, std::move(job).value(), args.volume, /*wait=*/true, args.store);
 }
 
 int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
@@ -554,7 +664,8 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
   const std::string fill_text =
       !h.hydrating ? std::string()
       : fill_job   ? "; filling (job " + std::to_string(*fill_job) + " of `snapdisk backup jobs`)"
-                   : std::string("; no fill is running");
+                   : "; no fill is running (`snapdisk serve " + ctx.pool_path() +
+                         "` or `snapdisk restore resume` fills it)";
   // ---- end of fill job ----
   if (ctx.json()) {
     nlohmann::ordered_json o = *state ? StateJsonWithCheck(ctx.pool(), args.volume, **state)
@@ -573,7 +684,7 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
     ctx.Print("volume '" + args.volume + "': hydrating from its backup, " +
               HumanBytes(h.total_bytes - h.pending_bytes) + " of " + HumanBytes(h.total_bytes) +
               " filled" +
-              (h.source_attached ? "" : "; its source is not attached (`snapdisk restore resume`)") +
+              (h.source_attached ? "" : "; its store is attached when a block not filled yet is read") +
               fill_text + "\n");
   }
   if (!*state) {
@@ -600,17 +711,22 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "or onto an existing one; or apply, open and show a restore done in steps");
   restore->footer(
       "Usage:\n"
-      "  snapdisk restore --store DIR (ID | --time T | --lsn N) (--to-new POOL VOL | --onto POOL VOL)\n"
-      "                   [--source VOL] [--plan] [--restoring] [--copy] [--rate MB/s] [--json]\n"
-      "  snapdisk restore apply --store DIR ID POOL VOL [--json]\n"
+      "  snapdisk restore (--store DIR | --from FILE...) (ID | --time T | --lsn N)\n"
+      "                   (--to-new POOL VOL | --onto POOL VOL)\n"
+      "                   [--source VOL] [--plan] [--restoring] [--copy] [--replace] [--rate MB/s]\n"
+      "                   [--json]\n"
+      "  snapdisk restore apply (--store DIR | --from FILE...) ID POOL VOL [--replace] [--json]\n"
       "  snapdisk restore open POOL VOL [--check sync|async] [--rate MB/s] [--json]\n"
       "  snapdisk restore check POOL VOL [--rate MB/s] [--json]\n"
       "  snapdisk restore resume --store DIR POOL VOL [--rate MB/s] [--json]\n"
       "  snapdisk restore status POOL VOL [--json]\n\n"
-      "A snapshot set restored to a new volume is instant: the volume is usable at once\n"
-      "(inside `snapdisk serve`, exported at once), a read of a block not yet filled\n"
-      "fetches it from the store, writes win over the backup's data, and the rest is\n"
-      "filled in the background with progress (--copy: copy first instead).\n"
+      "A snapshot set restored to a new volume is instant: the command returns once the\n"
+      "volume is usable (inside `snapdisk serve`, exported at once); a read of a block\n"
+      "not yet filled fetches it from the store (whoever opens the pool, after restarts\n"
+      "too), writes win over the backup's data, and the rest is filled in the background:\n"
+      "by the server (`backup jobs`, `restore status`), or without one at the next\n"
+      "`serve` or `restore resume`. --wait fills before returning, with progress; --copy\n"
+      "copies first instead.\n"
       "The planner takes the fewest sets: a snapshot set alone; full + the latest\n"
       "differential + the incrementals after it; for --time/--lsn the latest data backup\n"
       "at or before the target, then log backups up to it. T is RFC 3339, fractions\n"
@@ -624,11 +740,22 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "every mapped block back, verified: --check sync (the default) opens only a clean\n"
       "volume; --check async opens at once and checks while clients use the volume (a\n"
       "problem found then leaves it open: exit 5). `restore status` shows the last\n"
-      "check; `restore check` runs it again.\n\n" +
+      "check; `restore check` runs it again.\n"
+      "--onto replaces the volume's data. A volume that is not the backup's source (another\n"
+      "name, and not restored from it before), or that the restore would grow, is refused\n"
+      "unless --replace is given (SQL Server's WITH REPLACE).\n"
+      "--from restores from downloaded export files (`backup export`) instead of a store,\n"
+      "checked as they are read: a set's file (it holds its whole chain), plus the files of\n"
+      "the log backups after it for --time/--lsn.\n\n" +
       HelpFooter());
   restore->require_subcommand(0, 1);
   restore->add_option("ID", args->id, "The backup set to restore, e.g. F3 (see `backup list`)");
   restore->add_option("--store", args->store, "The WORM store's directory")->type_name("DIR");
+  restore->add_option("--from", args->from,
+                      "Restore from export files (`backup export`) instead of a store: a\n"
+                      "chain's file, plus log backups' files for --time/--lsn; repeatable")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
   restore->add_option("--time", args->time, "Restore the volume as it was at this time")
       ->check(CheckValidator(CheckTimestamp, "time"))
       ->type_name("T");
@@ -653,6 +780,12 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
                     "restore (usable at once, filled in the background)");
   restore->add_flag("--restoring", args->restoring,
                     "Leave the volume restoring, for `restore apply` and `restore open`");
+  restore->add_flag("--wait", args->wait,
+                    "An instant restore returns once the volume is usable (its fill goes on in\n"
+                    "the server, or at the next `serve` / `restore resume`); --wait fills it\n"
+                    "first, with progress");
+  restore->add_flag("--replace", args->replace,
+                    "With --onto: replace a volume that is not the backup's source, or grow it");
   AddRateOption(restore, args->rate,
                 "Cap the background fill of an instant restore at this many MB/s (10^6\n"
                 "bytes/s; recorded: a resumed fill keeps it). Clients' reads are never capped");
@@ -663,7 +796,9 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     if (targets != 1) {
       throw CLI::ValidationError("give exactly one of ID, --time T and --lsn N");
     }
-    if (args->store.empty()) throw CLI::ValidationError("--store DIR is required");
+    if (args->store.empty() == args->from.empty()) {
+      throw CLI::ValidationError("give exactly one of --store DIR and --from FILE");
+    }
     if (args->to_new.empty() == args->onto.empty()) {
       throw CLI::ValidationError("give exactly one of --to-new POOL VOL and --onto POOL VOL");
     }
@@ -686,12 +821,20 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     CLI::App* cmd = AddCommand(*restore, "apply",
                                "Apply the next backup set of the chain to a volume left "
                                "restoring; it stays restoring");
-    cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
+    cmd->add_option("--store", a->store, "The WORM store's directory")->type_name("DIR");
+    cmd->add_option("--from", a->from, "Export files (`backup export`) instead of a store")
+        ->type_name("FILE")
+        ->allow_extra_args(false);
     cmd->add_option("ID", a->id, "The backup set, e.g. I7")->required();
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
+    cmd->add_flag("--replace", a->replace,
+                  "A first set onto a volume that is not its source, or that it would grow");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
+      if (a->store.empty() == a->from.empty()) {
+        throw CLI::ValidationError("give exactly one of --store DIR and --from FILE");
+      }
       exit_code = executor.RunOnPool(a->pool, {a->json},
                                      [a](CommandContext& ctx) { return RunApply(ctx, *a); });
     });

@@ -1,5 +1,6 @@
 // `snapdisk snapshot create|list|delete|diff`, `snapdisk clone`, `snapdisk rollback`.
 #include "engine/names.h"
+#include "restore/restore_apply.h"
 #include "tools/cli/command_util.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/report.h"
@@ -33,6 +34,9 @@ int CreateSnapshot(CommandContext& ctx, const SnapshotArgs& args) {
   if (args.snapshot == kLive) {
     return ctx.Fail(Status::InvalidArgument(
         "snapshot name '-' is reserved: it means the live volume in `snapshot diff`"));
+  }
+  if (Status s = CheckNotRestoring(ctx.pool(), args.volume, "snapshotted"); !s.ok()) {
+    return ctx.Fail(s);
   }
   auto info = ctx.pool().CreateSnapshot(args.volume, args.snapshot);
   if (!info.ok()) return ctx.Fail(info.status());
@@ -119,6 +123,9 @@ int DiffSnapshots(CommandContext& ctx, const SnapshotArgs& args) {
 }
 
 int CloneSnapshot(CommandContext& ctx, const SnapshotArgs& args) {
+  if (Status s = CheckNotRestoring(ctx.pool(), args.volume, "cloned"); !s.ok()) {
+    return ctx.Fail(s);
+  }
   auto info = ctx.pool().Clone(args.volume, args.snapshot, args.new_volume);
   if (!info.ok()) return ctx.Fail(info.status());
   if (Status s = ctx.pool().Commit(); !s.ok()) return ctx.Fail(s);

@@ -14,6 +14,7 @@
 #include "engine/aligned_buffer.h"
 #include "engine/pool.h"
 #include "engine/volume.h"
+#include "restore/restore_apply.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/progress.h"
 #include "tools/cli/report.h"
@@ -557,6 +558,7 @@ int ExportImage(CommandContext& ctx, const ExportArgs& args) {
   auto opened = args.snapshot.empty() ? pool.OpenVolume(args.volume)
                                       : pool.OpenSnapshot(args.volume, args.snapshot);
   if (!opened.ok()) return ctx.Fail(opened.status());
+  if (Status s = CheckNotRestoring(pool, args.volume, "exported"); !s.ok()) return ctx.Fail(s);
   Volume& volume = **opened;
   const uint64_t size = volume.size_bytes();
   auto mapped = MappedBytes(volume);

@@ -48,6 +48,7 @@
 #include "engine/pool.h"
 #include "engine/pool_file.h"
 #include "engine/volume.h"
+#include "restore/lazy_restore.h"
 #include "restore/restore_apply.h"
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
@@ -1116,15 +1117,9 @@ Result<ExportTarget> Server::FindExport(std::string_view name) {
   if (!handle.ok()) {
     return Status::NotFound("no export '" + wanted + "' (" + handle.status().message() + ")");
   }
-  if (!(*handle)->read_only()) {
-    // A volume being restored is not for use until `restore open`.
-    Result<std::optional<RestoreState>> restore = GetRestoreState(*pool_, parsed.volume);
-    if (restore.ok() && *restore && (*restore)->phase == RestorePhase::kRestoring) {
-      return Status::Busy("volume '" + parsed.volume +
-                          "' is being restored; it is exported once `snapdisk restore open` "
-                          "has opened it");
-    }
-  }
+  // A volume being restored (and its snapshots: the restore's undo points)
+  // is not for use until `restore open`.
+  SNAPDISK_RETURN_IF_ERROR(CheckNotRestoring(*pool_, parsed.volume, "exported over NBD"));
   ExportTarget t;
   t.volume = *handle;
   t.name = wanted;
@@ -1136,6 +1131,7 @@ Result<ExportTarget> Server::FindExport(std::string_view name) {
 std::vector<std::string> Server::ExportNames() {
   std::vector<std::string> names;
   for (const VolumeInfo& v : pool_->ListVolumes()) {
+    if (!CheckNotRestoring(*pool_, v.name, "listed").ok()) continue;  // not exported (FindExport)
     names.push_back(v.name);
     auto snaps = pool_->ListSnapshots(v.name);
     if (!snaps.ok()) continue;
@@ -1275,6 +1271,7 @@ int Server::Setup() {
 
   PoolOptions pool_options;
   pool_options.max_requests = options_.max_clients * options_.max_requests_per_client * 3 + 256;
+  pool_options.hydration_source_resolver = RecordedHydrationSourceResolver();
   FileDeviceOptions device_options;
   device_options.queue_depth = 256;
   device_options.completion_batch = 0;  // Poll(0) reaps everything finished
