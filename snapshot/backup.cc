@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "snapshot/backup_history.h"
 #include "snapshot/chunk_pipeline.h"
 #include "snapshot/log_backup.h"
 #include "snapshot/restore_index.h"
@@ -424,7 +425,9 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
   }
   if (options.method == BackupMethod::kLog) {
     SNAPDISK_ASSIGN_OR_RETURN(auto log, LogBackupJob::Start(pool, store, volume, options));
-    return std::unique_ptr<BackupJob>(new BackupJob(std::move(log)));
+    std::unique_ptr<BackupJob> job(new BackupJob(std::move(log)));
+    job->Remember(pool, store, info.name, options);
+    return job;
   }
   const WormStoreConfig& config = store.config();
   if (config.chunk_bytes == 0 || config.chunk_bytes % pool.block_bytes() != 0 ||
@@ -485,7 +488,9 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
   impl->pipeline = std::make_unique<ChunkPipeline>(store, po);
   impl->slots.resize(options.max_reads_in_flight);
   impl->next_read_ns = impl->clock.NowNs();
-  return std::unique_ptr<BackupJob>(new BackupJob(std::move(impl)));
+  std::unique_ptr<BackupJob> job(new BackupJob(std::move(impl)));
+  job->Remember(pool, store, info.name, options);
+  return job;
 }
 
 BackupJob::BackupJob(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -498,7 +503,49 @@ BackupJob::~BackupJob() {
   }
 }
 
-bool BackupJob::Step() { return log_ ? log_->Step() : impl_->Step(); }
+void BackupJob::Remember(Pool& pool, WormStore& store, const std::string& volume,
+                         const BackupOptions& options) {
+  pool_ = &pool;
+  store_ = &store;
+  volume_ = volume;
+  trigger_ = options.trigger;
+  method_ = BackupMethodName(options.method);
+  started_unix_ns_ = progress().started_unix_ns;
+}
+
+bool BackupJob::Step() {
+  const bool done = log_ ? log_->Step() : impl_->Step();
+  if (done && !recorded_) {
+    recorded_ = true;
+    // The task history (snapshot/backup_history.h); best effort: a backup
+    // is not failed by its log entry.
+    const Result<BackupSet>& set = result();
+    const BackupProgress p = progress();
+    BackupTask task;
+    task.volume = volume_;
+    task.trigger = trigger_;
+    task.method = method_;
+    task.started_unix_ns = started_unix_ns_;
+    task.finished_unix_ns = store_->NowUnixNs();
+    if (set.ok()) {
+      task.set_id = set->id;
+      task.method = BackupTypeName(set->type);
+      task.started_unix_ns = set->started_unix_ns;
+      task.finished_unix_ns = set->finished_unix_ns;
+      task.data_bytes = set->data_bytes;
+      task.stored_bytes = set->stored_bytes;
+      task.result = "done";
+    } else {
+      task.stored_bytes = p.stored_bytes;
+      task.result = set.status().IsCancelled()   ? "cancelled"
+                    : IsNothingToShip(set.status()) ? "nothing to ship"
+                                                    : "failed";
+      if (task.result == "failed") task.error = set.status().ToString();
+    }
+    if (pool_->health().ok() && RecordBackupTask(*pool_, task).ok()) (void)pool_->Commit();
+  }
+  return done;
+}
 
 const Result<BackupSet>& BackupJob::result() const {
   return log_ ? log_->result() : impl_->result;

@@ -81,6 +81,9 @@ struct BackupOptions {
   // Paces the rate cap and times progress; null: the system's monotonic
   // clock. Must outlive the job. (Store times come from WormStore::NowUnixNs.)
   Clock* clock = nullptr;
+  // Who asked, for the task history (snapshot/backup_history.h): "manual"
+  // or "policy".
+  std::string trigger = "manual";
 };
 
 // When a set started at `started_unix_ns` with `options` expires.
@@ -128,6 +131,8 @@ class BackupJob {
   ~BackupJob();
 
   // A bounded slice of work; true once the job has finished (then result()).
+  // The step that finishes it records the task in the volume's history
+  // (snapshot/backup_history.h: done, failed or cancelled; committed).
   // Never waits for I/O or the workers; the caller also drives Pool::Poll.
   // The step that finishes the job commits the pool (after creating or
   // deleting backup snapshots), which waits for the device.
@@ -147,8 +152,19 @@ class BackupJob {
   struct Impl;
   explicit BackupJob(std::unique_ptr<Impl> impl);
   explicit BackupJob(std::unique_ptr<LogBackupJob> log);
+  // For the task history the job records when it ends (Step).
+  void Remember(Pool& pool, WormStore& store, const std::string& volume,
+                const BackupOptions& options);
+
   std::unique_ptr<Impl> impl_;        // data backups
   std::unique_ptr<LogBackupJob> log_;  // log backups
+  Pool* pool_ = nullptr;
+  WormStore* store_ = nullptr;
+  std::string volume_;
+  std::string trigger_;
+  std::string method_;
+  int64_t started_unix_ns_ = 0;
+  bool recorded_ = false;
 };
 
 // Storage used in the store by one volume's sets, per method, against the free

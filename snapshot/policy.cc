@@ -702,6 +702,7 @@ ScheduledRun Scheduler::RunJob(VolumeState& state, const BackupPolicy& policy, B
   run.due_unix_ns = due_unix_ns;
   run.ran_unix_ns = store_.NowUnixNs();
   BackupOptions options;
+  options.trigger = "policy";
   options.method = method;
   options.retain_days =
       method == BackupMethod::kLog ? policy.log_retention_days : policy.retention_days;

@@ -27,6 +27,7 @@
 #include "engine/volume.h"
 #include "engine/worm_store.h"
 #include "restore/restore_apply.h"
+#include "snapshot/backup_history.h"
 #include "snapshot/backup_set.h"
 #include "snapshot/chunk_pipeline.h"
 #include "support/backup_restore.h"
@@ -785,6 +786,18 @@ TEST_F(BackupTest, CancelLeavesNoSetAndNoSnapshot) {
     EXPECT_GE(calls, 1);
     EXPECT_TRUE(BackupSnapshots("vol").empty());
   }
+  // Each cancelled job is in the volume's task history.
+  Result<std::vector<BackupTask>> history = BackupHistory(*pool_, "vol");
+  ASSERT_TRUE(history.ok()) << history.status().ToString();
+  ASSERT_EQ(history->size(), 3u);
+  for (const BackupTask& t : *history) {
+    EXPECT_EQ(t.result, "cancelled");
+    EXPECT_EQ(t.trigger, "manual");
+    EXPECT_TRUE(t.set_id.empty());
+    EXPECT_LE(t.started_unix_ns, t.finished_unix_ns);
+  }
+  EXPECT_EQ((*history)[0].method, "snapshot");
+  EXPECT_EQ((*history)[1].method, "full");
   // Destroying a running job cancels it.
   {
     BackupOptions options;
@@ -823,6 +836,16 @@ TEST_F(BackupTest, StorePutFailuresLeaveNoSet) {
   BackupSet s = MustBackup("vol", BackupMethod::kSnapshot);
   ExpectRestores(s.id, "vol", oracle);
   EXPECT_TRUE(store_->Verify()->ok());
+  // The task history: two failures, with why, then the set.
+  Result<std::vector<BackupTask>> history = BackupHistory(*pool_, "vol");
+  ASSERT_TRUE(history.ok()) << history.status().ToString();
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ((*history)[0].result, "failed");
+  EXPECT_NE((*history)[0].error.find("IOError"), std::string::npos) << (*history)[0].error;
+  EXPECT_EQ((*history)[1].result, "failed");
+  EXPECT_EQ((*history)[2].result, "done");
+  EXPECT_EQ((*history)[2].set_id, s.id);
+  EXPECT_EQ((*history)[2].stored_bytes, s.stored_bytes);
 }
 
 // A device read error in the middle of a backup: no set, no snapshot, and the

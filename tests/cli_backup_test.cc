@@ -528,6 +528,43 @@ TEST_F(CliBackupTest, PolicyRunRunsWhatIsDueOnce) {
   CliResult r = RunCli({"policy", "run", pool_, "--store", dir_.File("other")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(Contains(r.out, "skipped")) << r.out;
+  // The task history has the policy's backups.
+  const json history = RunJson({"backup", "history", pool_});
+  ASSERT_GE(history.size(), 1u) << history.dump();
+  bool snapshot_task = false;
+  for (const json& t : history) {
+    EXPECT_EQ(t["trigger"], "policy") << t.dump();
+    snapshot_task = snapshot_task || (t["method"] == "snapshot" && t["result"] == "done");
+  }
+  EXPECT_TRUE(snapshot_task) << history.dump();
+}
+
+// The seed's task list: every backup task that ended — done, failed or
+// cancelled, by hand or by a policy — with its times, bytes and result, kept
+// with the volume across restarts.
+TEST_F(CliBackupTest, BackupHistoryListsEveryTaskThatEnded) {
+  EXPECT_TRUE(Contains(RunCli({"backup", "history", pool_}).out, "no backup tasks recorded"));
+  Write("db", 0, 2 * kMiB, 1);
+  const json full = Backup("full");
+  Write("db", 4 * kMiB, 1 * kMiB, 2);
+  const json log = Backup("log");
+  // Refused before it starts (bad input): no task, nothing changed.
+  EXPECT_NE(RunCli({"backup", pool_, "db", "--store", store_, "--method", "diff", "--rate", "0"})
+                .exit_code,
+            0);
+  const json history = RunJson({"backup", "history", pool_, "--volume", "db"});
+  ASSERT_EQ(history.size(), 2u) << history.dump();
+  EXPECT_EQ(history[0]["set"], full["id"]);
+  EXPECT_EQ(history[0]["method"], "full");
+  EXPECT_EQ(history[0]["trigger"], "manual");
+  EXPECT_EQ(history[0]["result"], "done");
+  EXPECT_EQ(history[0]["data_bytes"], 2 * kMiB);
+  EXPECT_LE(history[0]["started_unix_ns"].get<int64_t>(), history[0]["finished_unix_ns"].get<int64_t>());
+  EXPECT_EQ(history[1]["set"], log["id"]);
+  EXPECT_EQ(history[1]["method"], "log");
+  CliResult text = RunCli({"backup", "history", pool_});
+  EXPECT_TRUE(Contains(text.out, "FINISHED")) << text.out;
+  EXPECT_TRUE(Contains(text.out, full["id"].get<std::string>())) << text.out;
 }
 
 // ---- restore ---------------------------------------------------------------------
@@ -1158,6 +1195,41 @@ TEST_F(CliBackupServeTest, RestoringVolumesAreExportedOnlyOnceOpen) {
   NbdWriter writer(socket_, "r", 1 * kMiB);
   EXPECT_TRUE(writer.open()) << server_->Log();
   writer.Stop();
+}
+
+// Policies run by themselves: a server looking every second runs what a
+// policy has due, with nobody running `policy run`, and records each task.
+TEST_F(CliBackupServeTest, TheServerRunsDuePoliciesByItself) {
+  ASSERT_EQ(server_->Stop(), 0) << server_->Log();
+  server_ = std::make_unique<snapdisk::testing::ServerProcess>(
+      pool_, std::vector<std::string>{"--socket", socket_, "--policy-check", "1"},
+      dir_.File("server2.log"));
+  ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
+           "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
+           "00:00-24:00", "--log-frequency", "5m"});
+  json history;
+  for (int i = 0; i < 200; ++i) {
+    history = RunJson({"backup", "history", pool_});
+    if (!history.empty() && Jobs().empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(history.empty()) << server_->Log();
+  bool snapshot_done = false;
+  for (const json& t : history) {
+    EXPECT_EQ(t["trigger"], "policy") << t.dump();
+    snapshot_done = snapshot_done || (t["method"] == "snapshot" && t["result"] == "done");
+  }
+  EXPECT_TRUE(snapshot_done) << history.dump();
+  EXPECT_TRUE(Contains(server_->Log(), "volume 'db': policy snapshot backup S")) << server_->Log();
+  // `policy show` gives the last and the next run.
+  const json shown = RunJson({"policy", "show", pool_, "db"});
+  EXPECT_EQ(shown["last_data_run"]["method"], "snapshot") << shown.dump();
+  EXPECT_FALSE(shown["next_run"].is_null()) << shown.dump();
+  EXPECT_EQ(shown["due_now"], false) << shown.dump();
+  CliResult text = RunCli({"policy", "show", pool_, "db"});
+  EXPECT_TRUE(Contains(text.out, "last data run")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "next run")) << text.out;
 }
 
 TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {

@@ -7,13 +7,14 @@
 // positional is still missing, so POOL and VOL are made required only when the
 // command line's first word after `backup` is not list/extend/export (the
 // command line is known when the tree is built: AddPoolCommandSet). A pool
-// file named "list", "extend", "export", "jobs", "cancel", "delete" or
-// "remove" therefore goes as ./list. `backup delete|remove` exist only to
+// file named "list", "extend", "export", "jobs", "history", "cancel",
+// "delete" or "remove" therefore goes as ./list. `backup delete|remove` exist only to
 // say that sets cannot be deleted (exit 7).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 
+#include "snapshot/backup_history.h"
 #include "snapshot/log_backup.h"
 #include "tools/cli/command_util.h"
 #include "tools/cli/exit_codes.h"
@@ -25,7 +26,7 @@ namespace snapdisk::cli {
 
 namespace {
 
-constexpr const char* kGroupCommands[] = {"list",   "extend", "export", "jobs",
+constexpr const char* kGroupCommands[] = {"list",   "extend", "export", "jobs",   "history",
                                           "cancel", "delete", "remove"};
 
 struct BackupArgs {
@@ -221,6 +222,45 @@ int ExportSet(CommandContext& ctx, const BackupArgs& args) {
   return kExitOk;
 }
 
+// `backup history POOL [--volume VOL]`: the tasks that ended, oldest first.
+int ListHistory(CommandContext& ctx, const BackupArgs& args) {
+  auto tasks = BackupHistory(ctx.pool(), args.volume);
+  if (!tasks.ok()) return ctx.Fail(tasks.status());
+  if (ctx.json()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const BackupTask& t : *tasks) {
+      nlohmann::ordered_json o = {{"volume", t.volume},  {"trigger", t.trigger},
+                                  {"method", t.method},  {"set", t.set_id.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(t.set_id)},
+                                  {"result", t.result}};
+      AddTime(o, "started", t.started_unix_ns, true);
+      AddTime(o, "finished", t.finished_unix_ns, true);
+      o["data_bytes"] = t.data_bytes;
+      o["stored_bytes"] = t.stored_bytes;
+      o["error"] = t.error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(t.error);
+      list.push_back(std::move(o));
+    }
+    ctx.PrintJson(list);
+    return kExitOk;
+  }
+  if (tasks->empty()) {
+    ctx.Print("no backup tasks recorded" +
+              (args.volume.empty() ? std::string() : " for volume '" + args.volume + "'") + "\n");
+    return kExitOk;
+  }
+  Table table({"FINISHED", "VOLUME", "TRIGGER", "METHOD", "SET", "TOOK", "DATA", "STORED",
+               "RESULT"});
+  for (size_t c : {5, 6, 7}) table.RightAlign(c);
+  for (const BackupTask& t : *tasks) {
+    const double took = static_cast<double>(t.finished_unix_ns - t.started_unix_ns) / 1e9;
+    table.AddRow({HumanTime(t.finished_unix_ns), t.volume, t.trigger, t.method,
+                  t.set_id.empty() ? "-" : t.set_id, took > 0 ? HumanSeconds(took) : "-",
+                  HumanBytes(t.data_bytes), HumanBytes(t.stored_bytes),
+                  t.error.empty() ? t.result : t.result + ": " + t.error});
+  }
+  ctx.Print(table.Render());
+  return kExitOk;
+}
+
 int ListJobs(CommandContext& ctx, const BackupArgs&) {
   const std::vector<RunningJob> jobs = JobRegistry::Instance().List();
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -322,7 +362,8 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
       "  snapdisk backup extend --store DIR ID --until DATE [--json]\n"
       "  snapdisk backup export --store DIR ID FILE [--overwrite] [--json]\n"
       "  snapdisk backup jobs POOL [--json]          (backups running in POOL's server)\n"
-      "  snapdisk backup cancel POOL JOB|ID [--json]\n\n"
+      "  snapdisk backup cancel POOL JOB|ID [--json]\n"
+      "  snapdisk backup history POOL [--volume VOL] [--json]   (tasks that ended)\n\n"
       "Methods: snapshot (an O(1) snapshot kept in the pool for instant restore, then the\n"
       "blocks changed since the last snapshot backup, copied outside the volume's QoS);\n"
       "full, diff (changed since the last full), incr (changed since the last backup),\n"
@@ -464,6 +505,20 @@ void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
     cmd->add_option("JOB", a->id, "The job number or the set id, e.g. 2 or F3")->required();
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, run_pool] { run_pool(a, CancelJob); });
+  }
+  {
+    auto a = std::make_shared<BackupArgs>();
+    CLI::App* cmd = AddCommand(
+        *backup, "history",
+        "The backup tasks of POOL's volumes that ended — done, failed, cancelled or with\n"
+        "nothing to ship, by hand or by a policy — oldest first: when, what, how long, bytes,\n"
+        "result. Kept with each volume (its newest 200), across restarts");
+    cmd->add_option("POOL", a->pool, "Path of the pool file")->required();
+    cmd->add_option("--volume", a->volume, "Only this volume's tasks")
+        ->check(NameValidator("volume name"))
+        ->type_name("VOL");
+    AddJsonFlag(cmd, a->json);
+    cmd->callback([a, run_pool] { run_pool(a, ListHistory); });
   }
   for (const char* verb : {"delete", "remove"}) {
     // WORM: no API deletes a set. The command exists to say so.

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <map>
 
+#include "snapshot/backup_history.h"
 #include "tools/cli/command_util.h"
+#include "tools/cli/policy_tick.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/report.h"
 #include "tools/cli/store_util.h"
@@ -97,6 +99,51 @@ int SetVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
   return kExitOk;
 }
 
+// The policy's last runs (the task history) and next (planned now, from the
+// store's sets); the next is unknown when the store cannot be read.
+struct PolicyRuns {
+  std::optional<BackupTask> last_data, last_log;
+  std::optional<ScheduleDecision> plan;
+  std::string plan_error;
+};
+
+PolicyRuns RunsOf(CommandContext& ctx, const std::string& volume, const BackupPolicy& p) {
+  PolicyRuns runs;
+  if (auto history = BackupHistory(ctx.pool(), volume); history.ok()) {
+    for (const BackupTask& t : *history) {
+      if (t.trigger != "policy") continue;
+      (t.method == "log" ? runs.last_log : runs.last_data) = t;
+    }
+  }
+  std::string held_by;
+  auto store = OpenStoreForReading(p.store_dir, &held_by);
+  auto info = ctx.pool().GetVolume(volume);
+  if (store.ok() && info.ok()) {
+    auto plan = PlanVolume(*info, p, **store);
+    if (plan.ok()) {
+      runs.plan = *plan;
+    } else {
+      runs.plan_error = plan.status().message();
+    }
+  } else {
+    runs.plan_error = (store.ok() ? info.status() : store.status()).message();
+  }
+  return runs;
+}
+
+nlohmann::ordered_json TaskJson(const std::optional<BackupTask>& t) {
+  if (!t) return nullptr;
+  nlohmann::ordered_json o = {{"method", t->method}, {"set", t->set_id}, {"result", t->result}};
+  AddTime(o, "finished", t->finished_unix_ns, true);
+  return o;
+}
+
+std::string TaskText(const std::optional<BackupTask>& t) {
+  if (!t) return "none yet";
+  return HumanTime(t->finished_unix_ns) + ": " + t->method + " " +
+         (t->set_id.empty() ? std::string() : t->set_id + " ") + t->result;
+}
+
 int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
   auto policy = GetPolicy(ctx.pool(), args.volume);
   if (!policy.ok()) return ctx.Fail(policy.status());
@@ -106,14 +153,31 @@ int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
   const BackupPolicy& p = **policy;
   auto log = ctx.pool().GetLogInfo(args.volume);
   if (!log.ok()) return ctx.Fail(log.status());
+  const PolicyRuns runs = RunsOf(ctx, args.volume, p);
+  // Due now, or the next time something will be.
+  const int64_t next_ns = runs.plan ? runs.plan->next_due_unix_ns : 0;
+  const std::string due_now =
+      runs.plan && (runs.plan->data_method || runs.plan->log_due)
+          ? std::string(runs.plan->data_method ? BackupMethodName(*runs.plan->data_method)
+                                               : "") +
+                (runs.plan->data_method && runs.plan->log_due ? " and " : "") +
+                (runs.plan->log_due ? "log" : "") + " due now"
+          : std::string();
   if (ctx.json()) {
-    ctx.PrintJson({{"volume", args.volume},
-                   {"policy", PolicyJson(p)},
-                   {"log",
-                    {{"enabled", log->enabled},
-                     {"required", log->required},
-                     {"records", log->records},
-                     {"referenced_bytes", log->referenced_bytes}}}});
+    nlohmann::ordered_json doc = {{"volume", args.volume},
+                                  {"policy", PolicyJson(p)},
+                                  {"log",
+                                   {{"enabled", log->enabled},
+                                    {"required", log->required},
+                                    {"records", log->records},
+                                    {"referenced_bytes", log->referenced_bytes}}},
+                                  {"last_data_run", TaskJson(runs.last_data)},
+                                  {"last_log_run", TaskJson(runs.last_log)}};
+    AddTime(doc, "next_run", next_ns, true);
+    doc["due_now"] = runs.plan ? (runs.plan->data_method || runs.plan->log_due) : false;
+    doc["next_run_error"] =
+        runs.plan_error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(runs.plan_error);
+    ctx.PrintJson(doc);
     return kExitOk;
   }
   ctx.Print(KeyValues({
@@ -128,6 +192,11 @@ int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
       {"log retention", std::to_string(p.log_retention_days) + " days"},
       {"log unshipped", std::to_string(log->records) + " records, " +
                             HumanBytes(log->referenced_bytes) + " referenced"},
+      {"last data run", TaskText(runs.last_data)},
+      {"last log run", TaskText(runs.last_log)},
+      {"next run", !runs.plan          ? "unknown (" + runs.plan_error + ")"
+                   : !due_now.empty() ? due_now + " (`snapdisk policy run`)"
+                                      : HumanTime(next_ns)},
   }));
   return kExitOk;
 }
@@ -147,280 +216,6 @@ int RemoveVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
               "' (its write log is no longer kept for it)\n");
   }
   return kExitOk;
-}
-
-// ---- policy run ----------------------------------------------------------------
-
-// A backup the tick will run.
-struct PlannedJob {
-  std::string volume;
-  BackupMethod method = BackupMethod::kFull;
-  int64_t due_unix_ns = 0;
-  uint32_t retain_days = 7;
-  std::shared_ptr<WormStore> store;
-  std::string store_dir;
-};
-
-// What the tick did for one job (or one problem).
-struct TickRun {
-  std::string volume;
-  BackupMethod method = BackupMethod::kAuto;  // kAuto: a problem, no backup
-  int64_t due_unix_ns = 0;
-  int64_t ran_unix_ns = 0;
-  std::optional<BackupSet> set;
-  Status status;
-};
-
-// The tick's state, shared by the stepped job's functions.
-class PolicyTick {
- public:
-  explicit PolicyTick(Pool& pool) : pool_(pool) {}
-
-  // Plans every volume with a policy (whose store is `only_store_dir`, when
-  // given); problems become runs.
-  void Plan(const std::string& only_store_dir);
-
-  bool Step();
-  void Cancel() {
-    cancelled_ = true;
-    if (job_) job_->Cancel();
-  }
-  StepProgress Progress() const {
-    if (!job_) return {"policy run", done_jobs_, queue_.size(), ProgressUnit::kBlocks};
-    const BackupProgress p = job_->progress();
-    return {"backup " + p.id + " of " + p.volume, p.done_bytes, p.total_bytes,
-            ProgressUnit::kBytes};
-  }
-  int Finish(CommandContext& ctx) const;
-
- private:
-  void Problem(const std::string& volume, BackupMethod method, int64_t due, Status status) {
-    TickRun run;
-    run.volume = volume;
-    run.method = method;
-    run.due_unix_ns = due;
-    run.ran_unix_ns = due;
-    run.status = std::move(status);
-    runs_.push_back(std::move(run));
-  }
-  Result<std::shared_ptr<WormStore>> Store(const std::string& dir) {
-    if (auto it = stores_.find(dir); it != stores_.end()) return it->second;
-    SNAPDISK_ASSIGN_OR_RETURN(std::shared_ptr<WormStore> store, OpenStore(dir));
-    stores_[dir] = store;
-    return store;
-  }
-
-  Pool& pool_;
-  std::map<std::string, std::shared_ptr<WormStore>> stores_;  // by canonical dir
-  std::vector<PlannedJob> queue_;
-  size_t next_ = 0;
-  uint64_t done_jobs_ = 0;
-  std::unique_ptr<BackupJob> job_;  // the running one (queue_[next_ - 1])
-  std::vector<TickRun> runs_;
-  std::optional<int64_t> next_due_unix_ns_;
-  uint64_t expired_objects_ = 0;
-  uint64_t expired_bytes_ = 0;
-  bool cancelled_ = false;
-  bool finished_ = false;
-};
-
-void PolicyTick::Plan(const std::string& only_store_dir) {
-  for (const VolumeInfo& volume : pool_.ListVolumes()) {
-    auto policy = GetPolicy(pool_, volume.name);
-    if (!policy.ok()) {
-      Problem(volume.name, BackupMethod::kAuto, 0, policy.status());
-      continue;
-    }
-    if (!policy->has_value()) continue;
-    const BackupPolicy& p = **policy;
-    const std::string dir = CanonicalStoreDir(p.store_dir);
-    if (!only_store_dir.empty() && dir != only_store_dir) {
-      Problem(volume.name, BackupMethod::kAuto, 0,
-              Status::InvalidArgument("the backup policy of volume '" + volume.name +
-                                      "' names store " + p.store_dir + ", not " + only_store_dir +
-                                      ": skipped"));
-      continue;
-    }
-    auto store = Store(dir);
-    if (!store.ok()) {
-      Problem(volume.name, BackupMethod::kAuto, 0, store.status());
-      continue;
-    }
-    const int64_t now = (*store)->NowUnixNs();
-    auto sets = ListBackupSets(**store, volume.name);
-    if (!sets.ok()) {
-      Problem(volume.name, BackupMethod::kAuto, now,
-              sets.status().WithContext("reading the store's sets"));
-      continue;
-    }
-    // As the Scheduler's facts, for a scheduler that starts watching now.
-    ScheduleFacts facts;
-    facts.watch_from_unix_ns = now;
-    const auto later = [](std::optional<int64_t>* slot, int64_t value) {
-      if (!*slot || **slot < value) *slot = value;
-    };
-    for (const BackupSet& set : *sets) {
-      if (set.volume_id != volume.id) continue;  // an earlier volume of the same name
-      if (set.type == BackupType::kLog) {
-        later(&facts.last_log_unix_ns, set.started_unix_ns);
-        continue;
-      }
-      const bool in_family = p.method == PolicyMethod::kSnapshot
-                                 ? set.type == BackupType::kSnapshot
-                                 : set.type != BackupType::kSnapshot;
-      if (in_family) later(&facts.last_data_unix_ns, set.started_unix_ns);
-      if (set.type == BackupType::kFull && set.lineage == volume.lineage) {
-        later(&facts.last_full_unix_ns, set.started_unix_ns);
-      }
-    }
-    const ScheduleDecision plan = PlanSchedule(p, facts, now);
-    if (!plan.log_due && !plan.data_method) {
-      if (!next_due_unix_ns_ || plan.next_due_unix_ns < *next_due_unix_ns_) {
-        next_due_unix_ns_ = plan.next_due_unix_ns;
-      }
-      continue;
-    }
-    if (plan.log_due) {
-      auto log = pool_.GetLogInfo(volume.name);
-      if (!log.ok()) {
-        Problem(volume.name, BackupMethod::kLog, plan.log_due_unix_ns, log.status());
-      } else if (log->records > 0) {  // else nothing to ship
-        queue_.push_back({volume.name, BackupMethod::kLog, plan.log_due_unix_ns,
-                          p.log_retention_days, *store, dir});
-      }
-    }
-    if (plan.data_method) {
-      queue_.push_back({volume.name, *plan.data_method, plan.data_due_unix_ns, p.retention_days,
-                        *store, dir});
-    }
-  }
-}
-
-bool PolicyTick::Step() {
-  if (finished_) return true;
-  if (job_) {
-    if (!job_->Step()) return false;
-    const PlannedJob& planned = queue_[next_ - 1];
-    TickRun& run = runs_.back();
-    const Result<BackupSet>& set = job_->result();
-    if (set.ok()) {
-      run.set = *set;
-    } else {
-      run.status = set.status();
-      // No base to be incremental from (e.g. its snapshot is gone): a full
-      // keeps the volume protected (as the Scheduler does).
-      if (planned.method == BackupMethod::kIncr && !cancelled_ &&
-          (set.status().IsNotFound() || set.status().IsInvalidArgument())) {
-        PlannedJob full = planned;
-        full.method = BackupMethod::kFull;
-        queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(next_), full);
-      }
-    }
-    job_.reset();
-    ++done_jobs_;
-    return false;
-  }
-  if (next_ < queue_.size() && !cancelled_) {
-    const PlannedJob& planned = queue_[next_++];
-    TickRun run;
-    run.volume = planned.volume;
-    run.method = planned.method;
-    run.due_unix_ns = planned.due_unix_ns;
-    run.ran_unix_ns = planned.store->NowUnixNs();
-    BackupOptions options;
-    options.method = planned.method;
-    options.retain_days = planned.retain_days;
-    auto job = BackupJob::Start(pool_, *planned.store, planned.volume, options);
-    if (job.ok()) {
-      job_ = std::move(job).value();
-    } else {
-      run.status = job.status();
-      if (planned.method == BackupMethod::kIncr &&
-          (run.status.IsNotFound() || run.status.IsInvalidArgument())) {
-        PlannedJob full = planned;
-        full.method = BackupMethod::kFull;
-        queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(next_), full);
-      }
-      ++done_jobs_;
-    }
-    runs_.push_back(std::move(run));
-    return false;
-  }
-  // Everything ran (or the tick was cancelled): the expiry pass of each store.
-  if (!cancelled_) {
-    for (auto& [dir, store] : stores_) {
-      auto expired = store->Expire();
-      if (!expired.ok()) {
-        Problem("-", BackupMethod::kAuto, store->NowUnixNs(),
-                expired.status().WithContext("expiry pass of store " + dir));
-        continue;
-      }
-      expired_objects_ += expired->objects;
-      expired_bytes_ += expired->bytes;
-    }
-  }
-  finished_ = true;
-  return true;
-}
-
-std::string SetLine(const BackupSet& s) {
-  return std::string(BackupTypeName(s.type)) + ", LSN " + LsnRangeText(s) + ", " +
-         HumanBytes(s.stored_bytes) +
-         " stored, retained until " + HumanTime(s.retain_until_unix_ns);
-}
-
-int PolicyTick::Finish(CommandContext& ctx) const {
-  const auto method_name = [](BackupMethod m) {
-    return m == BackupMethod::kAuto ? "-" : BackupMethodName(m);
-  };
-  int code = kExitOk;
-  for (const TickRun& run : runs_) {
-    if (!run.status.ok()) {
-      code = ExitCodeFor(run.status);
-      break;
-    }
-  }
-  if (cancelled_ && code == kExitOk) code = kExitInterrupted;
-  if (ctx.json()) {
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
-    for (const TickRun& run : runs_) {
-      nlohmann::ordered_json r = {{"volume", run.volume}, {"method", method_name(run.method)}};
-      AddTime(r, "due", run.due_unix_ns, true);
-      AddTime(r, "ran", run.ran_unix_ns, true);
-      r["set"] = run.set ? BackupSetJson(*run.set) : nlohmann::ordered_json(nullptr);
-      r["status"] = StatusCodeName(run.status.code());
-      r["error"] = run.status.ok() ? nlohmann::ordered_json(nullptr)
-                                   : nlohmann::ordered_json(ErrorMessage(run.status, ""));
-      list.push_back(std::move(r));
-    }
-    nlohmann::ordered_json doc = {{"runs", list},
-                                  {"expired_objects", expired_objects_},
-                                  {"expired_bytes", expired_bytes_},
-                                  {"cancelled", cancelled_}};
-    AddTime(doc, "next_due", next_due_unix_ns_.value_or(0), true);
-    ctx.PrintJson(doc);
-  } else {
-    if (!runs_.empty()) {
-      Table table({"VOLUME", "RUN", "DUE", "SET", "RESULT"});
-      for (const TickRun& run : runs_) {
-        table.AddRow({run.volume, method_name(run.method),
-                      run.due_unix_ns == 0 ? "-" : HumanTime(run.due_unix_ns),
-                      run.set ? run.set->id : "-",
-                      run.status.ok() ? (run.set ? SetLine(*run.set) : "ok")
-                                      : ErrorMessage(run.status, "")});
-      }
-      ctx.Print(table.Render());
-    } else {
-      ctx.Print("nothing was due" +
-                (next_due_unix_ns_ ? "; next due " + HumanTime(*next_due_unix_ns_) : "") + "\n");
-    }
-    if (expired_objects_ > 0) {
-      ctx.Print("expired " + std::to_string(expired_objects_) + " objects (" +
-                HumanBytes(expired_bytes_) + ")\n");
-    }
-  }
-  if (cancelled_) ctx.Note("policy run was cancelled");
-  return code;
 }
 
 int RunPolicies(CommandContext& ctx, const PolicyArgs& args) {

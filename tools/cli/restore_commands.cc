@@ -263,6 +263,16 @@ RestoreOptions OptionsWithProgress(CommandContext& ctx) {
   return options;
 }
 
+// What --json says of every instant restore.
+nlohmann::ordered_json InstantJson(const std::string& volume, const HydrationProgress& p) {
+  nlohmann::ordered_json o;
+  o["volume"] = volume;
+  o["applied"] = nlohmann::ordered_json::array({p.set_id});
+  o["instant"] = true;
+  o["rto_usable_seconds"] = p.usable_after_s;
+  return o;
+}
+
 // An instant restore's fill, as a stepped job. The command answers once the
 // volume is usable (it has served its first read) unless `wait`: inside
 // `snapdisk serve` the fill then goes on as a server job; without a server
@@ -294,11 +304,7 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
       const HydrationProgress p = run->job->progress();
       const bool here = ctx.in_server();
       if (ctx.json()) {
-        nlohmann::ordered_json o;
-        o["volume"] = volume;
-        o["applied"] = nlohmann::ordered_json::array({p.set_id});
-        o["instant"] = true;
-        o["rto_usable_seconds"] = p.usable_after_s;
+        nlohmann::ordered_json o = InstantJson(volume, p);
         o["pending_bytes"] = p.pending_bytes;
         o["total_bytes"] = p.total_bytes;
         o["fill"] = p.pending_bytes == 0 ? "done" : here ? "running in the server" : "stopped";
@@ -318,8 +324,7 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
                 " are still to fill: reads of those blocks fetch them from the store meanwhile. "
                 "The fill goes on when `snapdisk serve " + ctx.pool_path() +
                 "` runs, or now with `snapdisk restore resume --store " + store_dir + " " +
-                ctx.pool_path() +
-                " " + volume + "` (--wait fills before returning).\n";
+                ctx.pool_path() + " " + volume + "` (--wait fills before returning).\n";
       }
       ctx.Print(text);
       return kExitOk;
@@ -343,11 +348,7 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
           "resume` finishes the fill"));
     }
     if (ctx.json()) {
-      nlohmann::ordered_json o;
-      o["volume"] = volume;
-      o["applied"] = nlohmann::ordered_json::array({p.set_id});
-      o["instant"] = true;
-      o["rto_usable_seconds"] = p.usable_after_s;
+      nlohmann::ordered_json o = InstantJson(volume, p);
       o["complete_seconds"] = p.hydrated_after_s;
       o["read_bytes"] = p.store_bytes_read;
       o["chunks_read"] = p.chunks_read;
@@ -391,6 +392,25 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
                  ? RestoreTarget::Lsn(*source, std::stoull(args.lsn))
                  : RestoreTarget::PointInTime(*source, ParseTimestamp(args.time).value());
   }
+  // A snapshot set restored to a new volume is instant: usable at once,
+  // filled in the background (unless --copy or --restoring; not from export
+  // files: the fill would need them after this command).
+  auto instant = [&](const std::string& id) {
+    LazyRestoreOptions lazy;
+    lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+    if (!args.rate.empty()) lazy.rate_mb_per_s = ParseRate(args.rate).value();
+    auto job = StartLazyRestore(ctx.pool(), **store, id, volume, lazy);
+    if (!job.ok()) return ctx.Fail(job.status());
+    return RunHydration(ctx, *store, std::move(job).value(), volume, args.wait, args.store);
+  };
+  const bool may_be_instant =
+      !onto && !args.copy && !args.restoring && args.from.empty() && !args.plan;
+  if (may_be_instant && !args.id.empty()) {
+    // Known from the set's restore index top alone: planning would read
+    // every manifest of the volume, O(its data).
+    Result<RestoreIndex> index = FindRestoreIndex(**store, args.id);
+    if (index.ok() && index->type == BackupType::kSnapshot) return instant(index->id);
+  }
   auto plan = PlanRestore(**store, target);
   if (!plan.ok()) return ctx.Fail(plan.status());
   if (args.plan) {
@@ -401,17 +421,9 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
     }
     return kExitOk;
   }
-  // A snapshot set restored to a new volume is instant: usable at once,
-  // filled in the background (unless --copy or --restoring).
-  // (Not from export files: the fill would need them after this command.)
-  if (!onto && !args.copy && !args.restoring && args.from.empty() && plan->steps.size() == 1 &&
+  if (may_be_instant && plan->steps.size() == 1 &&
       plan->steps[0].set.type == BackupType::kSnapshot) {
-    LazyRestoreOptions lazy;
-    lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
-    if (!args.rate.empty()) lazy.rate_mb_per_s = ParseRate(args.rate).value();
-    auto job = StartLazyRestore(ctx.pool(), **store, plan->steps[0].set.id, volume, lazy);
-    if (!job.ok()) return ctx.Fail(job.status());
-    return RunHydration(ctx, *store, std::move(job).value(), volume, args.wait, args.store);
+    return instant(plan->steps[0].set.id);
   }
   RestoreOptions options = OptionsWithProgress(ctx);
   options.open = !args.restoring;

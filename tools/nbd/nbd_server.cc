@@ -53,6 +53,8 @@
 #include "tools/cli/control.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/hydration_resume.h"
+#include "tools/cli/policy_tick.h"
+#include "tools/cli/progress.h"
 #include "tools/cli/store_util.h"
 #include "tools/nbd/nbd_protocol.h"
 
@@ -188,6 +190,7 @@ class Server {
   // Fills of instantly restored volumes the server resumed when it opened the
   // pool; stepped like control_jobs_. Gone before the pool closes.
   std::unique_ptr<cli::ServerFills> fills_;
+  std::unique_ptr<cli::ServerPolicies> policies_;  // the pool's policies, run by the server
   std::vector<Slot*> completed_;   // slots whose requests finished (or failed at once)
   std::vector<Slot*> processing_;  // completed_, swapped out while replies are encoded
   std::vector<Slot*> fua_;
@@ -1426,8 +1429,12 @@ void Server::Reap() {
 // completions (the pool has no fd for those).
 int64_t Server::TimeoutNs() const {
   if (!completed_.empty() || !dirty_.empty()) return 0;
-  const bool jobs = !control_jobs_.empty() || (fills_ != nullptr && !fills_->idle());
-  const int64_t job_ns = jobs ? kJobTurnNs : -1;
+  const bool jobs = !control_jobs_.empty() || (fills_ != nullptr && !fills_->idle()) ||
+                    (policies_ != nullptr && policies_->running());
+  int64_t job_ns = jobs ? kJobTurnNs : -1;
+  if (!jobs && policies_ != nullptr) {  // wake for the next policy check
+    job_ns = std::max<int64_t>(0, policies_->next_check_ns() - cli::MonotonicNs());
+  }
   if (pool_->in_flight() == 0) return job_ns;
   if (qos_exports_ > 0) return 50'000;
   if (event_fd_ >= 0) return job_ns >= 0 ? job_ns : 10'000'000;
@@ -1493,6 +1500,7 @@ void Server::Loop() {
     }
     StepControlJobs();
     fills_->Step();
+    if (policies_) policies_->Step();
     DriveEngine();
     ProcessCompleted();
     FlushDirty();
@@ -1522,6 +1530,7 @@ void Server::Shutdown() {
   // The resumed fills stop where they are: their volumes stay hydrating (the
   // commit at close keeps what they filled), and the next start resumes them.
   fills_.reset();
+  policies_.reset();  // a running policy backup is cancelled
   // Finish what the engine holds, send what replies can be sent without
   // waiting on slow clients, then hang up.
   while (pool_->in_flight() > 0) {
@@ -1548,6 +1557,14 @@ int Server::Run() {
   };
   fills_ = std::make_unique<cli::ServerFills>(*pool_, std::move(fill_options));
   fills_->ResumeAll();
+  if (options_.policy_check_interval_s > 0) {
+    policies_ = std::make_unique<cli::ServerPolicies>(
+        *pool_, static_cast<int64_t>(options_.policy_check_interval_s * 1e9),
+        [](const std::string& line) {
+          std::fprintf(stderr, "snapdisk: serve: %s\n", line.c_str());
+          std::fflush(stderr);
+        });
+  }
   uint64_t snapshots = 0;
   const auto volumes = pool_->ListVolumes();
   for (const VolumeInfo& v : volumes) snapshots += v.snapshots;

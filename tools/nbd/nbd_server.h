@@ -58,6 +58,10 @@ struct ServerOptions {
   // bytes/s; 0: unlimited, as the instant restore itself. See
   // tools/cli/hydration_resume.h.
   double hydrate_rate_mb_per_s = 0;
+  // The server carries out the pool's backup policies itself: every this
+  // many seconds it plans what is due and runs it as a job (a line each on
+  // stderr; `backup history` keeps them). 0: never (`policy run` by hand).
+  double policy_check_interval_s = 30;
 };
 
 // Opens the pool (its lock: a second server gets Busy), listens, resumes the

@@ -32,8 +32,12 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
       "(after a restart or a crash) gets its store attached again when the server starts,\n"
       "and the fill continues in the background (`backup jobs POOL` lists it, `backup\n"
       "cancel` stops it) at --hydrate-rate, or the cap its `restore --rate` set. A store\n"
-      "that cannot be opened is named on stderr; the volume's data not yet filled then\n"
-      "fails to read until `snapdisk restore resume`.\n\n" +
+      "that cannot be opened is named on stderr (reads of data not filled yet attach it\n"
+      "again on demand; `snapdisk restore resume` continues the fill).\n\n"
+      "Backup policies run by themselves: every --policy-check seconds the server plans\n"
+      "what each volume's policy says is due (`policy show` gives the last and next run)\n"
+      "and runs it as a job between NBD requests (`backup jobs`, `backup cancel`), a line\n"
+      "each on stderr; `backup history POOL` keeps every task.\n\n" +
       std::string(kExitCodeHelp));
   cmd->add_option("POOL", opt->pool_path, "Path of the pool file")->required();
   auto* socket = cmd->add_option("--socket", opt->socket_path, "Listen on this Unix socket");
@@ -57,6 +61,12 @@ void AddServeCommand(CLI::App& app, int& exit_code) {
                   "(10^6 bytes/s; default: the cap its `restore --rate` recorded, if any)")
       ->type_name("MB/s")
       ->check(CheckValidator(CheckRate, "MB/s"));
+  cmd->add_option("--policy-check", opt->policy_check_interval_s,
+                  "Seconds between two looks at what the backup policies have due (0: never;\n"
+                  "then only `snapdisk policy run` runs them)")
+      ->capture_default_str()
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.0, 86400.0));
   cmd->callback([opt, &exit_code] { exit_code = nbd::Serve(*opt); });
 }
 
