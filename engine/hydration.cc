@@ -417,17 +417,25 @@ Result<uint64_t> Pool::HydrateStep(std::string_view volume, uint64_t max_bytes) 
 
 // ---- The I/O paths ------------------------------------------------------------------
 
+// How long a failed attach on demand is answered from its cached error.
+constexpr int64_t kResolveRetryNs = 1'000'000'000;
+
 Status Pool::EnsureHydrationSource(const HydrationState& h, const Record& volume) {
   if (h.source != nullptr) return Status::OK();
   const std::string unattached =
       "volume '" + volume.name + "' is hydrating and its source is not attached";
   if (!options_.hydration_source_resolver) return Status::IOError(unattached);
+  const int64_t now = clock().NowNs();
+  if (now < h.resolve_retry_ns) return Status::IOError(unattached + ": " + h.resolve_error);
   const std::string name = volume.name;  // the resolver may look records up
   Result<std::shared_ptr<HydrationSource>> source = options_.hydration_source_resolver(*this, name);
-  if (!source.ok()) return Status::IOError(unattached + ": " + source.status().message());
-  if (*source == nullptr) return Status::IOError(unattached);
-  h.source = *std::move(source);
-  return Status::OK();
+  if (source.ok() && *source != nullptr) {
+    h.source = *std::move(source);
+    return Status::OK();
+  }
+  h.resolve_error = source.ok() ? "none was found" : source.status().message();
+  h.resolve_retry_ns = now + kResolveRetryNs;
+  return Status::IOError(unattached + ": " + h.resolve_error);
 }
 
 Status Pool::ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,

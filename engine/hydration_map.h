@@ -59,6 +59,11 @@ struct HydrationState {
   // Attached by AttachHydrationSource, or on demand by the pool's
   // hydration_source_resolver (mutable: a read attaches what it resolved).
   mutable std::shared_ptr<HydrationSource> source;
+  // The resolver's last failure, given again without asking it until
+  // `resolve_retry_ns` (the pool's clock): a store that is gone is not
+  // looked for at every read.
+  mutable std::string resolve_error;
+  mutable int64_t resolve_retry_ns = 0;
   AlignedBuffer fill_buffer;  // HydrateStep's, allocated at its first call
 };
 

@@ -88,7 +88,8 @@ struct PoolOptions {
   // gone, it crashed, or its fill stopped). It returns the source to attach
   // (the pool keeps it, as AttachHydrationSource does), or an error: that
   // request then fails with IOError "volume 'V' is hydrating and its source
-  // is not attached: <why>", and the next one asks again. It may read the
+  // is not attached: <why>", and so does every request in the next second
+  // (the error cached), after which the next one asks again. It may read the
   // pool's attributes; it must not change the pool. Empty: such requests
   // fail without asking. restore/lazy_restore.h has the one the CLI and the
   // server use (RecordedHydrationSourceResolver: the store the volume's

@@ -16,9 +16,9 @@ namespace snapdisk {
 
 namespace {
 
-// Decoded chunks a source attached on demand caches (LazyRestoreOptions's
-// default).
-constexpr uint32_t kResolvedCachedChunks = LazyRestoreOptions{}.cached_chunks;
+// Decoded chunks a source attached on demand caches (as
+// LazyRestoreOptions::cached_chunks by default).
+constexpr uint32_t kResolvedCachedChunks = 4;
 
 
 using Json = nlohmann::ordered_json;
@@ -154,6 +154,13 @@ class OwningSource final : public HydrationSource {
   std::shared_ptr<WormStore> store_;  // outlives source_ (declared first)
   std::shared_ptr<BackupSetSource> source_;
 };
+
+// What the pool holds: the source, owning the store when the caller asked.
+std::shared_ptr<HydrationSource> Attached(const LazyRestoreOptions& options,
+                                          std::shared_ptr<BackupSetSource> source) {
+  if (options.store_owner == nullptr) return source;
+  return std::make_shared<OwningSource>(options.store_owner, std::move(source));
+}
 
 Status ValidateOptions(const LazyRestoreOptions& o) {
   if (!(o.rate_mb_per_s >= 0) || !std::isfinite(o.rate_mb_per_s)) {
@@ -577,7 +584,7 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
                                EncodeAttribute(options, id, index_sha256, manifest_sha256));
   if (s.ok()) s = pool.SetAttribute(volume, kRestoreStateAttribute, EncodeRestoreState(state));
   if (s.ok()) s = pool.BeginHydration(volume, ranges);
-  if (s.ok() && !ranges.empty()) s = pool.AttachHydrationSource(volume, source);
+  if (s.ok() && !ranges.empty()) s = pool.AttachHydrationSource(volume, Attached(options, source));
   if (s.ok()) s = pool.Commit();
   if (!s.ok()) return undo(s);
   std::unique_ptr<HydrationJob> job(
@@ -605,7 +612,7 @@ Result<std::unique_ptr<HydrationJob>> ResumeHydration(Pool& pool, std::string_vi
   if (info.hydrating) {
     SNAPDISK_ASSIGN_OR_RETURN(source,
                               OpenRecordedSource(store, attribute, volume, options.cached_chunks));
-    SNAPDISK_RETURN_IF_ERROR(pool.AttachHydrationSource(volume, source));
+    SNAPDISK_RETURN_IF_ERROR(pool.AttachHydrationSource(volume, Attached(options, source)));
   }
   std::unique_ptr<HydrationJob> job(new HydrationJob(pool, std::string(volume), attribute.set,
                                                      std::move(source), options, started));

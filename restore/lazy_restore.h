@@ -16,7 +16,10 @@
 // map's ranges (one per index page at most), commits once, and serves the
 // first read (one index page, one chunk). The manifest, O(the set's chunks),
 // is read by the job's first Step, which checks that it records the index
-// (a mismatch fails the job with Corruption). A set without an index is
+// (a mismatch fails the job with Corruption). Until then reads trust the
+// index top as the store gave it (its own checksum, not yet the manifest's
+// hash chain): a command that answers once the volume is usable and leaves
+// the fill for later (`snapdisk restore`) has the check made by that fill. A set without an index is
 // started from its manifest: O(its extents) before usable.
 //
 // Which store and set hydrate the volume is kept in its attribute
@@ -89,6 +92,12 @@ struct LazyRestoreOptions {
   // attribute for people and tools; ResumeHydration identifies the set by
   // its manifest's hash, not by this.
   std::string store_locator;
+  // When set, the source attached to the volume holds this reference to the
+  // store, so the store lives as long as the pool reads through it (beyond
+  // the job: a command that answers once the volume is usable). It must be
+  // the store passed in. Null: the caller keeps the store alive (see
+  // "Lifetimes" above).
+  std::shared_ptr<WormStore> store_owner;
   // Paces the rate cap and times the job; null: the system's monotonic clock.
   // Must outlive the job.
   Clock* clock = nullptr;

@@ -23,6 +23,30 @@ constexpr char kUndoPrefix[] = "restore-undo-";
 
 bool IsFullLike(BackupType t) { return t == BackupType::kFull || t == BackupType::kSnapshot; }
 
+// Adds `a` to the state's list of applied sets, bounded: log segments that
+// follow on merge into one entry ("L5..L9"), and past kMaxAppliedEntries the
+// oldest entries after the first (the chain's full) are dropped and counted.
+constexpr size_t kMaxAppliedEntries = 64;
+void RecordApplied(RestoreState& state, AppliedSet a) {
+  if (!state.applied.empty()) {
+    AppliedSet& last = state.applied.back();
+    if (a.type == BackupType::kLog && last.type == BackupType::kLog &&
+        a.first_lsn == last.last_lsn + 1) {
+      const std::string first = last.id.substr(0, last.id.find(".."));
+      last.id = first + ".." + a.id;
+      last.last_lsn = a.last_lsn;
+      return;
+    }
+  }
+  state.applied.push_back(std::move(a));
+  if (state.applied.size() > kMaxAppliedEntries) {
+    const size_t drop = state.applied.size() - kMaxAppliedEntries;
+    state.applied.erase(state.applied.begin() + 1,
+                        state.applied.begin() + 1 + static_cast<std::ptrdiff_t>(drop));
+    state.applied_omitted += drop;
+  }
+}
+
 Status ValidateOptions(const RestoreOptions& o) {
   if (o.fetch_threads < 1 || o.chunks_ahead < 1 || o.write_buffers < 2 ||
       o.max_writes_in_flight < 1 || o.write_buffer_bytes < 4096 ||
@@ -282,12 +306,12 @@ Result<RestoreState> Restorer::RunStep(const std::optional<RestoreState>& state,
   next.undo_snapshot.clear();
   next.last_set = set.id;
   if (set.type == BackupType::kLog) {
-    next.applied.push_back(
-        {set.id, set.type, std::max(step.from_lsn, (state ? state->lsn : 0) + 1), applied_lsn});
+    RecordApplied(next, {set.id, set.type,
+                         std::max(step.from_lsn, (state ? state->lsn : 0) + 1), applied_lsn});
     next.lsn = applied_lsn;
     next.unix_ns = applied_unix_ns;
   } else {
-    next.applied.push_back({set.id, set.type, set.first_lsn, set.last_lsn});
+    RecordApplied(next, {set.id, set.type, set.first_lsn, set.last_lsn});
     next.lsn = set.last_lsn;  // CheckApplicable: never before the volume's LSN
     next.unix_ns = set.consistent_unix_ns;
     next.last_data_set = set.id;
@@ -483,7 +507,12 @@ Status CheckReplace(Pool& pool, std::string_view volume, const std::optional<Res
                     uint64_t size_bytes, bool replace) {
   if (replace) return Status::OK();
   SNAPDISK_ASSIGN_OR_RETURN(VolumeInfo target, pool.GetVolume(volume));
-  if (target.lsn == 0 && target.origin.empty()) return Status::OK();
+  SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo hydration, pool.GetHydrationInfo(volume));
+  // Blank: never written, not a clone, not restored (a fill leaves the LSN
+  // alone, so an instant restore would look blank by its LSN).
+  if (target.lsn == 0 && target.origin.empty() && !state && !hydration.hydrating) {
+    return Status::OK();
+  }
   const bool is_source =
       target.name == source_volume || (state && state->source_volume == source_volume);
   const bool grows = size_bytes > target.size_bytes;
@@ -626,8 +655,9 @@ Result<RestoreResult> ApplySet(Pool& pool, WormStore& store, std::string_view id
   SNAPDISK_RETURN_IF_ERROR(r.OpenTarget(/*require_idle=*/true));
   SNAPDISK_ASSIGN_OR_RETURN(std::optional<RestoreState> state, LoadState(pool, volume));
   SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store, id));
-  if (!state || !state->has_chain()) {
-    // The first step replaces what the volume holds.
+  if ((!state || !state->has_chain()) && IsFullLike(set.type)) {
+    // A first step replaces what the volume holds (a set that cannot start
+    // a chain is refused by the apply rules, with their own message).
     SNAPDISK_RETURN_IF_ERROR(CheckReplace(pool, volume, state, set.id, set.volume,
                                           set.volume_size_bytes, options.replace));
   }

@@ -23,7 +23,8 @@ std::string VolumeLineage(const std::string& volume, uint64_t lineage) {
 
 uint64_t ReadBytesOf(const BackupSet& s) {
   uint64_t total = 0;
-  for (const ChunkInfo& c : s.chunks) total += c.stored_bytes;  // hashes are unique per set
+  // Every listing is fetched (a log stream repeating a chunk reads it again).
+  for (const ChunkInfo& c : s.chunks) total += c.stored_bytes;
   return total;
 }
 

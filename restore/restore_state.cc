@@ -120,7 +120,9 @@ Status Check(const std::optional<RestoreState>& state, std::string_view volume,
     // between the last one applied and this one (SQL Server's 4305).
     std::vector<const BackupSet*> missing;
     std::string at = set.base;
-    while (source_sets != nullptr && !at.empty() && at != st.last_set) {
+    // Bounded: a damaged store could hold a cycle of bases.
+    while (source_sets != nullptr && !at.empty() && at != st.last_set &&
+           missing.size() < source_sets->size()) {
       auto it = std::find_if(source_sets->begin(), source_sets->end(),
                              [&](const BackupSet& s) { return s.id == at; });
       if (it == source_sets->end()) break;
@@ -216,6 +218,7 @@ std::string EncodeRestoreState(const RestoreState& s) {
             {"log_paused", s.log_paused}};
   if (s.pending()) j["pending"] = {{"set", s.pending_set}, {"undo_snapshot", s.undo_snapshot}};
   if (s.instant) j["instant"] = true;
+  if (s.applied_omitted > 0) j["applied_omitted"] = s.applied_omitted;
   if (!s.applied.empty()) {
     Json applied = Json::array();
     for (const AppliedSet& a : s.applied) {
@@ -282,6 +285,10 @@ Result<RestoreState> DecodeRestoreState(std::string_view json, std::string_view 
   if (auto it = j.find("instant"); it != j.end()) {  // optional
     if (!it->is_boolean()) return f.Bad("instant", "is not a boolean");
     s.instant = it->get<bool>();
+  }
+  if (auto it = j.find("applied_omitted"); it != j.end()) {  // optional
+    if (!it->is_number_unsigned()) return f.Bad("applied_omitted", "is not a count");
+    s.applied_omitted = it->get<uint64_t>();
   }
   if (auto it = j.find("applied"); it != j.end()) {  // optional: older states lack it
     if (!it->is_array()) return f.Bad("applied", "is not an array");

@@ -114,9 +114,12 @@ struct RestoreState {
   std::string undo_snapshot;
   std::optional<RestoreCheck> check;  // the last check of the data, if any
   // Every set applied since the chain's full or snapshot set, in order (the
-  // seed's "view file details" of a migration). States written before this
-  // was recorded have none.
+  // seed's "view file details" of a migration): log segments that follow on
+  // share one entry (id "L5..L9"), and at most 64 entries are kept (the
+  // first, then the newest; `applied_omitted` counts those dropped between).
+  // States written before this was recorded have none.
   std::vector<AppliedSet> applied;
+  uint64_t applied_omitted = 0;
   bool instant = false;  // restored instantly (restore/lazy_restore.h)
 
   bool has_chain() const { return !full.empty(); }

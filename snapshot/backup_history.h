@@ -32,7 +32,10 @@ inline constexpr size_t kBackupHistoryLimit = 200;
 struct BackupTask {
   std::string volume;
   std::string trigger = "manual";  // "manual" or "policy"
-  std::string method;              // BackupMethodName: "snapshot", "full", ..., "log"
+  // The set's type (BackupTypeName: "snapshot", "full", "diff", "incr",
+  // "log") when it made one, else the method asked (BackupMethodName, e.g.
+  // "auto").
+  std::string method;
   std::string set_id;              // empty when no set was made
   int64_t started_unix_ns = 0;
   int64_t finished_unix_ns = 0;

@@ -470,7 +470,7 @@ std::string EncodeManifest(const BackupSet& set) {
     o["stored_bytes"] = c.stored_bytes;
     o["new"] = c.new_in_set;
     if (!c.key.empty() && c.key != ChunkKey(c.hash)) o["key"] = c.key;
-    index_of.emplace(c.hash, index_of.size());
+    index_of.emplace(c.hash, chunks.size());  // a repeat keeps its first index
     chunks.push_back(std::move(o));
   }
   j["chunks"] = std::move(chunks);

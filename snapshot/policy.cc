@@ -338,14 +338,24 @@ Status ParseWindow(std::string_view text, uint32_t* start_min, uint32_t* end_min
     if (error.empty()) return Status::InvalidArgument(bad_form);
     return Status::InvalidArgument("window: " + error + " in " + Quoted(all));
   }
-  if (end == start) {
-    // Only 00:00-24:00 names the whole day; 02:00-02:00 names no time at all.
+  end %= kMinutesPerDay;  // 24:00 is midnight
+  SNAPDISK_RETURN_IF_ERROR(CheckWindow(start, end));
+  *start_min = start;
+  *end_min = end;
+  return Status::OK();
+}
+
+Status ParseNewWindow(std::string_view text, uint32_t* start_min, uint32_t* end_min) {
+  uint32_t start = 0, end = 0;
+  SNAPDISK_RETURN_IF_ERROR(ParseWindow(text, &start, &end));
+  const std::string_view all = Trim(text);
+  const std::string_view written_end = Trim(all.substr(all.find('-') + 1));
+  if (start == end && !(start == 0 && written_end.substr(0, 2) == "24")) {
+    // Only 00:00-24:00 names the whole day; 02:00-02:00 as typed names no time.
     return Status::InvalidArgument("window " + Quoted(all) +
                                    " starts and ends at the same time: it is empty (the whole "
                                    "day is 00:00-24:00)");
   }
-  end %= kMinutesPerDay;  // 24:00 is midnight
-  SNAPDISK_RETURN_IF_ERROR(CheckWindow(start, end));
   *start_min = start;
   *end_min = end;
   return Status::OK();

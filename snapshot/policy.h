@@ -74,6 +74,11 @@ Result<uint8_t> ParseCycle(std::string_view text);
 std::string FormatCycle(uint8_t cycle_days);
 Status ParseWindow(std::string_view text, uint32_t* start_min, uint32_t* end_min);
 std::string FormatWindow(uint32_t start_min, uint32_t end_min);
+// ParseWindow for what a user types: also refuses a window that starts and
+// ends at the same time ("02:00-02:00" is empty as written; the whole day is
+// "00:00-24:00"). Stored policies are read with ParseWindow, which takes
+// such a window as 24 hours.
+Status ParseNewWindow(std::string_view text, uint32_t* start_min, uint32_t* end_min);
 
 // JSON: {"version":1,"store_dir":"...","method":"physical","incremental":false,
 // "retention_days":7,"cycle":"mon,thu","window":"02:00-03:00",

@@ -427,6 +427,7 @@ TEST_F(CliBackupTest, PolicySetRefusesEachOutOfRangeValueWithItsRange) {
       {"--cycle", "mon", "at least two days"},
       {"--cycle", "mon,funday", "mon,tue,wed,thu,fri,sat,sun"},
       {"--window", "02:00-02:30", "1 to 24 hours"},
+      {"--window", "02:00-02:00", "starts and ends at the same time"},
       {"--window", "25:00-26:00", "window"},
       {"--window", "2am", "HH:MM-HH:MM"},
       {"--log-frequency", "10m", "5m, 30m or data"},
@@ -785,7 +786,8 @@ TEST_F(CliBackupTest, ManualBackupsCanBeKeptForever) {
   for (const char* forever : {"forever", "-1"}) {
     const json set = RunJson({"backup", pool_, "db", "--store", store_, "--method", "full",
                               "--retain", forever});
-    EXPECT_EQ(set["retain_until"], "forever") << set.dump();
+    EXPECT_TRUE(set["retain_until"].is_null()) << set.dump();
+    EXPECT_EQ(set["retain_forever"], true) << set.dump();
     EXPECT_EQ(set["retain_until_unix_ns"], INT64_MAX);
   }
   CliResult list = RunCli({"backup", "list", "--store", store_});
@@ -1209,24 +1211,25 @@ TEST_F(CliBackupServeTest, TheServerRunsDuePoliciesByItself) {
            "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
            "00:00-24:00", "--log-frequency", "5m"});
   json history;
-  for (int i = 0; i < 200; ++i) {
+  bool snapshot_done = false;
+  for (int i = 0; i < 300 && !snapshot_done; ++i) {
     history = RunJson({"backup", "history", pool_});
-    if (!history.empty() && Jobs().empty()) break;
+    for (const json& t : history) {
+      snapshot_done = snapshot_done || (t["method"] == "snapshot" && t["result"] == "done");
+    }
+    if (!snapshot_done) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(snapshot_done) << history.dump() << server_->Log();
+  for (const json& t : history) EXPECT_EQ(t["trigger"], "policy") << t.dump();
+  for (int i = 0; i < 200 && !Jobs().empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_FALSE(history.empty()) << server_->Log();
-  bool snapshot_done = false;
-  for (const json& t : history) {
-    EXPECT_EQ(t["trigger"], "policy") << t.dump();
-    snapshot_done = snapshot_done || (t["method"] == "snapshot" && t["result"] == "done");
-  }
-  EXPECT_TRUE(snapshot_done) << history.dump();
   EXPECT_TRUE(Contains(server_->Log(), "volume 'db': policy snapshot backup S")) << server_->Log();
   // `policy show` gives the last and the next run.
   const json shown = RunJson({"policy", "show", pool_, "db"});
   EXPECT_EQ(shown["last_data_run"]["method"], "snapshot") << shown.dump();
+  // (A 5-minute log boundary may have passed meanwhile: then a log is due now.)
   EXPECT_FALSE(shown["next_run"].is_null()) << shown.dump();
-  EXPECT_EQ(shown["due_now"], false) << shown.dump();
   CliResult text = RunCli({"policy", "show", pool_, "db"});
   EXPECT_TRUE(Contains(text.out, "last data run")) << text.out;
   EXPECT_TRUE(Contains(text.out, "next run")) << text.out;

@@ -139,11 +139,16 @@ TEST(PolicyWindowTest, RefusesBadWindows) {
   ExpectInvalid(ParseWindow("02:60-03:00", &start, &end), {"minutes must be 00-59", "60"});
   ExpectInvalid(ParseWindow("24:00-01:00", &start, &end), {"hours must be 00-23"});
   ExpectInvalid(ParseWindow("02:00-02:30", &start, &end), {"1 to 24 hours", "30 minutes"});
-  // The same start and end is empty, not the whole day (that is 00:00-24:00).
-  ExpectInvalid(ParseWindow("02:00-02:00", &start, &end), {"'02:00-02:00'", "empty", "00:00-24:00"});
-  ExpectInvalid(ParseWindow("00:00-00:00", &start, &end), {"empty"});
+  // Typed by a user, the same start and end is empty, not the whole day
+  // (that is 00:00-24:00); a stored policy's such window still reads.
+  ExpectInvalid(ParseNewWindow("02:00-02:00", &start, &end),
+                {"'02:00-02:00'", "empty", "00:00-24:00"});
+  ExpectInvalid(ParseNewWindow("00:00-00:00", &start, &end), {"empty"});
   EXPECT_EQ(start, 7u);  // untouched on error
   EXPECT_EQ(end, 9u);
+  EXPECT_TRUE(ParseNewWindow("00:00-24:00", &start, &end).ok());
+  EXPECT_TRUE(ParseNewWindow("02:00-03:00", &start, &end).ok());
+  EXPECT_TRUE(ParseWindow("02:00-02:00", &start, &end).ok());
 }
 
 // ---- Validation --------------------------------------------------------------

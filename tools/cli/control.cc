@@ -131,7 +131,7 @@ class CaptureOutput : public Output {
   void Stdout(std::string_view text) override { out_ += text; }
   void Stderr(std::string_view text) override { err_ += text; }
   void Progress(std::string_view label, uint64_t done, uint64_t total, ProgressUnit unit) override {
-    if (!want_progress_ || gone_) return;
+    if (!want_progress_ || gone_ || detached_) return;
     const int64_t now = MonotonicNs();
     if (now - last_progress_ns_ < 100'000'000 && done < total) return;
     last_progress_ns_ = now;
@@ -150,7 +150,11 @@ class CaptureOutput : public Output {
     }
   }
   void ProgressEnd() override {}
+  // The command answered (SteppedJob::answer_early) and its socket is
+  // closed: no more progress lines, and the client no longer cancels.
+  void Detach() { detached_ = true; }
   bool Cancelled() override {
+    if (detached_) return false;
     if (gone_) return true;
     const int64_t now = MonotonicNs();
     if (now - last_check_ns_ < 50'000'000) return false;
@@ -167,6 +171,7 @@ class CaptureOutput : public Output {
   const int fd_;
   const bool want_progress_;
   bool gone_ = false;
+  bool detached_ = false;
   int64_t last_progress_ns_ = 0;
   int64_t last_check_ns_ = 0;
   std::string out_;
@@ -507,6 +512,7 @@ bool ControlSession::Impl::Step() {
     if (!replied && job.answer_early) {
       if (std::optional<int> code = job.answer_early(*ctx)) {
         Reply(*code, out->out(), out->err());
+        out->Detach();
         replied = true;
       }
     }

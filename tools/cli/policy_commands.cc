@@ -285,7 +285,7 @@ void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor) {
         ->check(CheckValidator(
             [](const std::string& v) {
               uint32_t start, end;
-              return ParseWindow(v, &start, &end);
+              return ParseNewWindow(v, &start, &end);
             },
             "window"))
         ->type_name("HH:MM-HH:MM");

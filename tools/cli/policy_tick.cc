@@ -279,9 +279,12 @@ void ServerPolicies::End() {
   if (log_) {
     for (const std::string& line : tick_->Lines()) log_(line);
   }
+  // Not at once, and a failure not before the retry interval (each try
+  // takes a snapshot and adds a task to the history).
+  next_check_ns_ = MonotonicNs() + (tick_->any_failed()
+                                        ? std::max(check_interval_ns_, kRetryAfterFailureNs)
+                                        : check_interval_ns_);
   tick_.reset();
-  // Not at once: a backup that failed is tried again an interval later.
-  next_check_ns_ = MonotonicNs() + check_interval_ns_;
 }
 
 }  // namespace snapdisk::cli

@@ -85,6 +85,13 @@ class PolicyTick {
   // One line per run, for a server's log: "volume 'db': policy snapshot
   // backup S7 (due ...): done" or the error.
   std::vector<std::string> Lines() const;
+  // A run failed (or a policy could not be planned).
+  bool any_failed() const {
+    for (const TickRun& r : runs_) {
+      if (!r.status.ok()) return true;
+    }
+    return false;
+  }
 
  private:
   void Problem(const std::string& volume, BackupMethod method, int64_t due, Status status) {
@@ -134,8 +141,11 @@ class ServerPolicies {
   ServerPolicies(const ServerPolicies&) = delete;
   ServerPolicies& operator=(const ServerPolicies&) = delete;
 
-  // Plans when the interval has passed, or steps the running tick. Cheap when
-  // nothing is due (a clock read).
+  // Plans when the interval has passed, or steps the running tick. Between
+  // checks: a clock read. A check plans every volume with a policy: it opens
+  // each policy's store and reads its manifests of the volume, on the
+  // calling (the server's) thread. After a tick with a failure the next
+  // check waits kRetryAfterFailureNs at least, as the Scheduler retries.
   void Step();
   bool running() const { return tick_ != nullptr; }
   // Monotonic ns of the next planning (for the server's sleep).
@@ -144,6 +154,7 @@ class ServerPolicies {
  private:
   void End();
 
+  static constexpr int64_t kRetryAfterFailureNs = int64_t{600} * 1'000'000'000;
   Pool& pool_;
   const int64_t check_interval_ns_;
   const std::function<void(const std::string&)> log_;

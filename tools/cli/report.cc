@@ -193,7 +193,12 @@ nlohmann::ordered_json BackupSetJson(const BackupSet& set) {
     AddTime(doc, "first_record", set.first_record_unix_ns, true);
     AddTime(doc, "last_record", set.last_record_unix_ns, true);
   }
+  // Long-term retention has no date: retain_until is null (its _unix_ns
+  // stays the number kForeverUnixNs), retain_forever true.
   AddTime(doc, "retain_until", set.retain_until_unix_ns);
+  const bool forever = set.retain_until_unix_ns == kForeverUnixNs;
+  if (forever) doc["retain_until"] = nullptr;
+  doc["retain_forever"] = forever;
   doc["volume_size_bytes"] = set.volume_size_bytes;
   doc["data_bytes"] = set.data_bytes;
   doc["stored_bytes"] = set.stored_bytes;

@@ -141,6 +141,7 @@ nlohmann::ordered_json StateJson(const RestoreState& s) {
                        {"last_lsn", a.last_lsn}});
   }
   o["applied"] = std::move(applied);
+  o["applied_omitted"] = s.applied_omitted;
   return o;
 }
 
@@ -229,6 +230,9 @@ std::string StateText(const RestoreState& s) {
               ? "none (at " + std::to_string(a.last_lsn) + ")"
               : std::to_string(a.first_lsn) + "-" + std::to_string(a.last_lsn);
       text += (i == 0 ? "" : ", ") + a.id + " (" + BackupTypeName(a.type) + ", LSN " + lsns + ")";
+      if (i == 0 && s.applied_omitted > 0) {
+        text += ", (" + std::to_string(s.applied_omitted) + " more)";
+      }
     }
   }
   if (s.pending()) text += "; step " + s.pending_set + " was interrupted (rolled back on the next restore command)";
@@ -398,6 +402,7 @@ int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& 
   auto instant = [&](const std::string& id) {
     LazyRestoreOptions lazy;
     lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+    lazy.store_owner = *store;  // the volume reads through it after this command
     if (!args.rate.empty()) lazy.rate_mb_per_s = ParseRate(args.rate).value();
     auto job = StartLazyRestore(ctx.pool(), **store, id, volume, lazy);
     if (!job.ok()) return ctx.Fail(job.status());
@@ -651,6 +656,7 @@ int RunResume(CommandContext& ctx, const RestoreArgs& args) {
   if (!store.ok()) return ctx.Fail(store.status());
   LazyRestoreOptions lazy;
   lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
+  lazy.store_owner = *store;
   // The cap the restore was started with, unless --rate says otherwise.
   if (!args.rate.empty()) {
     lazy.rate_mb_per_s = ParseRate(args.rate).value();
