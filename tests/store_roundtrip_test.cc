@@ -264,7 +264,7 @@ TEST_F(StoreRoundTripTest, TheIssueCaseALogOfOneRepeatedByteListsAndRestores) {
 
 TEST_F(StoreRoundTripTest, EveryMethodOverDedupHeavyContentReadsBackAndRestores) {
   const uint64_t seed = testing::TestSeed(1212);
-  const int rounds = static_cast<int>(8 * testing::TestScale());
+  const int rounds = static_cast<int>(4 * testing::TestScale());
   std::mt19937_64 rng(seed);
   chunk_template_ = PatternBytes(rng(), kChunk);
   bool have_full = false;

@@ -53,7 +53,8 @@ void PolicyTick::Plan(const std::string& only_store_dir) {
                                       ": skipped"));
       continue;
     }
-    auto store = Store(dir);
+    policy_dirs_.insert(dir);
+    auto store = View(dir);
     if (!store.ok()) {
       Problem(volume.name, BackupMethod::kAuto, 0, store.status());
       continue;
@@ -77,12 +78,12 @@ void PolicyTick::Plan(const std::string& only_store_dir) {
         Problem(volume.name, BackupMethod::kLog, plan.log_due_unix_ns, log.status());
       } else if (log->records > 0) {  // else nothing to ship
         queue_.push_back({volume.name, BackupMethod::kLog, plan.log_due_unix_ns,
-                          p.log_retention_days, *store, dir});
+                          p.log_retention_days, dir});
       }
     }
     if (plan.data_method) {
-      queue_.push_back({volume.name, *plan.data_method, plan.data_due_unix_ns, p.retention_days,
-                        *store, dir});
+      queue_.push_back(
+          {volume.name, *plan.data_method, plan.data_due_unix_ns, p.retention_days, dir});
     }
   }
 }
@@ -98,14 +99,7 @@ bool PolicyTick::Step() {
       run.set = *set;
     } else {
       run.status = set.status();
-      // No base to be incremental from (e.g. its snapshot is gone): a full
-      // keeps the volume protected (as the Scheduler does).
-      if (planned.method == BackupMethod::kIncr && !cancelled_ &&
-          (set.status().IsNotFound() || set.status().IsInvalidArgument())) {
-        PlannedJob full = planned;
-        full.method = BackupMethod::kFull;
-        queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(next_), full);
-      }
+      if (!cancelled_) FallBackToFull(planned, set.status());
     }
     job_.reset();
     ++done_jobs_;
@@ -117,30 +111,32 @@ bool PolicyTick::Step() {
     run.volume = planned.volume;
     run.method = planned.method;
     run.due_unix_ns = planned.due_unix_ns;
-    run.ran_unix_ns = planned.store->NowUnixNs();
     BackupOptions options;
     options.trigger = "policy";
     options.method = planned.method;
     options.retain_days = planned.retain_days;
-    auto job = BackupJob::Start(pool_, *planned.store, planned.volume, options);
+    auto store = Store(planned.store_dir);
+    if (store.ok()) run.ran_unix_ns = (*store)->NowUnixNs();
+    Result<std::unique_ptr<BackupJob>> job =
+        store.ok() ? BackupJob::Start(pool_, **store, planned.volume, options)
+                   : Result<std::unique_ptr<BackupJob>>(store.status());
     if (job.ok()) {
       job_ = std::move(job).value();
     } else {
       run.status = job.status();
-      if (planned.method == BackupMethod::kIncr &&
-          (run.status.IsNotFound() || run.status.IsInvalidArgument())) {
-        PlannedJob full = planned;
-        full.method = BackupMethod::kFull;
-        queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(next_), full);
-      }
+      FallBackToFull(PlannedJob(planned), run.status);
       ++done_jobs_;
     }
     runs_.push_back(std::move(run));
     return false;
   }
-  // Everything ran (or the tick was cancelled): the expiry pass of each store.
+  // Everything ran (or the tick was cancelled): the expiry pass of each
+  // policy's store.
   if (!cancelled_) {
-    for (auto& [dir, store] : stores_) {
+    for (const std::string& dir : policy_dirs_) {
+      auto opened = Store(dir);
+      if (!opened.ok()) continue;  // reported when its backups could not start
+      WormStore* store = opened->get();
       auto expired = store->Expire();
       if (!expired.ok()) {
         Problem("-", BackupMethod::kAuto, store->NowUnixNs(),
@@ -153,6 +149,25 @@ bool PolicyTick::Step() {
   }
   finished_ = true;
   return true;
+}
+
+Result<std::shared_ptr<WormStore>> PolicyTick::View(const std::string& dir) {
+  if (auto it = views_.find(dir); it != views_.end()) return it->second;
+  DirStoreOptions options;
+  options.read_only = true;
+  SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<WormStore> view, OpenDirStore(dir, options));
+  std::shared_ptr<WormStore> shared(std::move(view));
+  views_[dir] = shared;
+  return shared;
+}
+
+void PolicyTick::FallBackToFull(const PlannedJob& planned, const Status& why) {
+  if (planned.method != BackupMethod::kIncr || !(why.IsNotFound() || why.IsInvalidArgument())) {
+    return;
+  }
+  PlannedJob full = planned;
+  full.method = BackupMethod::kFull;
+  queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(next_), std::move(full));
 }
 
 namespace {

@@ -1,7 +1,8 @@
 // One tick of the backup policies of a pool, as steps (`snapdisk policy
 // run`, and `snapdisk serve`, which ticks by itself).
 //
-// Plan reads every volume's policy and its store's sets, and decides with
+// Plan reads every volume's policy and its store's sets (through a read-only
+// view: planning locks nothing), and decides with
 // PlanSchedule (snapshot/policy.h: what the Scheduler would do) which data
 // and log backups are due; Step runs them one at a time, each a BackupJob
 // stepped like `snapdisk backup` (so inside `snapdisk serve` NBD clients keep
@@ -18,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,8 +43,7 @@ struct PlannedJob {
   BackupMethod method = BackupMethod::kFull;
   int64_t due_unix_ns = 0;
   uint32_t retain_days = 7;
-  std::shared_ptr<WormStore> store;
-  std::string store_dir;
+  std::string store_dir;  // canonical; opened for writing when the job starts
 };
 
 // What the tick did for one job (or one problem).
@@ -103,15 +104,24 @@ class PolicyTick {
     run.status = std::move(status);
     runs_.push_back(std::move(run));
   }
+  // The store to back up into (locked for writing while the tick holds it).
   Result<std::shared_ptr<WormStore>> Store(const std::string& dir) {
     if (auto it = stores_.find(dir); it != stores_.end()) return it->second;
     SNAPDISK_ASSIGN_OR_RETURN(std::shared_ptr<WormStore> store, OpenStore(dir));
     stores_[dir] = store;
     return store;
   }
+  // A read-only view to plan from: planning takes no lock, so a check that
+  // finds nothing due leaves the store free for everyone.
+  Result<std::shared_ptr<WormStore>> View(const std::string& dir);
+  // An incremental that could not run for want of a base (its snapshot is
+  // gone): a full keeps the volume protected, as the Scheduler does.
+  void FallBackToFull(const PlannedJob& planned, const Status& why);
 
   Pool& pool_;
   std::map<std::string, std::shared_ptr<WormStore>> stores_;  // by canonical dir
+  std::map<std::string, std::shared_ptr<WormStore>> views_;   // by canonical dir
+  std::set<std::string> policy_dirs_;  // every policy's store: expired after a run
   std::vector<PlannedJob> queue_;
   size_t next_ = 0;
   uint64_t done_jobs_ = 0;
@@ -143,8 +153,9 @@ class ServerPolicies {
 
   // Plans when the interval has passed, or steps the running tick. Between
   // checks: a clock read. A check plans every volume with a policy: it opens
-  // each policy's store and reads its manifests of the volume, on the
-  // calling (the server's) thread. After a tick with a failure the next
+  // each policy's store read-only (no lock taken) and reads its manifests of
+  // the volume, on the calling (the server's) thread; only a tick with
+  // something due opens its stores for writing. After a tick with a failure the next
   // check waits kRetryAfterFailureNs at least, as the Scheduler retries.
   void Step();
   bool running() const { return tick_ != nullptr; }
