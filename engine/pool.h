@@ -438,10 +438,10 @@ class Pool {
   // Reads and checks a hydration record's tree, filling `pending`.
   // Corruption naming the volume and what is wrong (also for fsck).
   Status ReadHydrationMap(size_t slot, PendingRanges* pending);
-  // Reads blocks [first_vbn, first_vbn + count) of `volume` from its source.
   // Attaches the source through options_.hydration_source_resolver when none
   // is; IOError saying why when there is none to attach.
   Status EnsureHydrationSource(const HydrationState& h, const Record& volume);
+  // Reads blocks [first_vbn, first_vbn + count) of `volume` from its source.
   Status ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
                         uint64_t count, std::byte* dest);
   Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count);
