@@ -1,6 +1,7 @@
 #include "tools/cli/policy_tick.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/progress.h"
@@ -278,14 +279,41 @@ void ServerPolicies::Step() {
   const int64_t now = MonotonicNs();
   if (check_interval_ns_ <= 0 || now < next_check_ns_) return;
   next_check_ns_ = now + check_interval_ns_;
+  // Planning opens each policy's store (replaying its audit log) and reads
+  // its manifests: only when something may be due — the time the last plan
+  // gave has come, or a policy, volume or lineage changed since.
+  const std::string fingerprint = PoliciesFingerprint();
+  const int64_t wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  if (fingerprint == planned_fingerprint_ && next_due_unix_ns_ != 0 &&
+      wall_ns < next_due_unix_ns_) {
+    return;
+  }
+  planned_fingerprint_ = fingerprint;
   auto tick = std::make_unique<PolicyTick>(pool_);
   tick->Plan("");
-  if (tick->idle()) return;  // nothing due: its stores go with it
+  if (tick->idle()) {  // nothing due: its stores go with it
+    next_due_unix_ns_ = tick->next_due_unix_ns().value_or(0);
+    return;
+  }
+  next_due_unix_ns_ = 0;  // what runs now changes what is due next
   tick_ = std::move(tick);
   job_number_ = JobRegistry::Instance().Add(
       "policy (server)", [] { return std::string("policy"); },
       [this] { return tick_ ? tick_->Progress() : StepProgress{}; },
       [this] { cancel_asked_ = true; });
+}
+
+std::string ServerPolicies::PoliciesFingerprint() const {
+  std::string fingerprint;
+  for (const VolumeInfo& v : pool_.ListVolumes()) {
+    Result<std::string> policy = pool_.GetAttribute(v.name, kPolicyAttribute);
+    if (!policy.ok()) continue;
+    fingerprint += v.name + '/' + std::to_string(v.id) + '/' + std::to_string(v.lineage) + '/' +
+                   *policy + '\n';
+  }
+  return fingerprint;
 }
 
 void ServerPolicies::End() {

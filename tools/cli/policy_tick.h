@@ -152,10 +152,12 @@ class ServerPolicies {
   ServerPolicies& operator=(const ServerPolicies&) = delete;
 
   // Plans when the interval has passed, or steps the running tick. Between
-  // checks: a clock read. A check plans every volume with a policy: it opens
-  // each policy's store read-only (no lock taken) and reads its manifests of
-  // the volume, on the calling (the server's) thread; only a tick with
-  // something due opens its stores for writing. After a tick with a failure the next
+  // checks: a clock read. A check reads the policies (in memory) and plans
+  // only when the time the last plan gave has come or a policy, volume or
+  // lineage changed: planning opens each policy's store read-only (no lock;
+  // its audit log replayed) and reads its manifests of the volume, on the
+  // calling (the server's) thread; only a tick with something due opens its
+  // stores for writing. After a tick with a failure the next
   // check waits kRetryAfterFailureNs at least, as the Scheduler retries.
   void Step();
   bool running() const { return tick_ != nullptr; }
@@ -164,6 +166,9 @@ class ServerPolicies {
 
  private:
   void End();
+  // The volumes with a policy, their ids, lineages and policies (in memory:
+  // attributes), to notice what could change what is due.
+  std::string PoliciesFingerprint() const;
 
   static constexpr int64_t kRetryAfterFailureNs = int64_t{600} * 1'000'000'000;
   Pool& pool_;
@@ -173,6 +178,10 @@ class ServerPolicies {
   uint64_t job_number_ = 0;  // in JobRegistry while a tick runs
   bool cancel_asked_ = false;
   int64_t next_check_ns_ = 0;
+  // What the last plan with nothing due saw, and when it said something
+  // would be (0: plan at the next check).
+  std::string planned_fingerprint_;
+  int64_t next_due_unix_ns_ = 0;
 };
 
 }  // namespace snapdisk::cli
