@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
+#include <random>
 #include <string>
 
 #include "engine/hydration_map.h"
@@ -14,7 +16,6 @@ namespace snapdisk {
 using format::MapEntry;
 
 namespace {
-
 constexpr uint32_t kRecordBytes = format::kCatalogRecordBytes;
 
 void EncodeRecord(const Pool::Record& r, std::byte* p) {
@@ -577,6 +578,17 @@ Status Pool::ValidateVolumeSize(uint64_t size_bytes, EssdLevel profile) const {
   return Status::OK();
 }
 
+// A lineage id unique beyond this pool: the store keys a volume's backup
+// chains by (name, lineage), and a volume of the same name in another pool
+// (one restored after a disk failure, say) must never continue a chain that
+// is not its own. Random, 1 to 2^53 - 1 (exact as a JSON number anywhere).
+uint64_t Pool::NewLineageId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return 1 + rng() % ((uint64_t{1} << 53) - 1);
+}
+
 Status Pool::NewVolumeRecord(std::string_view name, uint64_t size_bytes, EssdLevel profile,
                              const TreeRoot& root, uint64_t parent_id, size_t* slot_out) {
   const size_t slot = AllocateSlot();
@@ -589,7 +601,7 @@ Status Pool::NewVolumeRecord(std::string_view name, uint64_t size_bytes, EssdLev
   r.size_bytes = size_bytes;
   r.root = root;
   r.created_unix_ns = WallNowNs();
-  r.lineage = r.id;
+  r.lineage = NewLineageId();
   slot_by_id_[r.id] = slot;
   volume_by_name_[r.name] = slot;
   MarkRootDirty(slot);

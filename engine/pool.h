@@ -121,7 +121,7 @@ struct VolumeInfo {
   int64_t created_unix_ns = 0;
   uint64_t snapshots = 0;
   uint64_t lsn = 0;      // writes so far (the log sequence number)
-  uint64_t lineage = 0;  // changes at every rollback
+  uint64_t lineage = 0;  // random, unique beyond the pool; changes at every rollback
   std::string origin;    // "VOL@SNAP" a clone was made from, else empty
 };
 
@@ -504,6 +504,9 @@ class Pool {
   Status ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest);
   Status VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const std::byte* data);
   Record& RecordOf(const Volume& volume) { return records_[volume.slot_]; }
+  // A new lineage id: random, 1 to 2^53 - 1, unique beyond this pool (see
+  // pool.cc). Thread-safe.
+  static uint64_t NewLineageId();
 
   BlockDevice& device_;
   const PoolOptions options_;

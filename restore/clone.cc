@@ -45,7 +45,7 @@ Status Pool::Rollback(std::string_view volume, std::string_view snapshot) {
   if (!s.ok()) return Fail(s);
   vol.root = new_root;
   vol.lsn = snap.lsn;
-  vol.lineage = sb_.next_object_id++;
+  vol.lineage = NewLineageId();
   MarkRootDirty(vol_slot);
   return Status::OK();
 }

@@ -86,8 +86,7 @@ Result<std::vector<const BackupSet*>> DataChain(
 // no write since its base).
 std::string LsnRange(uint64_t first, uint64_t last) {
   if (last < first) return "none (at " + std::to_string(last) + ")";
-  return first == last ? std::to_string(first)
-                       : std::to_string(first) + "-" + std::to_string(last);
+  return first == last ? std::to_string(first) : std::to_string(first) + "-" + std::to_string(last);
 }
 
 // Everything the planner works on: the source volume's sets.
@@ -228,23 +227,24 @@ Result<RestorePlan> Planner::PlanPointInTime() {
       continue;
     }
     // The latest; on a tie, the furthest LSN, then the shorter chain.
-    auto key = [](const BackupSet* x) { return std::make_pair(x->consistent_unix_ns, x->last_lsn); };
+    auto key = [](const BackupSet* x) {
+      return std::make_pair(x->consistent_unix_ns, x->last_lsn);
+    };
     if (key(s) > key(best) || (key(s) == key(best) && ChainLength(*s) < ChainLength(*best))) {
       best = s;
     }
   }
-  const std::string where = target_.lineage
-                                ? VolumeLineage(target_.volume, *target_.lineage)
-                                : "volume '" + target_.volume + "'";
+  const std::string where = target_.lineage ? VolumeLineage(target_.volume, *target_.lineage)
+                                            : "volume '" + target_.volume + "'";
   if (first == nullptr) {
     return Status::NotFound(where +
                             " has no data backup (snapshot, full, differential or incremental) "
                             "to restore from");
   }
   if (best == nullptr) {
-    return Status::NotFound("point in time " + FormatRfc3339(t) + " is before the first backup of " +
-                            where + " (" + first->id + ", consistent at " +
-                            FormatRfc3339(first->consistent_unix_ns) + ")");
+    return Status::NotFound("point in time " + FormatRfc3339(t) +
+                            " is before the first backup of " + where + " (" + first->id +
+                            ", consistent at " + FormatRfc3339(first->consistent_unix_ns) + ")");
   }
   RestorePlan plan;
   plan.target = target_;
@@ -286,8 +286,7 @@ Result<RestorePlan> Planner::PlanLsn() {
   }
   if (best == nullptr) {
     return Status::NotFound("LSN " + std::to_string(n) + " is before the first backup of " + where +
-                            " (" + first->id + ", at LSN " + std::to_string(first->last_lsn) +
-                            ")");
+                            " (" + first->id + ", at LSN " + std::to_string(first->last_lsn) + ")");
   }
   RestorePlan plan;
   plan.target = target_;
@@ -359,8 +358,8 @@ Status Planner::AddLogSteps(const BackupSet& base, RestorePlan* plan) {
                                 (by_time ? LineageHint(base.lineage, prev_unix_ns) : ""));
       }
       return Status::NotFound(target_text + " is after the last shipped log record of " + where +
-                              ": no log backup continues after " + DescribeBackupSet(*prev) +
-                              " (" + where_prev() + ")" +
+                              ": no log backup continues after " + DescribeBackupSet(*prev) + " (" +
+                              where_prev() + ")" +
                               (by_time ? LineageHint(base.lineage, prev_unix_ns) : ""));
     }
     if (by_time && seg->first_lsn >= next && seg->first_record_unix_ns > t) {
@@ -374,8 +373,8 @@ Status Planner::AddLogSteps(const BackupSet& base, RestorePlan* plan) {
     plan->steps.push_back(std::move(step));
     plan->end_lsn = plan->steps.back().through_lsn;
     plan->end_lsn_exact = !stops_inside;
-    plan->end_unix_ns = plan->steps.back().through_lsn == seg->last_lsn ? seg->last_record_unix_ns
-                                                                        : 0;
+    plan->end_unix_ns =
+        plan->steps.back().through_lsn == seg->last_lsn ? seg->last_record_unix_ns : 0;
     if (stops_inside) return Status::OK();
     if (!by_time && seg->last_lsn >= n) return Status::OK();
     prev = seg;
@@ -484,12 +483,27 @@ std::string RestorePlan::ToString() const {
            (s.stop_after_unix_ns ? " at most" : "") + ", " + std::to_string(s.data_bytes) +
            " bytes of " + (s.set.type == BackupType::kLog ? "records" : "data") + "\n";
   }
-  out += "restores to LSN " + std::string(end_lsn_exact ? "" : "at most ") +
-         std::to_string(end_lsn);
+  out +=
+      "restores to LSN " + std::string(end_lsn_exact ? "" : "at most ") + std::to_string(end_lsn);
   if (end_unix_ns != 0) out += " (" + FormatRfc3339(end_unix_ns) + ")";
   out += "; " + std::to_string(steps.size()) + (steps.size() == 1 ? " step, " : " steps, ") +
          std::to_string(read_bytes()) + " bytes to read\n";
   return out;
+}
+
+Result<RestoreTarget> LatestTarget(const std::vector<BackupSet>& sets, std::string_view volume) {
+  const BackupSet* newest = nullptr;
+  for (const BackupSet& s : sets) {
+    if (s.volume == volume && (newest == nullptr || s.sequence > newest->sequence)) newest = &s;
+  }
+  if (newest == nullptr) {
+    return Status::NotFound("no backups of volume '" + std::string(volume) + "' in the store");
+  }
+  uint64_t lsn = 0;
+  for (const BackupSet& s : sets) {
+    if (s.volume == volume && s.lineage == newest->lineage) lsn = std::max(lsn, s.last_lsn);
+  }
+  return RestoreTarget::Lsn(volume, lsn, newest->lineage);
 }
 
 Result<RestorePlan> PlanRestoreFromSets(const std::vector<BackupSet>& sets,

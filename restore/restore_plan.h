@@ -109,7 +109,7 @@ struct RestorePlan {
   // The size a restored volume gets: the largest size among the steps (a
   // source grown during the chain grows the restore with it).
   uint64_t volume_size_bytes = 0;
-  uint32_t block_bytes = 0;  // the source pool's block size
+  uint32_t block_bytes = 0;        // the source pool's block size
   std::vector<RestoreStep> steps;  // in the order to apply; steps[0] is a full or snapshot set
   // What the plan restores to. end_lsn: the LSN the volume is at afterwards
   // (for a point-in-time plan whose last step stops inside a segment: at
@@ -127,6 +127,14 @@ struct RestorePlan {
   // and bytes; ends with totals. For the `--plan` dry run.
   std::string ToString() const;
 };
+
+// The newest point `volume` can be brought back to from `sets` (every set of
+// the store, any order): an LSN target at the highest LSN that any set of
+// the volume's newest lineage (that of its highest sequence) reaches, data
+// set or log segment. What a disk failure leaves: restoring it loses only
+// what was never shipped. NotFound when no set is of the volume. Planning it
+// may still fail (a gap in the log chain: the message names it).
+Result<RestoreTarget> LatestTarget(const std::vector<BackupSet>& sets, std::string_view volume);
 
 // Plans from the manifests in `store` (ListBackupSets of the volume).
 Result<RestorePlan> PlanRestore(WormStore& store, const RestoreTarget& target);

@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -629,8 +630,63 @@ Result<std::vector<std::byte>> ReadChunk(WormStore& store, const ChunkInfo& chun
 
 namespace {
 
-// Reads and decodes the manifest object `o`, which must sit at its set's key.
+// Decoded manifests by key and checksum. A WORM object's bytes never change,
+// so the same key with the same XXH3-128 is the same manifest, in any store
+// and any process lifetime of one: listing a volume's sets then decodes only
+// those it has not seen. Every backup job starts by listing its volume's sets,
+// and a volume with 5-minute log backups keeps ~2,000 segments for 7 days:
+// without this each cut parsed them all again. Bounded by the entries it
+// holds, weighted by their chunk and extent lists (~100 bytes each): at most
+// kMaxWeight (~25 MiB); a manifest heavier than a quarter of it is never
+// kept; when full, the cache starts over.
+class ManifestCache {
+ public:
+  std::optional<BackupSet> Find(const WormObjectInfo& o) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sets_.find(o.key);
+    if (it == sets_.end() || it->second.checksum != o.checksum) return std::nullopt;
+    return it->second.set;
+  }
+  void Add(const WormObjectInfo& o, const BackupSet& set) {
+    const uint64_t weight = 1 + set.chunks.size() + set.extents.size() + set.zero_extents.size();
+    if (weight > kMaxWeight / 4) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (weight_ + weight > kMaxWeight) {
+      sets_.clear();
+      weight_ = 0;
+    }
+    auto [it, added] = sets_.try_emplace(o.key, Entry{o.checksum, set, weight});
+    if (!added) {
+      weight_ -= it->second.weight;
+      it->second = Entry{o.checksum, set, weight};
+    }
+    weight_ += weight;
+  }
+
+ private:
+  static constexpr uint64_t kMaxWeight = uint64_t{1} << 18;
+  struct Entry {
+    std::string checksum;
+    BackupSet set;
+    uint64_t weight = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> sets_;
+  uint64_t weight_ = 0;
+};
+
+ManifestCache& Manifests() {
+  static ManifestCache* cache = new ManifestCache;  // never destroyed: used until exit
+  return *cache;
+}
+
+// Reads and decodes the manifest object `o`, which must sit at its set's key
+// (from the cache when it holds these bytes).
 Result<BackupSet> ReadManifest(WormStore& store, const WormObjectInfo& o) {
+  if (std::optional<BackupSet> cached = Manifests().Find(o)) {
+    cached->retain_until_unix_ns = o.retain_until_unix_ns;
+    return std::move(*cached);
+  }
   Result<std::vector<std::byte>> bytes = store.Get(o.key);
   if (!bytes.ok()) return bytes.status().WithContext("reading manifest '" + o.key + "'");
   const std::string_view json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
@@ -641,6 +697,9 @@ Result<BackupSet> ReadManifest(WormStore& store, const WormObjectInfo& o) {
   }
   set.retain_until_unix_ns = o.retain_until_unix_ns;
   set.sha256 = Sha256Hex(*bytes);
+  // Only what the store's own checksum vouches for (Get checked the bytes
+  // against it; a backend without checksums in its listing is not cached).
+  if (!o.checksum.empty()) Manifests().Add(o, set);
   return set;
 }
 

@@ -25,14 +25,13 @@
 #include "snapshot/backup.h"
 #include "snapshot/backup_set.h"
 #include "support/backup_restore.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
 namespace snapdisk {
 namespace {
 
-using testing::MemoryWormStore;
 namespace fs = std::filesystem;
 
 constexpr uint64_t kKiB = 1024;

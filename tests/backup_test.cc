@@ -31,14 +31,13 @@
 #include "snapshot/backup_set.h"
 #include "snapshot/chunk_pipeline.h"
 #include "support/backup_restore.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
 namespace snapdisk {
 namespace {
 
-using testing::MemoryWormStore;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = kKiB * kKiB;

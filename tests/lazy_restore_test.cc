@@ -20,7 +20,7 @@
 #include "snapshot/backup.h"
 #include "support/backup_restore.h"
 #include "support/crash_oracle.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
@@ -28,7 +28,6 @@ namespace snapdisk {
 namespace {
 
 using testing::Image;
-using testing::MemoryWormStore;
 using testing::PatternBytes;
 
 constexpr uint64_t kKiB = 1024;

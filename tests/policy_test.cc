@@ -16,7 +16,7 @@
 #include "engine/volume.h"
 #include "snapshot/backup.h"
 #include "snapshot/backup_set.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
@@ -504,7 +504,7 @@ class SimWorld {
     WormStoreConfig config;
     config.chunk_bytes = 256 * kKiB;
     if (kind == StoreKind::kMemory) {
-      memory_store_ = new testing::MemoryWormStore(config, start_ns);
+      memory_store_ = new MemoryWormStore(config, start_ns);
       store_.reset(memory_store_);
       store_dir_ = "memory";
       return;
@@ -571,7 +571,7 @@ class SimWorld {
   std::unique_ptr<Pool> pool_;
   std::string store_dir_;
   std::unique_ptr<WormStore> store_;
-  testing::MemoryWormStore* memory_store_ = nullptr;  // store_, when in memory
+  MemoryWormStore* memory_store_ = nullptr;  // store_, when in memory
 };
 
 TEST(PolicyStoreTest, SetGetRemoveAndTheLogIsRequired) {

@@ -17,7 +17,7 @@
 #include "engine/fsck.h"
 #include "snapshot/backup.h"
 #include "support/backup_restore.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
@@ -25,7 +25,6 @@ namespace snapdisk {
 namespace {
 
 using testing::CompareVolumes;
-using testing::MemoryWormStore;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = kKiB * kKiB;

@@ -13,7 +13,7 @@
 #include "restore/lazy_restore.h"
 #include "snapshot/backup.h"
 #include "support/crash_oracle.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
@@ -21,7 +21,6 @@ namespace snapdisk {
 namespace {
 
 using testing::Image;
-using testing::MemoryWormStore;
 using testing::PatternBytes;
 
 constexpr uint64_t kKiB = 1024;

@@ -11,16 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "engine/memory_worm_store.h"
 #include "restore/restore_apply.h"
+#include "restore/restore_plan.h"
 #include "snapshot/backup.h"
-#include "support/memory_worm_store.h"
+#include "snapshot/backup_set.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
 namespace snapdisk {
 namespace {
-
-using testing::MemoryWormStore;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = kKiB * kKiB;
@@ -149,10 +149,14 @@ class RestorePitrTest : public ::testing::Test {
         continue;
       }
       const int dice = static_cast<int>(rng() % 12);
-      if (dice < 2) Backup(BackupMethod::kFull);
-      else if (dice < 4) Backup(BackupMethod::kDiff);
-      else if (dice < 6) Backup(BackupMethod::kIncr);
-      else if (dice < 7) Backup(BackupMethod::kSnapshot);
+      if (dice < 2)
+        Backup(BackupMethod::kFull);
+      else if (dice < 4)
+        Backup(BackupMethod::kDiff);
+      else if (dice < 6)
+        Backup(BackupMethod::kIncr);
+      else if (dice < 7)
+        Backup(BackupMethod::kSnapshot);
       if (rng() % 2 == 0) Backup(BackupMethod::kLog);
     }
     for (int i = 0; i < 5; ++i) RandomOp(rng);
@@ -215,7 +219,8 @@ TEST_F(RestorePitrTest, RandomPointsInTimeAndLsnsMatchTheModel) {
   ASSERT_LT(first, last);
 
   std::vector<int64_t> times;
-  for (int i = 0; i < 50; ++i) times.push_back(first + static_cast<int64_t>(rng() % (last - first + 1)));
+  for (int i = 0; i < 50; ++i)
+    times.push_back(first + static_cast<int64_t>(rng() % (last - first + 1)));
   // Boundaries: every backup's point, and ops' exact times and just before.
   for (const BackupSet& s : sets_) {
     if (s.type != BackupType::kLog) times.push_back(s.consistent_unix_ns);
@@ -333,7 +338,8 @@ TEST_F(RestorePitrTest, NeverWrongWithAGapAndARollback) {
   const int64_t last = LastRecordNs();
   int restored = 0, refused = 0;
   std::vector<int64_t> times = {lost.first_record_unix_ns, lost.last_record_unix_ns, last};
-  for (int i = 0; i < 40; ++i) times.push_back(first + static_cast<int64_t>(rng() % (last - first + 1)));
+  for (int i = 0; i < 40; ++i)
+    times.push_back(first + static_cast<int64_t>(rng() % (last - first + 1)));
   for (int64_t t : times) {
     Status s = RestoreAndCompare(RestoreTarget::PointInTime("db", t), model_.AtTime(t),
                                  "point in time " + FormatRfc3339(t));
@@ -355,6 +361,79 @@ TEST_F(RestorePitrTest, NeverWrongWithAGapAndARollback) {
     EXPECT_TRUE(in_gap.IsCorruption()) << in_gap.ToString();
     EXPECT_NE(in_gap.message().find("log gap"), std::string::npos) << in_gap.ToString();
   }
+}
+
+// A disk fails; its volume is restored into a new pool under the same name
+// and backed up into the same store again. The new volume's chain is its own:
+// the newest point restores its data, never the old chain's log segments
+// applied over its base (lineage ids are unique beyond their pool; when
+// they were object ids, both volumes had lineage 1 and the latest restore
+// returned a mix).
+TEST(RestoreAcrossPoolsTest, AVolumeRestoredIntoAnotherPoolStartsItsOwnChain) {
+  WormStoreConfig c;
+  c.chunk_bytes = 64 * kKiB;
+  MemoryWormStore store(c);
+  PoolOptions po;
+  po.wall_clock_ns = [&store] { return store.NowUnixNs(); };
+  auto backup = [&store](Pool& pool, BackupMethod method) {
+    store.AdvanceNs(kMsNs);
+    BackupOptions o;
+    o.method = method;
+    auto job = BackupJob::Start(pool, store, "db", o);
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    auto set = (*job)->Run();
+    ASSERT_TRUE(set.ok()) << set.status().ToString();
+  };
+  auto write = [&store](Pool& pool, uint64_t seed, int count) {
+    Volume* v = *pool.OpenVolume("db");
+    for (int i = 0; i < count; ++i) {
+      store.AdvanceNs(kMsNs);
+      ASSERT_TRUE(
+          v->Write(static_cast<uint64_t>(i) * kBlock, testing::PatternBytes(seed + i, kBlock))
+              .ok());
+    }
+  };
+  auto latest = [&store]() -> Result<std::vector<std::byte>> {
+    auto sets = ListBackupSets(store, "db");
+    if (!sets.ok()) return sets.status();
+    SNAPDISK_ASSIGN_OR_RETURN(RestoreTarget target, LatestTarget(*sets, "db"));
+    auto device = testing::NewMemoryDevice(64 * kMiB);
+    auto pool = testing::MustCreatePool(*device);
+    SNAPDISK_RETURN_IF_ERROR(RestoreToNewVolume(*pool, store, target, "r").status());
+    std::vector<std::byte> image(kSize);
+    SNAPDISK_RETURN_IF_ERROR((*pool->OpenVolume("r"))->Read(0, image));
+    return image;
+  };
+
+  // The first disk: a full, then 40 writes shipped by a log backup.
+  auto device_a = testing::NewMemoryDevice(64 * kMiB);
+  auto pool_a = testing::MustCreatePool(*device_a, po);
+  ASSERT_TRUE(pool_a->CreateVolume("db", kSize).ok());
+  ASSERT_TRUE(pool_a->SetLogEnabled("db", true).ok());
+  ASSERT_NO_FATAL_FAILURE(write(*pool_a, 100, 8));
+  ASSERT_NO_FATAL_FAILURE(backup(*pool_a, BackupMethod::kFull));
+  ASSERT_NO_FATAL_FAILURE(write(*pool_a, 200, 40));
+  ASSERT_NO_FATAL_FAILURE(backup(*pool_a, BackupMethod::kLog));
+  auto image_a = latest();
+  ASSERT_TRUE(image_a.ok()) << image_a.status().ToString();
+
+  // The replacement: "db" restored from the store, then backed up again.
+  auto device_b = testing::NewMemoryDevice(64 * kMiB);
+  auto pool_b = testing::MustCreatePool(*device_b, po);
+  ASSERT_TRUE(
+      RestoreToNewVolume(*pool_b, store, *LatestTarget(*ListBackupSets(store, "db"), "db"), "db")
+          .ok());
+  ASSERT_TRUE(pool_b->SetLogEnabled("db", true).ok());
+  EXPECT_NE(pool_b->GetVolume("db")->lineage, pool_a->GetVolume("db")->lineage);
+  ASSERT_NO_FATAL_FAILURE(backup(*pool_b, BackupMethod::kFull));
+  ASSERT_NO_FATAL_FAILURE(write(*pool_b, 300, 3));
+  ASSERT_NO_FATAL_FAILURE(backup(*pool_b, BackupMethod::kLog));
+  std::vector<std::byte> expected(kSize);
+  ASSERT_TRUE((*pool_b->OpenVolume("db"))->Read(0, expected).ok());
+  auto image_b = latest();
+  ASSERT_TRUE(image_b.ok()) << image_b.status().ToString();
+  EXPECT_TRUE(*image_b == expected) << "the newest point mixes another chain into this one";
+  EXPECT_FALSE(*image_b == *image_a);
 }
 
 }  // namespace

@@ -22,14 +22,13 @@
 #include "restore/restore_apply.h"
 #include "snapshot/backup.h"
 #include "support/backup_restore.h"
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
 
 namespace snapdisk {
 namespace {
 
-using testing::MemoryWormStore;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = kKiB * kKiB;

@@ -124,8 +124,8 @@ Result<int64_t> ParseTimestamp(std::string_view text) {
   };
   size_t pos = 0;
   int year, month, day, hour = 0, minute = 0, second = 0;
-  if (!Digits(text, &pos, 4, &year) || !Expect(text, &pos, "-") ||
-      !Digits(text, &pos, 2, &month) || !Expect(text, &pos, "-") || !Digits(text, &pos, 2, &day)) {
+  if (!Digits(text, &pos, 4, &year) || !Expect(text, &pos, "-") || !Digits(text, &pos, 2, &month) ||
+      !Expect(text, &pos, "-") || !Digits(text, &pos, 2, &day)) {
     return bad("expected YYYY-MM-DD first");
   }
   int64_t frac_ns = 0;
@@ -166,8 +166,7 @@ Result<int64_t> ParseTimestamp(std::string_view text) {
     }
     if (pos != text.size()) return bad("unexpected text after the time");
   }
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
-      second > 60) {
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return bad("a field is out of range");
   }
   std::tm tm{};
@@ -188,8 +187,7 @@ Result<double> ParseRate(std::string_view text) {
   const std::string copy(text);
   char* end = nullptr;
   const double v = std::strtod(copy.c_str(), &end);
-  if (copy.empty() || end != copy.c_str() + copy.size() || !std::isfinite(v) || v <= 0 ||
-      v > 1e6) {
+  if (copy.empty() || end != copy.c_str() + copy.size() || !std::isfinite(v) || v <= 0 || v > 1e6) {
     return Status::InvalidArgument("rate must be a number of MB/s above 0 and up to 1000000 (got " +
                                    copy + ")");
   }
@@ -197,6 +195,41 @@ Result<double> ParseRate(std::string_view text) {
 }
 
 Status CheckRate(const std::string& text) { return ParseRate(text).status(); }
+
+Result<int64_t> ParseDuration(std::string_view text) {
+  const auto bad = [&] {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a duration: a whole number and s, m, h or d "
+                                   "(30s, 90m, 12h, 60d), at most 3650d");
+  };
+  if (text.size() < 2 || text.size() > 12) return bad();
+  int64_t unit_ns = 0;
+  switch (text.back()) {
+    case 's':
+      unit_ns = 1'000'000'000;
+      break;
+    case 'm':
+      unit_ns = int64_t{60} * 1'000'000'000;
+      break;
+    case 'h':
+      unit_ns = int64_t{3600} * 1'000'000'000;
+      break;
+    case 'd':
+      unit_ns = int64_t{86400} * 1'000'000'000;
+      break;
+    default:
+      return bad();
+  }
+  int64_t count = 0;
+  for (char c : text.substr(0, text.size() - 1)) {
+    if (c < '0' || c > '9') return bad();
+    count = count * 10 + (c - '0');
+    if (count > int64_t{3650} * 86400) return bad();
+  }
+  const int64_t max_ns = int64_t{3650} * 86400 * 1'000'000'000;
+  if (count == 0 || count > max_ns / unit_ns) return bad();
+  return count * unit_ns;
+}
 
 Result<uint32_t> ParseDays(std::string_view text) {
   uint64_t v = 0;

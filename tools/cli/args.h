@@ -38,6 +38,10 @@ Result<VolumeRef> ParseVolumeRef(std::string_view text, bool snapshot_required);
 Result<int64_t> ParseTimestamp(std::string_view text);
 // A whole number of days, 0-100000 (the caller checks its own range).
 Result<uint32_t> ParseDays(std::string_view text);
+// A length of time in ns: a whole number and a unit s, m, h or d ("30s",
+// "90m", "12h", "60d"), above 0 and at most 3650 days. InvalidArgument
+// naming the text otherwise.
+Result<int64_t> ParseDuration(std::string_view text);
 // A rate cap in MB/s (10^6 bytes/s): a number above 0 and up to 1000000
 // (`backup --rate`, `restore --rate`, `serve --hydrate-rate`, ...).
 Result<double> ParseRate(std::string_view text);

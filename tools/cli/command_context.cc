@@ -7,6 +7,24 @@
 
 namespace snapdisk::cli {
 
+const char* ProgressUnitName(ProgressUnit unit) {
+  switch (unit) {
+    case ProgressUnit::kBytes:
+      return "bytes";
+    case ProgressUnit::kBlocks:
+      return "blocks";
+    case ProgressUnit::kHours:
+      return "hours";
+  }
+  return "bytes";
+}
+
+ProgressUnit ParseProgressUnit(std::string_view name) {
+  if (name == "blocks") return ProgressUnit::kBlocks;
+  if (name == "hours") return ProgressUnit::kHours;
+  return ProgressUnit::kBytes;
+}
+
 std::string CommandContext::ResolvePath(const std::string& path) const {
   if (path.empty() || path[0] == '/' || cwd_.empty()) return path;
   return cwd_ + "/" + path;

@@ -34,7 +34,12 @@
 
 namespace snapdisk::cli {
 
-enum class ProgressUnit : uint8_t { kBytes, kBlocks };
+// kHours: simulated hours (a simulation's progress).
+enum class ProgressUnit : uint8_t { kBytes, kBlocks, kHours };
+// "bytes", "blocks", "hours" (the control socket's progress lines); an
+// unknown name reads as bytes.
+const char* ProgressUnitName(ProgressUnit unit);
+ProgressUnit ParseProgressUnit(std::string_view name);
 
 // Where a command's output goes. Stdout/Stderr take whole lines (ending in
 // '\n'). Progress reports long work: `done` of `total` (total 0: unknown);

@@ -32,7 +32,7 @@ void AddStoreCommands(CLI::App& app, int& exit_code, Executor& executor);
 // name) tells `backup POOL VOL` from `backup list` (see the file comment).
 void AddBackupCommands(CLI::App& app, int& exit_code, Executor& executor,
                        const std::vector<std::string>& command_line);
-// policy_commands.cc: policy set|show|remove|run.
+// policy_commands.cc: policy set|show|remove|run|simulate.
 void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor);
 // diff_commands.cc: import-diff, export-diff (Ceph RBD export-diff streams).
 void AddDiffCommands(CLI::App& app, int& exit_code, Executor& executor);

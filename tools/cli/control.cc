@@ -1,7 +1,6 @@
 // The control socket: client (RunThroughServer), server
 // (ServeControlConnection) and the listening socket. Protocol: control.h.
 #include "tools/cli/control.h"
-#include "tools/cli/job_registry.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,6 +19,7 @@
 
 #include "tools/cli/commands.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/job_registry.h"
 #include "tools/cli/progress.h"
 
 namespace snapdisk::cli {
@@ -139,7 +139,7 @@ class CaptureOutput : public Output {
                         {{"label", std::string(label)},
                          {"done", done},
                          {"total", total},
-                         {"unit", unit == ProgressUnit::kBytes ? "bytes" : "blocks"}}}};
+                         {"unit", ProgressUnitName(unit)}}}};
     const std::string text = Dump(line) + "\n";
     // A progress line is worth nothing late: drop it if the client is slow.
     const ssize_t n = ::send(fd_, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -405,8 +405,8 @@ struct ControlSession::Impl : public StepRunner {
   std::optional<CommandContext> ctx;
   SteppedJob job;
   bool running = false;
-  std::string command_line;  // for JobRegistry
-  uint64_t job_number = 0;   // in JobRegistry while running
+  std::string command_line;   // for JobRegistry
+  uint64_t job_number = 0;    // in JobRegistry while running
   bool cancel_asked = false;  // by the server or `backup cancel`
   bool cancelled = false;     // job.cancel() called
   bool replied = false;       // answered early (SteppedJob::answer_early); the job goes on
@@ -625,9 +625,8 @@ std::optional<int> RunThroughServer(const std::string& pool_path,
         buf.erase(0, nl + 1);
         if (line.is_object() && line.contains("progress") && line["progress"].is_object()) {
           const json& p = line["progress"];
-          out.Progress(
-              p.value("label", ""), p.value("done", uint64_t{0}), p.value("total", uint64_t{0}),
-              p.value("unit", "") == "blocks" ? ProgressUnit::kBlocks : ProgressUnit::kBytes);
+          out.Progress(p.value("label", ""), p.value("done", uint64_t{0}),
+                       p.value("total", uint64_t{0}), ParseProgressUnit(p.value("unit", "")));
           continue;
         }
         if (!line.is_object() || !line.contains("exit_code") ||

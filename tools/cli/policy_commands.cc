@@ -1,5 +1,6 @@
-// `snapdisk policy set|show|remove|run`: backup policies (snapshot/policy.h),
-// kept in the pool with their volume.
+// `snapdisk policy set|show|remove|run|simulate`: backup policies
+// (snapshot/policy.h), kept in the pool with their volume; `simulate` runs one
+// on a simulated clock (bench/comparator/policy_simulation.h), on no pool.
 //
 // `policy run` is one scheduler tick, now: it plans with PlanSchedule (what
 // the Scheduler decides, from the store's sets) and runs what is due as one
@@ -12,10 +13,11 @@
 #include <algorithm>
 #include <map>
 
+#include "bench/comparator/policy_simulation.h"
 #include "snapshot/backup_history.h"
 #include "tools/cli/command_util.h"
-#include "tools/cli/policy_tick.h"
 #include "tools/cli/exit_codes.h"
+#include "tools/cli/policy_tick.h"
 #include "tools/cli/report.h"
 #include "tools/cli/store_util.h"
 
@@ -35,6 +37,19 @@ struct PolicyArgs {
   std::string incremental = "off";
   std::string log_retention;
   bool json = false;
+};
+
+// `policy simulate`'s own options (the policy's are PolicyArgs').
+struct SimulateArgs {
+  std::string duration = "60d";
+  std::string start;
+  double writes_per_hour = 120;
+  std::string write_size = "64K";
+  std::string working_set = "16M";
+  std::string volume_size = "64M";
+  uint32_t failures = 0;
+  uint64_t seed = 1;
+  bool runs = false;
 };
 
 Status CheckDays(const std::string& text, const std::string& what, uint32_t min, uint32_t max) {
@@ -158,8 +173,7 @@ int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
   const int64_t next_ns = runs.plan ? runs.plan->next_due_unix_ns : 0;
   const std::string due_now =
       runs.plan && (runs.plan->data_method || runs.plan->log_due)
-          ? std::string(runs.plan->data_method ? BackupMethodName(*runs.plan->data_method)
-                                               : "") +
+          ? std::string(runs.plan->data_method ? BackupMethodName(*runs.plan->data_method) : "") +
                 (runs.plan->data_method && runs.plan->log_due ? " and " : "") +
                 (runs.plan->log_due ? "log" : "") + " due now"
           : std::string();
@@ -175,8 +189,8 @@ int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
                                   {"last_log_run", TaskJson(runs.last_log)}};
     AddTime(doc, "next_run", next_ns, true);
     doc["due_now"] = runs.plan ? (runs.plan->data_method || runs.plan->log_due) : false;
-    doc["next_run_error"] =
-        runs.plan_error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(runs.plan_error);
+    doc["next_run_error"] = runs.plan_error.empty() ? nlohmann::ordered_json()
+                                                    : nlohmann::ordered_json(runs.plan_error);
     ctx.PrintJson(doc);
     return kExitOk;
   }
@@ -194,7 +208,7 @@ int ShowVolumePolicy(CommandContext& ctx, const PolicyArgs& args) {
                             HumanBytes(log->referenced_bytes) + " referenced"},
       {"last data run", TaskText(runs.last_data)},
       {"last log run", TaskText(runs.last_log)},
-      {"next run", !runs.plan          ? "unknown (" + runs.plan_error + ")"
+      {"next run", !runs.plan         ? "unknown (" + runs.plan_error + ")"
                    : !due_now.empty() ? due_now + " (`snapdisk policy run`)"
                                       : HumanTime(next_ns)},
   }));
@@ -231,6 +245,230 @@ int RunPolicies(CommandContext& ctx, const PolicyArgs& args) {
   return ctx.RunSteps(std::move(steps));
 }
 
+// "3d 4h", "25m 10s", "0s": a simulated span, to the second.
+std::string SpanText(int64_t ns) {
+  int64_t s = ns / 1'000'000'000;
+  const int64_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
+  s %= 60;
+  if (d > 0) return std::to_string(d) + "d " + std::to_string(h) + "h";
+  if (h > 0) return std::to_string(h) + "h " + std::to_string(m) + "m";
+  if (m > 0) return std::to_string(m) + "m " + std::to_string(s) + "s";
+  return std::to_string(s) + "s";
+}
+
+nlohmann::ordered_json SimulationJson(const PolicySimulationOptions& o,
+                                      const PolicySimulationReport& r) {
+  nlohmann::ordered_json failures = nlohmann::ordered_json::array();
+  int64_t max_loss_ns = 0, sum_loss_ns = 0;
+  uint64_t max_loss_bytes = 0;
+  for (const SimulatedFailure& f : r.failures) {
+    nlohmann::ordered_json j = {
+        {"restored_lsn", f.restored_lsn},  {"applied", f.applied},
+        {"loss_seconds", f.loss_ns / 1e9}, {"loss_bytes", f.loss_bytes},
+        {"lost_writes", f.lost_writes},    {"restore_real_seconds", f.restore_real_seconds}};
+    AddTime(j, "at", f.at_unix_ns, true);
+    AddTime(j, "last_shipped", f.last_shipped_unix_ns, true);
+    failures.push_back(std::move(j));
+    max_loss_ns = std::max(max_loss_ns, f.loss_ns);
+    sum_loss_ns += f.loss_ns;
+    max_loss_bytes = std::max(max_loss_bytes, f.loss_bytes);
+  }
+  nlohmann::ordered_json doc = {{"policy", PolicyJson(o.policy)}};
+  doc["policy"].erase("store_dir");
+  AddTime(doc, "start", r.start_unix_ns, true);
+  AddTime(doc, "end", r.end_unix_ns, true);
+  doc["seed"] = o.seed;
+  doc["workload"] = {{"writes_per_hour", o.writes_per_hour},
+                     {"max_write_bytes", o.max_write_bytes},
+                     {"working_set_bytes", o.working_set_bytes},
+                     {"volume_size_bytes", o.volume_size_bytes},
+                     {"writes", r.writes},
+                     {"written_bytes", r.written_bytes}};
+  doc["backups"] = {{"snapshot", r.snapshot_backups},
+                    {"full", r.full_backups},
+                    {"incr", r.incr_backups},
+                    {"log", r.log_backups},
+                    {"failed", r.failed_runs},
+                    {"late", r.late_runs},
+                    {"max_late_seconds", r.max_late_ns / 1e9}};
+  doc["max_unshipped_seconds"] = r.max_unshipped_ns / 1e9;
+  doc["max_data_gap_seconds"] = r.max_data_gap_ns / 1e9;
+  doc["store"] = {{"objects", r.store_objects},
+                  {"bytes", r.store_bytes},
+                  {"expired_objects", r.expired_objects}};
+  doc["failures"] = std::move(failures);
+  doc["max_loss_seconds"] = max_loss_ns / 1e9;
+  doc["mean_loss_seconds"] = r.failures.empty() ? 0.0 : sum_loss_ns / 1e9 / r.failures.size();
+  doc["max_loss_bytes"] = max_loss_bytes;
+  doc["first_run_error"] = r.first_run_error.ok()
+                               ? nlohmann::ordered_json()
+                               : nlohmann::ordered_json(r.first_run_error.message());
+  if (o.keep_runs) {
+    nlohmann::ordered_json runs = nlohmann::ordered_json::array();
+    for (const ScheduledRun& run : r.runs) {
+      nlohmann::ordered_json j = {{"method", BackupMethodName(run.method)},
+                                  {"set", run.set_id},
+                                  {"first_lsn", run.first_lsn},
+                                  {"last_lsn", run.last_lsn}};
+      AddTime(j, "due", run.due_unix_ns, true);
+      AddTime(j, "ran", run.ran_unix_ns, true);
+      j["error"] =
+          run.status.ok() ? nlohmann::ordered_json() : nlohmann::ordered_json(run.status.message());
+      runs.push_back(std::move(j));
+    }
+    doc["runs"] = std::move(runs);
+  }
+  doc["real_seconds"] = r.real_seconds;
+  return doc;
+}
+
+std::string SimulationText(const PolicySimulationOptions& o, const PolicySimulationReport& r) {
+  std::string text;
+  if (o.keep_runs) {
+    Table table({"RAN", "DUE", "METHOD", "SET", "LSNS", "RESULT"});
+    for (const ScheduledRun& run : r.runs) {
+      table.AddRow({HumanTime(run.ran_unix_ns), HumanTime(run.due_unix_ns),
+                    BackupMethodName(run.method), run.set_id.empty() ? "-" : run.set_id,
+                    std::to_string(run.first_lsn) + "-" + std::to_string(run.last_lsn),
+                    run.status.ok() ? "ok" : run.status.message()});
+    }
+    text += table.Render() + "\n";
+  }
+  std::string policy = DescribePolicy(o.policy);
+  policy = policy.substr(0, policy.rfind("; store "));
+  text += "Simulated " + SpanText(r.end_unix_ns - r.start_unix_ns) + " (" +
+          HumanTime(r.start_unix_ns) + " to " + HumanTime(r.end_unix_ns) + ") in " +
+          HumanSeconds(r.real_seconds) + " of real time, seed " + std::to_string(o.seed) + ":\n  " +
+          policy + "\n";
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%g", o.writes_per_hour);
+  text += "  workload: " + std::to_string(r.writes) + " writes, " + HumanBytes(r.written_bytes) +
+          " (" + rate + " writes/hour of 4 KiB-" + HumanBytes(o.max_write_bytes) + " over " +
+          HumanBytes(o.working_set_bytes) + ")\n";
+  text += "  backups: " + std::to_string(r.snapshot_backups) + " snapshot, " +
+          std::to_string(r.full_backups) + " full, " + std::to_string(r.incr_backups) +
+          " incremental, " + std::to_string(r.log_backups) + " log; " +
+          std::to_string(r.failed_runs) + " failed, " + std::to_string(r.late_runs) + " late" +
+          (r.late_runs > 0 ? " (up to " + SpanText(r.max_late_ns) + ")" : std::string()) + "\n";
+  text += "  a write waited at most " + SpanText(r.max_unshipped_ns) +
+          " to be backed up; data backups were at most " + SpanText(r.max_data_gap_ns) + " apart\n";
+  text += "  store at the end: " + std::to_string(r.store_objects) + " objects, " +
+          HumanBytes(r.store_bytes) + " (" + std::to_string(r.expired_objects) +
+          " removed by expiry)\n";
+  if (!r.first_run_error.ok()) text += "  first failed run: " + r.first_run_error.message() + "\n";
+  if (o.failures > 0) {
+    text += "  disk failures: " + std::to_string(r.failures.size()) +
+            " (each restored from the store to its newest point and compared with every "
+            "acknowledged write)\n";
+    int64_t max_loss_ns = 0;
+    for (const SimulatedFailure& f : r.failures) {
+      max_loss_ns = std::max(max_loss_ns, f.loss_ns);
+      text += "    " + HumanTime(f.at_unix_ns) + ": " +
+              (f.applied.empty() ? std::string("nothing to restore")
+                                 : "restored " + std::to_string(f.applied.size()) +
+                                       " sets to LSN " + std::to_string(f.restored_lsn)) +
+              ", lost " + std::to_string(f.lost_writes) + " writes (" + HumanBytes(f.loss_bytes) +
+              ", the last " + SpanText(f.loss_ns) + ")\n";
+    }
+    if (r.failures.size() < o.failures) {
+      text += "    (" + std::to_string(o.failures - r.failures.size()) +
+              " not drawn: failures come after the first data backup)\n";
+    }
+    text += "  max loss " + SpanText(max_loss_ns) + "\n";
+  }
+  return text;
+}
+
+int SimulatePolicies(CommandContext& ctx, const PolicyArgs& args, const SimulateArgs& sim) {
+  PolicySimulationOptions o;
+  o.policy = PolicyOf(args);
+  o.duration_ns = ParseDuration(sim.duration).value();
+  if (!sim.start.empty()) o.start_unix_ns = ParseTimestamp(sim.start).value();
+  o.writes_per_hour = sim.writes_per_hour;
+  o.max_write_bytes = SizeOf(sim.write_size);
+  o.working_set_bytes = SizeOf(sim.working_set);
+  o.volume_size_bytes = SizeOf(sim.volume_size);
+  o.failures = sim.failures;
+  o.seed = sim.seed;
+  o.keep_runs = sim.runs;
+  const uint64_t total_hours = static_cast<uint64_t>(o.duration_ns / 3'600'000'000'000);
+  o.progress = [&ctx, total_hours](int64_t done_ns, int64_t) {
+    ctx.out().Progress("simulate", static_cast<uint64_t>(done_ns / 3'600'000'000'000), total_hours,
+                       ProgressUnit::kHours);
+    return !ctx.out().Cancelled();
+  };
+  auto report = SimulatePolicy(o);
+  ctx.out().ProgressEnd();
+  if (!report.ok()) return ctx.Fail(report.status());
+  if (ctx.json()) {
+    ctx.PrintJson(SimulationJson(o, *report));
+  } else {
+    ctx.Print(SimulationText(o, *report));
+  }
+  return kExitOk;
+}
+
+// The options that describe a policy (`policy set`: required; `policy
+// simulate`: with the defaults already in `args`).
+void AddPolicyOptions(CLI::App* cmd, PolicyArgs& args, bool required) {
+  cmd->add_option("--method", args.method,
+                  "snapshot (snapshot backups) or physical (a full each week, then\n"
+                  "incrementals or fulls)")
+      ->check(CheckValidator([](const std::string& v) { return ParsePolicyMethod(v).status(); },
+                             "method"))
+      ->type_name("METHOD");
+  cmd->add_option("--retention", args.retention, "Keep data backups this many days, 7-730")
+      ->check(CheckValidator(
+          [](const std::string& v) {
+            return CheckDays(v, "retention", kMinRetentionDays, kMaxRetentionDays);
+          },
+          "days"))
+      ->type_name("DAYS");
+  cmd->add_option("--cycle", args.cycle,
+                  "Days of the week to back up on, at least two: mon,tue,wed,thu,fri,sat,sun")
+      ->check(CheckValidator([](const std::string& v) { return ParseCycle(v).status(); }, "days"))
+      ->type_name("DAYS");
+  cmd->add_option("--window", args.window,
+                  "Start window, UTC, 1 to 24 hours long: HH:MM-HH:MM (may wrap past "
+                  "midnight)")
+      ->check(CheckValidator(
+          [](const std::string& v) {
+            uint32_t start, end;
+            return ParseNewWindow(v, &start, &end);
+          },
+          "window"))
+      ->type_name("HH:MM-HH:MM");
+  cmd->add_option("--log-frequency", args.log_frequency,
+                  "Log backups every 5m or 30m, or with each data backup (data: physical "
+                  "only)")
+      ->check(CheckValidator([](const std::string& v) { return ParseLogFrequency(v).status(); },
+                             "frequency"))
+      ->type_name("5m|30m|data");
+  cmd->add_option("--incremental", args.incremental,
+                  "Physical: incrementals between the weekly fulls (default off)")
+      ->check(CheckValidator(
+          [](const std::string& v) {
+            return v == "on" || v == "off"
+                       ? Status::OK()
+                       : Status::InvalidArgument("incremental must be on or off (got " + v + ")");
+          },
+          "on|off"))
+      ->type_name("on|off");
+  cmd->add_option("--log-retention", args.log_retention,
+                  "Keep log backups this many days, 7 to the retention (default 7)")
+      ->check(CheckValidator(
+          [](const std::string& v) {
+            return CheckDays(v, "log retention", kMinRetentionDays, kMaxRetentionDays);
+          },
+          "days"))
+      ->type_name("DAYS");
+  if (required) {
+    for (const char* name : {"--method", "--retention", "--cycle", "--window", "--log-frequency"}) {
+      cmd->get_option(name)->required();
+    }
+  }
+}
+
 }  // namespace
 
 void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor) {
@@ -257,63 +495,7 @@ void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor) {
     cmd->add_option("--store", args->store, "The WORM store the backups go to")
         ->required()
         ->type_name("DIR");
-    cmd->add_option("--method", args->method,
-                    "snapshot (snapshot backups) or physical (a full each week, then\n"
-                    "incrementals or fulls)")
-        ->required()
-        ->check(CheckValidator([](const std::string& v) { return ParsePolicyMethod(v).status(); },
-                               "method"))
-        ->type_name("METHOD");
-    cmd->add_option("--retention", args->retention, "Keep data backups this many days, 7-730")
-        ->required()
-        ->check(CheckValidator(
-            [](const std::string& v) {
-              return CheckDays(v, "retention", kMinRetentionDays, kMaxRetentionDays);
-            },
-            "days"))
-        ->type_name("DAYS");
-    cmd->add_option("--cycle", args->cycle,
-                    "Days of the week to back up on, at least two: mon,tue,wed,thu,fri,sat,sun")
-        ->required()
-        ->check(CheckValidator([](const std::string& v) { return ParseCycle(v).status(); },
-                               "days"))
-        ->type_name("DAYS");
-    cmd->add_option("--window", args->window,
-                    "Start window, UTC, 1 to 24 hours long: HH:MM-HH:MM (may wrap past "
-                    "midnight)")
-        ->required()
-        ->check(CheckValidator(
-            [](const std::string& v) {
-              uint32_t start, end;
-              return ParseNewWindow(v, &start, &end);
-            },
-            "window"))
-        ->type_name("HH:MM-HH:MM");
-    cmd->add_option("--log-frequency", args->log_frequency,
-                    "Log backups every 5m or 30m, or with each data backup (data: physical "
-                    "only)")
-        ->required()
-        ->check(CheckValidator([](const std::string& v) { return ParseLogFrequency(v).status(); },
-                               "frequency"))
-        ->type_name("5m|30m|data");
-    cmd->add_option("--incremental", args->incremental,
-                    "Physical: incrementals between the weekly fulls (default off)")
-        ->check(CheckValidator(
-            [](const std::string& v) {
-              return v == "on" || v == "off"
-                         ? Status::OK()
-                         : Status::InvalidArgument("incremental must be on or off (got " + v + ")");
-            },
-            "on|off"))
-        ->type_name("on|off");
-    cmd->add_option("--log-retention", args->log_retention,
-                    "Keep log backups this many days, 7 to the retention (default 7)")
-        ->check(CheckValidator(
-            [](const std::string& v) {
-              return CheckDays(v, "log retention", kMinRetentionDays, kMaxRetentionDays);
-            },
-            "days"))
-        ->type_name("DAYS");
+    AddPolicyOptions(cmd, *args, /*required=*/true);
     AddJsonFlag(cmd, args->json);
     cmd->callback([args, run] {
       // The options together (each was checked alone): before the pool is
@@ -354,6 +536,72 @@ void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor) {
         ->type_name("DIR");
     AddJsonFlag(cmd, args->json);
     cmd->callback([args, run] { run(args, RunPolicies); });
+  }
+  {
+    auto args = std::make_shared<PolicyArgs>();
+    auto sim = std::make_shared<SimulateArgs>();
+    args->method = "physical";
+    args->retention = "7";
+    args->cycle = "mon,thu";
+    args->window = "02:00-03:00";
+    args->log_frequency = "30m";
+    CLI::App* cmd = AddCommand(
+        *policy, "simulate",
+        "Run a backup policy on a simulated clock: days of scheduled data and log\n"
+        "backups, retention and expiry in seconds, against a workload of writes, with\n"
+        "whole-disk failures whose data loss is measured (each restores the newest point\n"
+        "the store holds and compares it with every acknowledged write). The scheduler\n"
+        "is the one `snapdisk serve` runs; the pool and store are scratch ones in memory\n"
+        "(nothing on disk is read or changed). The policy options are those of `policy\n"
+        "set` (defaults: physical, mon,thu, 02:00-03:00, 30m logs, 7 days). The same seed\n"
+        "gives the same runs and losses");
+    AddPolicyOptions(cmd, *args, /*required=*/false);
+    cmd->add_option("--duration", sim->duration, "Simulated time to run: 30s, 90m, 12h, 60d")
+        ->check(CheckValidator([](const std::string& v) { return ParseDuration(v).status(); },
+                               "duration"))
+        ->type_name("TIME")
+        ->capture_default_str();
+    cmd->add_option("--start", sim->start,
+                    "Simulated start, RFC 3339 or a date, UTC (default 2026-01-05, a Monday)")
+        ->check(
+            CheckValidator([](const std::string& v) { return ParseTimestamp(v).status(); }, "time"))
+        ->type_name("TIME");
+    cmd->add_option("--writes-per-hour", sim->writes_per_hour,
+                    "The workload: writes per simulated hour, Poisson arrivals (0: idle)")
+        ->check(CLI::Range(0.0, 1e6))
+        ->type_name("N")
+        ->capture_default_str();
+    cmd->add_option("--write-size", sim->write_size,
+                    "Each write is 4 KiB to this (multiples of 4 KiB), at a random offset")
+        ->check(SizeValidator())
+        ->type_name("SIZE")
+        ->capture_default_str();
+    cmd->add_option("--working-set", sim->working_set, "Writes land in the volume's first SIZE")
+        ->check(SizeValidator())
+        ->type_name("SIZE")
+        ->capture_default_str();
+    cmd->add_option("--volume-size", sim->volume_size, "The simulated volume's size")
+        ->check(SizeValidator())
+        ->type_name("SIZE")
+        ->capture_default_str();
+    cmd->add_option("--failures", sim->failures,
+                    "Whole-disk failures at random moments after the first data backup")
+        ->check(CLI::Range(0, 10000))
+        ->type_name("N")
+        ->capture_default_str();
+    cmd->add_option("--seed", sim->seed, "Seed of the workload and the failure times")
+        ->type_name("N")
+        ->capture_default_str();
+    cmd->add_flag("--runs", sim->runs, "List every scheduled run (a line each)");
+    AddJsonFlag(cmd, args->json);
+    cmd->callback([args, sim, &exit_code, &executor] {
+      BackupPolicy policy = PolicyOf(*args);
+      policy.store_dir = "simulated";
+      if (Status s = ValidatePolicy(policy); !s.ok()) throw CLI::ValidationError(s.message());
+      exit_code = executor.RunWithoutPool("", {args->json}, [args, sim](CommandContext& ctx) {
+        return SimulatePolicies(ctx, *args, *sim);
+      });
+    });
   }
 }
 

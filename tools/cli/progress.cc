@@ -28,7 +28,27 @@ void WriteAll(int fd, std::string_view text) {
 }
 
 std::string Amount(uint64_t v, ProgressUnit unit) {
-  return unit == ProgressUnit::kBytes ? HumanBytes(v) : std::to_string(v);
+  switch (unit) {
+    case ProgressUnit::kBytes:
+      return HumanBytes(v);
+    case ProgressUnit::kBlocks:
+      return std::to_string(v);
+    case ProgressUnit::kHours:
+      return std::to_string(v) + " h";
+  }
+  return std::to_string(v);
+}
+
+const char* RateSuffix(ProgressUnit unit) {
+  switch (unit) {
+    case ProgressUnit::kBytes:
+      return "/s";
+    case ProgressUnit::kBlocks:
+      return " blocks/s";
+    case ProgressUnit::kHours:
+      return "/s";
+  }
+  return "/s";
 }
 
 std::string Clock(double seconds) {
@@ -71,8 +91,7 @@ std::string ProgressBar::Render(std::string_view label, uint64_t done, uint64_t 
     tail = Amount(done, unit);
   }
   if (rate > 0) {
-    tail += "  " + Amount(static_cast<uint64_t>(rate), unit) +
-            (unit == ProgressUnit::kBytes ? "/s" : " blocks/s");
+    tail += "  " + Amount(static_cast<uint64_t>(rate), unit) + RateSuffix(unit);
     if (total > done) tail += "  ETA " + Clock(static_cast<double>(total - done) / rate);
   }
   std::string line(label);

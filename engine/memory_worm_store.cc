@@ -1,15 +1,23 @@
-#include "support/memory_worm_store.h"
+#include "engine/memory_worm_store.h"
+
+#include <xxhash.h>
+
+#include "engine/audit_log.h"
 
 #include <algorithm>
+#include <cstdio>
 
-#include "snapshot/backup_set.h"
-
-namespace snapdisk::testing {
+namespace snapdisk {
 
 namespace {
 
-std::span<const std::byte> AsBytes(std::string_view s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+// XXH3-128 of the bytes, 32 hex digits.
+std::string Checksum(std::span<const std::byte> data) {
+  const XXH128_hash_t hash = XXH3_128bits(data.data(), data.size());
+  char text[33];
+  std::snprintf(text, sizeof text, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
+                static_cast<unsigned long long>(hash.low64));
+  return text;
 }
 
 }  // namespace
@@ -45,7 +53,7 @@ void MemoryWormStore::AuditLocked(std::string_view op, std::string_view key,
   e.text = std::to_string(now_unix_ns_.load()) + " " + std::string(op) + " " + std::string(key) +
            " " + std::string(detail);
   const std::string prev = audit_.empty() ? std::string(64, '0') : audit_.back().sha256;
-  e.sha256 = Sha256Hex(AsBytes(prev + e.text));
+  e.sha256 = Sha256HexOfText(prev + e.text);
   audit_.push_back(std::move(e));
 }
 
@@ -79,7 +87,7 @@ Status MemoryWormStore::Put(std::string_view key, std::span<const std::byte> dat
   }
   Object o;
   o.data.assign(data.begin(), data.end());
-  o.checksum = ChunkHash(o.data);
+  o.checksum = Checksum(o.data);
   o.created_unix_ns = now;
   o.retain_until_unix_ns = retain_until_unix_ns;
   AuditLocked("put", key, o.checksum + " " + std::to_string(retain_until_unix_ns));
@@ -95,7 +103,7 @@ Result<std::vector<std::byte>> MemoryWormStore::Get(std::string_view key) {
   ++counters_.gets;
   auto it = objects_.find(key);
   if (it == objects_.end()) return Status::NotFound("no object '" + std::string(key) + "'");
-  if (ChunkHash(it->second.data) != it->second.checksum) {
+  if (Checksum(it->second.data) != it->second.checksum) {
     return Status::Corruption("object '" + std::string(key) + "' fails its checksum");
   }
   return it->second.data;
@@ -196,7 +204,7 @@ Result<WormVerifyReport> MemoryWormStore::Verify(const WormProgress& progress) {
   WormVerifyReport report;
   std::string prev(64, '0');
   for (const AuditEntry& e : audit_) {
-    if (Sha256Hex(AsBytes(prev + e.text)) != e.sha256) {
+    if (Sha256HexOfText(prev + e.text) != e.sha256) {
       report.problems.push_back({"audit.log", "hash chain broken at '" + e.text + "'"});
       break;
     }
@@ -207,7 +215,7 @@ Result<WormVerifyReport> MemoryWormStore::Verify(const WormProgress& progress) {
   for (const auto& [key, o] : objects_) {
     ++report.objects;
     report.bytes += o.data.size();
-    const std::string actual = ChunkHash(o.data);
+    const std::string actual = Checksum(o.data);
     auto exp = expected_.find(key);
     if (exp == expected_.end()) {
       report.problems.push_back({key, "added"});
@@ -244,7 +252,7 @@ Status MemoryWormStore::TamperForTest(std::string_view key,
   auto it = objects_.find(key);
   if (it == objects_.end()) return Status::NotFound("no object '" + std::string(key) + "'");
   change(it->second.data);
-  if (consistent) it->second.checksum = ChunkHash(it->second.data);
+  if (consistent) it->second.checksum = Checksum(it->second.data);
   return Status::OK();
 }
 
@@ -280,4 +288,4 @@ std::vector<std::string> MemoryWormStore::Keys() const {
   return keys;
 }
 
-}  // namespace snapdisk::testing
+}  // namespace snapdisk

@@ -1,4 +1,6 @@
-// MemoryWormStore: an in-memory WormStore for fast unit tests.
+// MemoryWormStore: an in-memory WormStore, for fast tests and for
+// simulations that run days of backups on a simulated clock (the policy
+// simulation, the comparator's RPO experiment).
 //
 // Holds the whole WormStore contract (engine/worm_store.h): a key is put once
 // (AlreadyExists again, even after it expired), nothing is deleted or
@@ -6,6 +8,10 @@
 // objects, Get verifies the XXH3-128 checksum and returns Corruption naming
 // the key, and every operation (refusals included) goes to an audit log
 // chained by SHA-256 that Verify() checks together with every object.
+//
+// Memory: every object and every audit entry is held until Expire() removes
+// the object (the audit log is never trimmed), so a caller bounds a run by
+// its length.
 //
 // For tests it adds a settable clock (the store's "now"), counters of the
 // calls made, fault injection (puts that fail), and tampering that bypasses
@@ -25,7 +31,7 @@
 
 #include "engine/worm_store.h"
 
-namespace snapdisk::testing {
+namespace snapdisk {
 
 class MemoryWormStore final : public WormStore {
  public:
@@ -112,4 +118,4 @@ class MemoryWormStore final : public WormStore {
   mutable Counters counters_;
 };
 
-}  // namespace snapdisk::testing
+}  // namespace snapdisk
