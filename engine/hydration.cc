@@ -374,6 +374,10 @@ Result<HydrationInfo> Pool::GetHydrationInfo(std::string_view volume) {
   info.total_bytes = records_[h->slot].hydration_total_blocks * block_bytes_;
   info.pending_bytes = h->pending.blocks() * block_bytes_;
   info.pending_ranges = h->pending.runs();
+  if (h->source != nullptr) {
+    info.source_fetched_bytes = h->source->fetched_bytes();
+    info.source_image_bytes = h->source->image_fetch_bytes();
+  }
   return info;
 }
 
@@ -528,6 +532,48 @@ Status Pool::FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uin
   if (mapped) MarkRootDirty(vol_slot);
   if (s.ok()) s = TakePending(vol_id, h, first_vbn, first_vbn + count);  // may end `h`
   if (!s.ok()) return Fail(s.WithContext("volume '" + records_[vol_slot].name + "': hydrating"));
+  return Status::OK();
+}
+
+Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
+  const uint64_t vol_id = records_[vol_slot].id;
+  const uint64_t volume_blocks = (records_[vol_slot].size_bytes + block_bytes_ - 1) / block_bytes_;
+  const uint64_t end_vbn = first_vbn + count;
+  uint64_t vbn = first_vbn;
+  while (vbn < end_vbn) {
+    HydrationState* h = FindHydration(vol_id);
+    if (h == nullptr) return Status::OK();
+    const auto needed = h->pending.Overlapping(vbn, end_vbn);
+    if (needed.empty()) return Status::OK();
+    const uint64_t at = needed.front().first;
+    // Without a source the request says why.
+    if (!EnsureHydrationSource(*h, records_[vol_slot]).ok()) return Status::OK();
+    auto units = h->source->FetchedWith(at * block_bytes_);
+    if (!units.ok()) return Status::OK();
+    for (const auto& [offset, length] : *units) {
+      const uint64_t unit_first = offset / block_bytes_;
+      const uint64_t unit_end =
+          std::min((offset + length + block_bytes_ - 1) / block_bytes_, volume_blocks);
+      for (const auto& [a, b] : h->pending.Overlapping(unit_first, unit_end)) {
+        for (uint64_t x = a; x < b;) {
+          const uint64_t run = std::min(b - x, kMaxFillRunBlocks);
+          const Record& vol = records_[vol_slot];
+          // No room for the fill: the request reads the blocks it needs
+          // from the source instead (a write needs the room more).
+          if (!CheckRoom(run + MetadataNeed(vol.root, run) + HydrationMetadataNeed(*h, run)).ok()) {
+            return Status::OK();
+          }
+          SNAPDISK_RETURN_IF_ERROR(FillRun(vol_slot, *h, x, run));
+          h = FindHydration(vol_id);  // the fill may have ended the hydration
+          if (h == nullptr) return Status::OK();
+          x += run;
+        }
+      }
+    }
+    // Units that did not hold the block asked for (or none): the request
+    // reads it as asked; on to the next.
+    vbn = at + 1;
+  }
   return Status::OK();
 }
 

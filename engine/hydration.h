@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "disk/status.h"
 
@@ -35,10 +37,31 @@ namespace snapdisk {
 //    (no other request of the pool advances meanwhile): a source that blocks
 //    for milliseconds per call is acceptable, one that blocks for seconds
 //    stalls every volume of the pool. It must not call back into the pool.
+//
+// Fetch units (optional): a source that fetches more than it is asked for (a
+// backup set decodes a whole chunk to serve one block of it) says so through
+// FetchedWith. When the engine needs a pending block for a read, or for a
+// write that covers part of one, it fills every pending block of those
+// ranges into the volume at once (as HydrateStep fills: durable at the next
+// commit), so each fetch is used whole and nothing is asked for twice,
+// whatever the order of the reads.
 class HydrationSource {
  public:
   virtual ~HydrationSource() = default;
   virtual Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;
+  // The image's byte ranges, as (offset, length), whose bytes come with those
+  // at `offset_bytes` when the source fetches them; they include
+  // `offset_bytes`. Empty (the default): no more than what Read is asked.
+  // An error makes the engine read just what it needs.
+  virtual Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) {
+    (void)offset_bytes;
+    return std::vector<std::pair<uint64_t, uint64_t>>();
+  }
+  // Bytes fetched from where the source reads (a store's chunk objects), and
+  // what fetching the whole image once costs (0: not known), for
+  // HydrationInfo. Any thread.
+  virtual uint64_t fetched_bytes() const { return 0; }
+  virtual uint64_t image_fetch_bytes() const { return 0; }
 };
 
 // A hydrating volume's state (Pool::GetHydrationInfo). Byte figures count
@@ -49,6 +72,10 @@ struct HydrationInfo {
   uint64_t total_bytes = 0;      // pending when BeginHydration ran
   uint64_t pending_bytes = 0;    // still to come from the source
   uint64_t pending_ranges = 0;   // runs of pending blocks (memory use is O(this))
+  // HydrationSource::fetched_bytes (since the source was attached) and
+  // image_fetch_bytes of the attached source; 0 without one.
+  uint64_t source_fetched_bytes = 0;
+  uint64_t source_image_bytes = 0;
 };
 
 }  // namespace snapdisk

@@ -445,6 +445,12 @@ class Pool {
   Status ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
                         uint64_t count, std::byte* dest);
   Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count);
+  // Before a request reads pending blocks of [first_vbn, first_vbn + count):
+  // fills every pending block of the source's fetch units that hold them
+  // (HydrationSource::FetchedWith). What it cannot fill (no units, no room)
+  // stays pending, for the request to read from the source. Errors: the
+  // source's (the request fails with them) or the pool's failure.
+  Status FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count);
   // A mutation of [first_vbn, first_vbn + count) reached the volume's map:
   // those blocks leave the hydration map (which may end it).
   Status HydrationWritten(const Volume& volume, uint64_t first_vbn, uint64_t count);

@@ -214,12 +214,12 @@ Result<std::vector<Extent>> Volume::MapExtents(uint64_t offset_bytes, uint64_t l
       add_data(pending[next_pending].first, pending[next_pending].second);
     }
   };
-  Status s = pool_.map_->ForEachDataIn(
-      pool_.records_[slot_].root, first_vbn, end_vbn, [&](uint64_t vbn, const format::MapEntry&) {
-        add_pending_through(vbn);
-        add_data(vbn, vbn + 1);
-        return Status::OK();
-      });
+  Status s = pool_.map_->ForEachDataIn(pool_.records_[slot_].root, first_vbn, end_vbn,
+                                       [&](uint64_t vbn, const format::MapEntry&) {
+                                         add_pending_through(vbn);
+                                         add_data(vbn, vbn + 1);
+                                         return Status::OK();
+                                       });
   add_pending_through(UINT64_MAX);
   if (!s.ok()) return s.WithContext("volume '" + name() + "'");
   add(end, true);
@@ -234,12 +234,13 @@ Status Volume::CheckWriteFence(const VolumeRequest& request) {
   if (!pool_.aux_by_key_.count(fence_key_)) return Status::OK();
   // Fenced: the refusal carries the fence's reason.
   Result<std::string> why = pool_.GetAttribute(name(), Pool::kWriteFenceAttribute);
-  return Status::PermissionDenied(
-      "volume '" + name() + "': " + VolumeOpName(request.op) + " at offset " +
-      std::to_string(request.offset_bytes) + " length " + std::to_string(request.length_bytes) +
-      " refused: " +
-      (why.ok() ? *why : "it is write-fenced (the fence's reason cannot be read: " +
-                             why.status().ToString() + ")"));
+  return Status::PermissionDenied("volume '" + name() + "': " + VolumeOpName(request.op) +
+                                  " at offset " + std::to_string(request.offset_bytes) +
+                                  " length " + std::to_string(request.length_bytes) + " refused: " +
+                                  (why.ok()
+                                       ? *why
+                                       : "it is write-fenced (the fence's reason cannot be read: " +
+                                             why.status().ToString() + ")"));
 }
 
 Status Volume::SubmitAndWait(VolumeRequest& request) {
@@ -400,6 +401,11 @@ int64_t Pool::RunTimers() {
 }
 
 Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest) {
+  // Blocks still to come from a hydration source: first fill what the source
+  // fetches with them into the volume; then they read as mapped blocks.
+  if (FindHydration(io->volume->id()) != nullptr) {
+    SNAPDISK_RETURN_IF_ERROR(FillFetched(io->volume->slot_, first_vbn, count));
+  }
   Record& record = RecordOf(*io->volume);
   uint64_t run_start = 0, run_pbn = 0, run_len = 0;
   auto flush_run = [&] {
@@ -407,7 +413,8 @@ Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::
       SubmitDeviceIo(io, IoOp::kRead, run_pbn, run_len, dest + run_start * block_bytes_);
     run_len = 0;
   };
-  // Blocks still to come from a hydration source are read from it, now.
+  // What is still pending after FillFetched (at the top) is read from the
+  // source, now.
   const HydrationState* hydration = FindHydration(record.id);
   std::vector<std::pair<uint64_t, uint64_t>> pending;
   if (hydration != nullptr) pending = hydration->pending.Overlapping(first_vbn, first_vbn + count);

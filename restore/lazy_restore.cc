@@ -20,12 +20,20 @@ namespace {
 // LazyRestoreOptions::cached_chunks by default).
 constexpr uint32_t kResolvedCachedChunks = 4;
 
-
 using Json = nlohmann::ordered_json;
 
 constexpr const char* kAttributeFormat = "snapdisk-hydration-source";
 // The rate cap may let this much run ahead after an idle spell.
 constexpr int64_t kPaceBurstNs = 100'000'000;
+
+// The stored bytes of the distinct chunks of `chunks`.
+uint64_t DistinctStoredBytes(const std::vector<ChunkInfo>& chunks) {
+  std::unordered_map<std::string_view, uint64_t> by_hash;
+  for (const ChunkInfo& c : chunks) by_hash.emplace(c.hash, c.stored_bytes);
+  uint64_t total = 0;
+  for (const auto& [hash, bytes] : by_hash) total += bytes;
+  return total;
+}
 
 bool IsCompleteImage(BackupType type) {
   return type == BackupType::kSnapshot || type == BackupType::kFull;
@@ -50,7 +58,7 @@ std::string EncodeAttribute(const LazyRestoreOptions& options, const std::string
 struct SourceAttribute {
   std::string store;
   std::string set;
-  std::string index_sha256;     // one of these two
+  std::string index_sha256;  // one of these two
   std::string manifest_sha256;
   double rate_mb_per_s = 0;
 };
@@ -81,7 +89,8 @@ Result<SourceAttribute> DecodeAttribute(std::string_view text, std::string_view 
   SNAPDISK_RETURN_IF_ERROR(text_field("store", &a.store, true));
   SNAPDISK_RETURN_IF_ERROR(text_field("set", &a.set, true));
   SNAPDISK_RETURN_IF_ERROR(text_field("index_sha256", &a.index_sha256, false));
-  SNAPDISK_RETURN_IF_ERROR(text_field("manifest_sha256", &a.manifest_sha256, a.index_sha256.empty()));
+  SNAPDISK_RETURN_IF_ERROR(
+      text_field("manifest_sha256", &a.manifest_sha256, a.index_sha256.empty()));
   if (auto rate = j.find("rate_mb_per_s"); rate != j.end()) {
     if (!rate->is_number() || !(rate->get<double>() > 0)) return bad("has a bad \"rate_mb_per_s\"");
     a.rate_mb_per_s = rate->get<double>();
@@ -93,9 +102,9 @@ Result<SourceAttribute> DecodeAttribute(std::string_view text, std::string_view 
 // (reads the index's top only), else through its manifest. NotFound naming
 // the set; InvalidArgument for a set that is not a complete image.
 Result<std::shared_ptr<BackupSetSource>> OpenSource(WormStore& store, std::string_view set_id,
-                                                   uint32_t cached_chunks,
-                                                   std::string* index_sha256,
-                                                   std::string* manifest_sha256) {
+                                                    uint32_t cached_chunks,
+                                                    std::string* index_sha256,
+                                                    std::string* manifest_sha256) {
   Result<RestoreIndex> index = FindRestoreIndex(store, set_id);
   if (index.ok()) {
     *index_sha256 = index->sha256;
@@ -117,9 +126,9 @@ Result<std::shared_ptr<BackupSetSource>> OpenSource(WormStore& store, std::strin
 // the volume came from (the same index or, for a set without one, the same
 // manifest).
 Result<std::shared_ptr<BackupSetSource>> OpenRecordedSource(WormStore& store,
-                                                           const SourceAttribute& attribute,
-                                                           std::string_view volume,
-                                                           uint32_t cached_chunks) {
+                                                            const SourceAttribute& attribute,
+                                                            std::string_view volume,
+                                                            uint32_t cached_chunks) {
   const std::string context = "volume '" + std::string(volume) + "' hydrates from set " +
                               attribute.set + " (store " + attribute.store + ")";
   std::string index_sha256;
@@ -131,11 +140,11 @@ Result<std::shared_ptr<BackupSetSource>> OpenRecordedSource(WormStore& store,
   const std::string& want = by_index ? attribute.index_sha256 : attribute.manifest_sha256;
   const std::string& have = by_index ? index_sha256 : manifest_sha256;
   if (want != have) {
-    return Status::InvalidArgument(
-        context + ": its " + (by_index ? "restore index" : "manifest") + " has sha256 " + want +
-        ", but this store's set " + attribute.set + " has " +
-        (have.empty() ? std::string("none") : have) + ": another store (the volume's is '" +
-        attribute.store + "')");
+    return Status::InvalidArgument(context + ": its " + (by_index ? "restore index" : "manifest") +
+                                   " has sha256 " + want + ", but this store's set " +
+                                   attribute.set + " has " +
+                                   (have.empty() ? std::string("none") : have) +
+                                   ": another store (the volume's is '" + attribute.store + "')");
   }
   return opened;
 }
@@ -149,6 +158,11 @@ class OwningSource final : public HydrationSource {
   Status Read(uint64_t offset_bytes, std::span<std::byte> out) override {
     return source_->Read(offset_bytes, out);
   }
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) override {
+    return source_->FetchedWith(offset_bytes);
+  }
+  uint64_t fetched_bytes() const override { return source_->fetched_bytes(); }
+  uint64_t image_fetch_bytes() const override { return source_->image_fetch_bytes(); }
 
  private:
   std::shared_ptr<WormStore> store_;  // outlives source_ (declared first)
@@ -211,6 +225,7 @@ BackupSetSource::BackupSetSource(WormStore& store, const BackupSet& set, uint32_
       origin_{set.type,    set.volume,   set.volume_id,
               set.lineage, set.last_lsn, set.consistent_unix_ns},
       cached_chunks_(std::max<uint32_t>(1, cached_chunks)) {
+  set_stored_bytes_.store(DistinctStoredBytes(set.chunks));
   // One in-memory page holding every extent of the manifest.
   if (set.extents.empty()) return;
   auto page = std::make_unique<RestoreIndexPage>();
@@ -235,6 +250,12 @@ BackupSetSource::BackupSetSource(WormStore& store, const BackupSet& set, uint32_
 }
 
 BackupSetSource::~BackupSetSource() = default;
+
+std::optional<uint64_t> BackupSetSource::set_stored_bytes() const {
+  const uint64_t bytes = set_stored_bytes_.load();
+  if (bytes == 0) return std::nullopt;
+  return bytes;
+}
 
 std::vector<Extent> BackupSetSource::DataRanges(uint32_t block_bytes) const {
   std::vector<Extent> out;
@@ -263,7 +284,9 @@ std::vector<Extent> BackupSetSource::DataRanges(uint32_t block_bytes) const {
 Status BackupSetSource::CheckAgainstManifest() {
   if (!index_) return Status::OK();
   SNAPDISK_ASSIGN_OR_RETURN(BackupSet set, FindBackupSet(store_, set_id_));
-  return CheckRestoreIndex(*index_, set);
+  SNAPDISK_RETURN_IF_ERROR(CheckRestoreIndex(*index_, set));
+  set_stored_bytes_.store(DistinctStoredBytes(set.chunks));
+  return Status::OK();
 }
 
 Result<const RestoreIndexPage*> BackupSetSource::Page(size_t page) {
@@ -289,21 +312,74 @@ Result<const std::vector<std::byte>*> BackupSetSource::Chunk(const ChunkInfo& ch
   return &cache_.back().data;
 }
 
+Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> BackupSetSource::Locate(
+    uint64_t offset_bytes) {
+  auto ref = std::upper_bound(
+      page_refs_.begin(), page_refs_.end(), offset_bytes,
+      [](uint64_t offset, const RestoreIndexPageRef& p) { return offset < p.end_offset_bytes; });
+  if (ref == page_refs_.end() || ref->first_offset_bytes > offset_bytes) {
+    return std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>(nullptr, nullptr);
+  }
+  SNAPDISK_ASSIGN_OR_RETURN(const RestoreIndexPage* page,
+                            Page(static_cast<size_t>(ref - page_refs_.begin())));
+  auto it = std::upper_bound(page->extents.begin(), page->extents.end(), offset_bytes,
+                             [](uint64_t offset, const RestoreIndexPage::Extent& e) {
+                               return offset < e.offset_bytes + e.length_bytes;
+                             });
+  if (it == page->extents.end() || it->offset_bytes > offset_bytes) {
+    return std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>(page, nullptr);
+  }
+  return std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>(page, &*it);
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> BackupSetSource::FetchedWith(
+    uint64_t offset_bytes) {
+  SNAPDISK_ASSIGN_OR_RETURN(auto found, Locate(offset_bytes));
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  const auto [page, extent] = found;
+  if (page == nullptr) return ranges;  // outside every page: not pending
+  if (extent == nullptr) {
+    // A hole inside the page's span: zeros, fetched from nowhere. The gap
+    // between its neighbours goes at once (it becomes a hole).
+    auto next = std::upper_bound(
+        page->extents.begin(), page->extents.end(), offset_bytes,
+        [](uint64_t offset, const RestoreIndexPage::Extent& e) { return offset < e.offset_bytes; });
+    const uint64_t end = next == page->extents.end() ? volume_size_bytes_ : next->offset_bytes;
+    uint64_t begin = 0;
+    if (next != page->extents.begin()) {
+      const RestoreIndexPage::Extent& prev = *(next - 1);
+      begin = prev.offset_bytes + prev.length_bytes;
+    }
+    ranges.emplace_back(begin, end - begin);
+    return ranges;
+  }
+  // A chunk's extents are mostly neighbours in the page (it was cut from
+  // the image in order); one whose content repeats is listed at each place.
+  for (const RestoreIndexPage::Extent& e : page->extents) {
+    if (e.chunk != extent->chunk) continue;
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == e.offset_bytes) {
+      ranges.back().second += e.length_bytes;
+    } else {
+      ranges.emplace_back(e.offset_bytes, e.length_bytes);
+    }
+  }
+  return ranges;
+}
+
 Status BackupSetSource::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   const uint64_t end = offset_bytes + out.size();
   if (end < offset_bytes || end > volume_size_bytes_) {
     return Status::InvalidArgument("set " + set_id_ + ": read of " + std::to_string(out.size()) +
                                    " bytes at " + std::to_string(offset_bytes) +
-                                   " is beyond its volume's " +
-                                   std::to_string(volume_size_bytes_) + " bytes");
+                                   " is beyond its volume's " + std::to_string(volume_size_bytes_) +
+                                   " bytes");
   }
   std::memset(out.data(), 0, out.size());  // between extents: zeros
   // Pages, and extents in a page, are sorted and disjoint: start at the
   // first that ends after offset_bytes.
-  auto ref = std::upper_bound(page_refs_.begin(), page_refs_.end(), offset_bytes,
-                              [](uint64_t offset, const RestoreIndexPageRef& p) {
-                                return offset < p.end_offset_bytes;
-                              });
+  auto ref = std::upper_bound(
+      page_refs_.begin(), page_refs_.end(), offset_bytes,
+      [](uint64_t offset, const RestoreIndexPageRef& p) { return offset < p.end_offset_bytes; });
   for (; ref != page_refs_.end() && ref->first_offset_bytes < end; ++ref) {
     SNAPDISK_ASSIGN_OR_RETURN(const RestoreIndexPage* page,
                               Page(static_cast<size_t>(ref - page_refs_.begin())));
@@ -354,6 +430,7 @@ Status HydrationJob::Begin() {
   SNAPDISK_ASSIGN_OR_RETURN(HydrationInfo info, pool_.GetHydrationInfo(volume_));
   total_bytes_.store(info.pending_bytes);
   pending_bytes_.store(info.pending_bytes);
+  pending_at_commit_ = info.pending_bytes;
   if (info.hydrating && info.source_attached) {
     // Usable means serving reads: the first read of the set's data (a
     // pending block, so it comes from the store) is part of the time.
@@ -393,17 +470,24 @@ bool HydrationJob::Step() {
                              "the store)"));
     return true;
   }
-  const double rate_bytes_per_ns = options_.rate_mb_per_s * 1e6 / 1e9;
-  int64_t now = 0;
-  if (rate_bytes_per_ns > 0) {
-    now = clock_.NowNs();
-    if (now < next_fill_ns_) return false;  // the cap says wait
-  }
   auto fail = [&](const Status& s) {
     Finish(HydrationJobState::kFailed,
            s.WithContext("hydrating volume '" + volume_ + "' from set " + set_id_));
     return true;
   };
+  const double rate_bytes_per_ns = options_.rate_mb_per_s * 1e6 / 1e9;
+  int64_t now = 0;
+  if (rate_bytes_per_ns > 0) {
+    now = clock_.NowNs();
+    if (now < next_fill_ns_) {
+      // The cap says wait; reads may have filled meanwhile.
+      Result<HydrationInfo> info = pool_.GetHydrationInfo(volume_);
+      if (!info.ok()) return fail(info.status());
+      pending_bytes_.store(info->pending_bytes);
+      if (Status s = CommitIfDue(info->pending_bytes); !s.ok()) return fail(s);
+      return false;
+    }
+  }
   if (!manifest_checked_ && source_ != nullptr) {
     // The link of the hash chain the fast start skipped (once; ~the time
     // reading the whole manifest takes).
@@ -414,7 +498,6 @@ bool HydrationJob::Step() {
   Result<uint64_t> filled = pool_.HydrateStep(volume_, options_.step_bytes);
   if (!filled.ok()) return fail(filled.status());
   filled_bytes_.fetch_add(*filled);
-  since_commit_bytes_ += *filled;
   if (rate_bytes_per_ns > 0 && *filled > 0) {
     next_fill_ns_ =
         std::max(next_fill_ns_, now - kPaceBurstNs) +
@@ -434,11 +517,17 @@ bool HydrationJob::Step() {
     Finish(HydrationJobState::kDone, Status::OK());
     return true;
   }
-  if (options_.commit_every_bytes > 0 && since_commit_bytes_ >= options_.commit_every_bytes) {
-    since_commit_bytes_ = 0;
-    if (Status s = pool_.Commit(); !s.ok()) return fail(s);
-  }
+  if (Status s = CommitIfDue(info->pending_bytes); !s.ok()) return fail(s);
   return false;
+}
+
+Status HydrationJob::CommitIfDue(uint64_t pending_bytes) {
+  if (options_.commit_every_bytes == 0 ||
+      pending_at_commit_ < pending_bytes + options_.commit_every_bytes) {
+    return Status::OK();
+  }
+  pending_at_commit_ = pending_bytes;
+  return pool_.Commit();
 }
 
 Status HydrationJob::Run(const std::function<bool(const HydrationProgress&)>& progress) {
@@ -473,6 +562,11 @@ HydrationProgress HydrationJob::progress() const {
   if (source_) {
     p.chunks_read = source_->chunks_read();
     p.store_bytes_read = source_->store_bytes_read();
+    p.set_stored_bytes = source_->set_stored_bytes().value_or(0);
+    if (p.set_stored_bytes > 0) {
+      p.read_amplification =
+          static_cast<double>(p.store_bytes_read) / static_cast<double>(p.set_stored_bytes);
+    }
   }
   const int64_t usable = usable_ns_.load();
   const int64_t hydrated = hydrated_ns_.load();
@@ -495,16 +589,17 @@ Result<std::shared_ptr<HydrationSource>> OpenRecordedHydrationSource(
   SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationSourceAttribute));
   SNAPDISK_ASSIGN_OR_RETURN(SourceAttribute attribute, DecodeAttribute(text, volume));
   if (attribute.store.empty()) {
-    return Status::NotFound("its restore recorded no store (`snapdisk restore resume --store DIR`)");
+    return Status::NotFound(
+        "its restore recorded no store (`snapdisk restore resume --store DIR`)");
   }
   Result<std::shared_ptr<WormStore>> store =
       open_store ? open_store(attribute.store) : [&]() -> Result<std::shared_ptr<WormStore>> {
-        DirStoreOptions options;
-        options.read_only = true;  // reads beside whoever has the store open
-        SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<WormStore> opened,
-                                  OpenDirStore(attribute.store, options));
-        return std::shared_ptr<WormStore>(std::move(opened));
-      }();
+    DirStoreOptions options;
+    options.read_only = true;  // reads beside whoever has the store open
+    SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<WormStore> opened,
+                              OpenDirStore(attribute.store, options));
+    return std::shared_ptr<WormStore>(std::move(opened));
+  }();
   if (!store.ok()) return store.status().WithContext("store " + attribute.store);
   SNAPDISK_ASSIGN_OR_RETURN(std::shared_ptr<BackupSetSource> source,
                             OpenRecordedSource(**store, attribute, volume, kResolvedCachedChunks));
@@ -556,9 +651,10 @@ Result<std::unique_ptr<HydrationJob>> StartLazyRestore(Pool& pool, WormStore& st
                            HumanBytes(info.free_bytes) +
                            " free; grow the pool or free space first (nothing was changed)");
   }
-  SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(new_volume, source->volume_size_bytes(), options.profile)
-                               .status()
-                               .WithContext("lazy restore of set " + id));
+  SNAPDISK_RETURN_IF_ERROR(
+      pool.CreateVolume(new_volume, source->volume_size_bytes(), options.profile)
+          .status()
+          .WithContext("lazy restore of set " + id));
   // From here on an error deletes the new volume again (with its attribute
   // and map): nothing is left behind.
   const std::string volume(new_volume);

@@ -19,8 +19,8 @@
 // (a mismatch fails the job with Corruption). Until then reads trust the
 // index top as the store gave it (its own checksum, not yet the manifest's
 // hash chain): a command that answers once the volume is usable and leaves
-// the fill for later (`snapdisk restore`) has the check made by that fill. A set without an index is
-// started from its manifest: O(its extents) before usable.
+// the fill for later (`snapdisk restore`) has the check made by that fill. A set without an index
+// is started from its manifest: O(its extents) before usable.
 //
 // Which store and set hydrate the volume is kept in its attribute
 // "hydration-source" (JSON: {"format": "snapdisk-hydration-source",
@@ -84,9 +84,10 @@ struct LazyRestoreOptions {
   uint64_t step_bytes = uint64_t{1} << 20;
   // Decoded chunks kept in memory (>= 1): memory is this many chunks.
   uint32_t cached_chunks = 4;
-  // The job commits the pool after filling this many bytes, so a crash
-  // refetches at most that much (0: only when the job finishes; clients'
-  // flushes commit too).
+  // The job commits the pool once this many bytes left the hydration map
+  // since its last commit (filled by the job, or by reads that filled the
+  // chunks they fetched), so a crash refetches at most about that much (0:
+  // only when the job finishes; clients' flushes commit too).
   uint64_t commit_every_bytes = uint64_t{64} << 20;
   // How to find the store again (e.g. its directory), recorded in the
   // attribute for people and tools; ResumeHydration identifies the set by
@@ -120,6 +121,13 @@ class BackupSetSource final : public HydrationSource {
   BackupSetSource(WormStore& store, const BackupSet& set, uint32_t cached_chunks);
   ~BackupSetSource() override;
   Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
+  // Every extent of the chunk that holds `offset_bytes` in its index page
+  // (the whole chunk is fetched and decoded to serve any byte of it): the
+  // engine fills them all, so a chunk is read from the store once however
+  // the volume is read. Empty for a hole. Reads the index page when needed.
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) override;
+  uint64_t fetched_bytes() const override { return store_bytes_read(); }
+  uint64_t image_fetch_bytes() const override { return set_stored_bytes().value_or(0); }
 
   const std::string& set_id() const { return set_id_; }
   // What the set records of its source (for the restored volume's state).
@@ -146,9 +154,16 @@ class BackupSetSource final : public HydrationSource {
   Status CheckAgainstManifest();
   uint64_t chunks_read() const { return chunks_read_.load(); }
   uint64_t store_bytes_read() const { return store_bytes_read_.load(); }  // chunk objects
+  // The stored bytes of the set's distinct chunks (what a restore that reads
+  // each once fetches): known once the manifest was read (a set without an
+  // index; after CheckAgainstManifest), else nullopt. Any thread.
+  std::optional<uint64_t> set_stored_bytes() const;
 
  private:
   Result<const RestoreIndexPage*> Page(size_t page);
+  // The page and extent holding `offset_bytes`; a null extent in a hole.
+  Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> Locate(
+      uint64_t offset_bytes);
   Result<const std::vector<std::byte>*> Chunk(const ChunkInfo& chunk);
 
   WormStore& store_;
@@ -156,8 +171,8 @@ class BackupSetSource final : public HydrationSource {
   const uint64_t volume_size_bytes_;
   const std::optional<uint64_t> data_bytes_;
   const Origin origin_;
-  std::optional<RestoreIndex> index_;           // none: pages_ came from the manifest
-  std::vector<RestoreIndexPageRef> page_refs_;  // the pages' spans, in order
+  std::optional<RestoreIndex> index_;                     // none: pages_ came from the manifest
+  std::vector<RestoreIndexPageRef> page_refs_;            // the pages' spans, in order
   std::vector<std::unique_ptr<RestoreIndexPage>> pages_;  // null: not read yet
   const uint32_t cached_chunks_;
   struct Cached {
@@ -167,6 +182,7 @@ class BackupSetSource final : public HydrationSource {
   std::vector<Cached> cache_;  // most recently used last
   std::atomic<uint64_t> chunks_read_{0};
   std::atomic<uint64_t> store_bytes_read_{0};
+  std::atomic<uint64_t> set_stored_bytes_{0};  // 0: not known yet
 };
 
 enum class HydrationJobState : uint8_t { kRunning, kDone, kFailed, kCancelled };
@@ -183,8 +199,13 @@ struct HydrationProgress {
   uint64_t filled_bytes = 0;      // copied by this job
   uint64_t chunks_read = 0;       // chunks fetched, for the fill and for clients' reads
   uint64_t store_bytes_read = 0;  // bytes of chunk objects fetched
-  double rate_bytes_per_s = 0;    // filled_bytes over the time so far
-  double eta_s = 0;               // pending_bytes at that rate; 0 when unknown or done
+  // The stored bytes of the set's distinct chunks (what reading each chunk
+  // once costs; 0 until the job's first step read the manifest), and
+  // store_bytes_read over it (0 when unknown).
+  uint64_t set_stored_bytes = 0;
+  double read_amplification = 0;
+  double rate_bytes_per_s = 0;  // filled_bytes over the time so far
+  double eta_s = 0;             // pending_bytes at that rate; 0 when unknown or done
   // RTO figures, from the call that started the job: until the volume was
   // usable (StartLazyRestore/ResumeHydration returned), and until nothing was
   // pending (0 until then).
@@ -227,6 +248,8 @@ class HydrationJob {
   // takes the map's figures (or finishes at once when nothing is pending).
   Status Begin();
   void Finish(HydrationJobState state, Status status);
+  // Commits when commit_every_bytes left the map since the last commit.
+  Status CommitIfDue(uint64_t pending_bytes);
   Status UpdatePending();
 
   Pool& pool_;
@@ -237,7 +260,9 @@ class HydrationJob {
   Clock& clock_;
   const int64_t started_ns_;
   int64_t next_fill_ns_ = 0;
-  uint64_t since_commit_bytes_ = 0;
+  // Pending bytes at the last commit: reads fill whole chunks too, so the
+  // job commits by what left the map, whoever filled it.
+  uint64_t pending_at_commit_ = 0;
   bool manifest_checked_ = false;  // the first Step checks the index against the manifest
   Status result_;
   bool finished_ = false;

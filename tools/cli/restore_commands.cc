@@ -151,7 +151,8 @@ nlohmann::ordered_json CheckJson(const RestoreCheck& c) {
   o["state"] = RestoreCheckStateName(c.state);
   o["checked_bytes"] = c.checked_bytes;
   o["problems"] = c.problems;
-  o["first_problem"] = c.first_problem.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.first_problem);
+  o["first_problem"] =
+      c.first_problem.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.first_problem);
   o["error"] = c.error.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(c.error);
   AddTime(o, "started", c.started_unix_ns, /*zero_is_null=*/true);
   AddTime(o, "finished", c.finished_unix_ns, /*zero_is_null=*/true);
@@ -163,8 +164,8 @@ nlohmann::ordered_json CheckJson(const RestoreCheck& c) {
 nlohmann::ordered_json StateJsonWithCheck(Pool& pool, const std::string& volume,
                                           const RestoreState& s) {
   nlohmann::ordered_json o = StateJson(s);
-  o["check"] = s.check ? CheckJson(ShownRestoreCheck(pool, volume, *s.check))
-                       : nlohmann::ordered_json();
+  o["check"] =
+      s.check ? CheckJson(ShownRestoreCheck(pool, volume, *s.check)) : nlohmann::ordered_json();
   return o;
 }
 
@@ -187,8 +188,9 @@ std::string CheckText(const RestoreCheck& c, bool listed = false) {
              " in " + HumanBytes(c.checked_bytes) + " checked" + took +
              (listed ? std::string(":") : "; the first at " + c.first_problem);
     case RestoreCheckState::kInterrupted:
-      return text + "interrupted (the process running it stopped); `snapdisk restore check` "
-                    "runs it again";
+      return text +
+             "interrupted (the process running it stopped); `snapdisk restore check` "
+             "runs it again";
     case RestoreCheckState::kCancelled:
       return text + "cancelled after " + HumanBytes(c.checked_bytes) +
              "; `snapdisk restore check` runs it again";
@@ -203,8 +205,8 @@ nlohmann::ordered_json ResultJson(const RestoreResult& r) {
   o["volume"] = r.volume;
   o["applied"] = r.applied;
   o["state"] = StateJson(r.state);
-  o["rto_usable_seconds"] =
-      r.first_read_ns > 0 ? nlohmann::ordered_json(r.first_read_ns / 1e9) : nlohmann::ordered_json();
+  o["rto_usable_seconds"] = r.first_read_ns > 0 ? nlohmann::ordered_json(r.first_read_ns / 1e9)
+                                                : nlohmann::ordered_json();
   o["complete_seconds"] = r.complete_ns / 1e9;
   o["read_bytes"] = r.read_bytes;
   o["chunks_read"] = r.chunks_read;
@@ -224,18 +226,19 @@ std::string StateText(const RestoreState& s) {
     for (size_t i = 0; i < s.applied.size(); ++i) {
       const AppliedSet& a = s.applied[i];
       const bool image = a.type == BackupType::kSnapshot || a.type == BackupType::kFull;
-      const std::string lsns =
-          image ? "up to " + std::to_string(a.last_lsn)
-          : a.first_lsn > a.last_lsn
-              ? "none (at " + std::to_string(a.last_lsn) + ")"
-              : std::to_string(a.first_lsn) + "-" + std::to_string(a.last_lsn);
+      const std::string lsns = image ? "up to " + std::to_string(a.last_lsn)
+                               : a.first_lsn > a.last_lsn
+                                   ? "none (at " + std::to_string(a.last_lsn) + ")"
+                                   : std::to_string(a.first_lsn) + "-" + std::to_string(a.last_lsn);
       text += (i == 0 ? "" : ", ") + a.id + " (" + BackupTypeName(a.type) + ", LSN " + lsns + ")";
       if (i == 0 && s.applied_omitted > 0) {
         text += ", (" + std::to_string(s.applied_omitted) + " more)";
       }
     }
   }
-  if (s.pending()) text += "; step " + s.pending_set + " was interrupted (rolled back on the next restore command)";
+  if (s.pending())
+    text +=
+        "; step " + s.pending_set + " was interrupted (rolled back on the next restore command)";
   return text;
 }
 
@@ -252,22 +255,37 @@ void PrintResult(CommandContext& ctx, const RestoreResult& r, const std::string&
             (r.first_read_ns > 0
                  ? "usable after " + std::to_string(r.first_read_ns / 1'000'000) + " ms, "
                  : std::string()) +
-            "done after " + std::to_string(r.complete_ns / 1'000'000) + " ms\n" + "State: " +
-            StateText(r.state) + "\n");
+            "done after " + std::to_string(r.complete_ns / 1'000'000) + " ms\n" +
+            "State: " + StateText(r.state) + "\n");
 }
 
 RestoreOptions OptionsWithProgress(CommandContext& ctx) {
   RestoreOptions options;
   options.progress = [&ctx](const RestoreProgress& p) {
-    ctx.out().Progress("restore " + p.set_id + " (" + std::to_string(p.step) + "/" +
-                           std::to_string(p.steps) + ")",
-                       p.done_bytes, p.total_bytes, ProgressUnit::kBytes);
+    ctx.out().Progress(
+        "restore " + p.set_id + " (" + std::to_string(p.step) + "/" + std::to_string(p.steps) + ")",
+        p.done_bytes, p.total_bytes, ProgressUnit::kBytes);
     return !ctx.out().Cancelled();
   };
   return options;
 }
 
 // What --json says of every instant restore.
+// Bytes read from the store over what reading each of the set's chunks once
+// costs: null when that is not known.
+nlohmann::ordered_json ReadAmplification(uint64_t read_bytes, uint64_t set_stored_bytes) {
+  if (set_stored_bytes == 0) return nullptr;
+  return static_cast<double>(read_bytes) / static_cast<double>(set_stored_bytes);
+}
+std::string AmplificationText(uint64_t read_bytes, uint64_t set_stored_bytes) {
+  if (set_stored_bytes == 0) return "";
+  char text[96];
+  std::snprintf(text, sizeof text, " (%.2fx the set's %s stored)",
+                static_cast<double>(read_bytes) / static_cast<double>(set_stored_bytes),
+                HumanBytes(set_stored_bytes).c_str());
+  return text;
+}
+
 nlohmann::ordered_json InstantJson(const std::string& volume, const HydrationProgress& p) {
   nlohmann::ordered_json o;
   o["volume"] = volume;
@@ -304,7 +322,8 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
   }
   SteppedJob steps;
   if (!wait) {
-    steps.answer_early = [run, volume, usable, store_dir](CommandContext& ctx) -> std::optional<int> {
+    steps.answer_early = [run, volume, usable,
+                          store_dir](CommandContext& ctx) -> std::optional<int> {
       const HydrationProgress p = run->job->progress();
       const bool here = ctx.in_server();
       if (ctx.json()) {
@@ -326,9 +345,10 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
       } else {
         text += HumanBytes(p.pending_bytes) +
                 " are still to fill: reads of those blocks fetch them from the store meanwhile. "
-                "The fill goes on when `snapdisk serve " + ctx.pool_path() +
-                "` runs, or now with `snapdisk restore resume --store " + store_dir + " " +
-                ctx.pool_path() + " " + volume + "` (--wait fills before returning).\n";
+                "The fill goes on when `snapdisk serve " +
+                ctx.pool_path() + "` runs, or now with `snapdisk restore resume --store " +
+                store_dir + " " + ctx.pool_path() + " " + volume +
+                "` (--wait fills before returning).\n";
       }
       ctx.Print(text);
       return kExitOk;
@@ -357,15 +377,17 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
       o["read_bytes"] = p.store_bytes_read;
       o["chunks_read"] = p.chunks_read;
       o["filled_bytes"] = p.filled_bytes;
+      o["set_stored_bytes"] = p.set_stored_bytes;
+      o["read_amplification"] = ReadAmplification(p.store_bytes_read, p.set_stored_bytes);
       ctx.PrintJson(o);
     } else {
-      ctx.Print("Restored backup " + p.set_id + " into volume '" + volume +
-                "' instantly: usable after " +
-                std::to_string(static_cast<int64_t>(p.usable_after_s * 1000)) +
-                " ms, hydrated after " +
-                std::to_string(static_cast<int64_t>(p.hydrated_after_s * 1000)) + " ms; " +
-                HumanBytes(p.filled_bytes) + " filled, " + HumanBytes(p.store_bytes_read) +
-                " read from the store\n");
+      ctx.Print(
+          "Restored backup " + p.set_id + " into volume '" + volume + "' instantly: usable after " +
+          std::to_string(static_cast<int64_t>(p.usable_after_s * 1000)) + " ms, hydrated after " +
+          std::to_string(static_cast<int64_t>(p.hydrated_after_s * 1000)) + " ms; " +
+          HumanBytes(p.filled_bytes) + " filled by the job, " + HumanBytes(p.store_bytes_read) +
+          " read from the store" + AmplificationText(p.store_bytes_read, p.set_stored_bytes) +
+          "\n");
     }
     return kExitOk;
   };
@@ -382,8 +404,7 @@ Result<std::shared_ptr<WormStore>> OpenSource(CommandContext& ctx, const Restore
   return std::shared_ptr<WormStore>(std::move(files));
 }
 
-int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& volume,
-               bool onto) {
+int RunRestore(CommandContext& ctx, const RestoreArgs& args, const std::string& volume, bool onto) {
   auto store = OpenSource(ctx, args);
   if (!store.ok()) return ctx.Fail(store.status());
   RestoreTarget target;
@@ -540,8 +561,8 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
   if (args.check == "sync") {
     // The check before the volume goes live: every mapped block of it read
     // back and verified; it opens only when clean.
-    auto job = RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kSync,
-                                      CheckOptions(args));
+    auto job =
+        RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kSync, CheckOptions(args));
     if (!job.ok()) return ctx.Fail(job.status().WithContext(vol + " stays restoring"));
     return RunCheck(
         ctx, std::move(job).value(),
@@ -573,8 +594,8 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
   }
   // Async: live at once, checked while clients use it.
   if (Status s = OpenRestoredVolume(ctx.pool(), volume); !s.ok()) return ctx.Fail(s);
-  auto job = RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kAsync,
-                                    CheckOptions(args));
+  auto job =
+      RestoreCheckJob::Start(ctx.pool(), volume, RestoreCheckMode::kAsync, CheckOptions(args));
   if (!job.ok()) {
     return ctx.Fail(job.status().WithContext(
         vol + " is open, but its check could not start (`snapdisk restore check` runs it)"));
@@ -587,16 +608,17 @@ int RunOpen(CommandContext& ctx, const RestoreArgs& args) {
     answer_early = [volume](CommandContext& ctx) -> std::optional<int> {
       if (ctx.json()) {
         auto after = GetRestoreState(ctx.pool(), volume);
-        nlohmann::ordered_json o = after.ok() && *after ? StateJsonWithCheck(ctx.pool(), volume, **after)
-                                                        : nlohmann::ordered_json();
+        nlohmann::ordered_json o = after.ok() && *after
+                                       ? StateJsonWithCheck(ctx.pool(), volume, **after)
+                                       : nlohmann::ordered_json();
         o["volume"] = volume;
         ctx.PrintJson(o);
       } else {
         ctx.Print("Opened volume '" + volume +
                   "' before its check: it is writable and exported now. The server checks its "
-                  "data in the background (`snapdisk backup jobs " + ctx.pool_path() +
-                  "`); `snapdisk restore status " + ctx.pool_path() + " " + volume +
-                  "` shows the result.\n");
+                  "data in the background (`snapdisk backup jobs " +
+                  ctx.pool_path() + "`); `snapdisk restore status " + ctx.pool_path() + " " +
+                  volume + "` shows the result.\n");
       }
       return kExitOk;
     };
@@ -683,7 +705,7 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
       !h.hydrating ? std::string()
       : fill_job   ? "; filling (job " + std::to_string(*fill_job) + " of `snapdisk backup jobs`)"
                    : "; no fill is running (`snapdisk serve " + ctx.pool_path() +
-                         "` or `snapdisk restore resume` fills it)";
+                       "` or `snapdisk restore resume` fills it)";
   // ---- end of fill job ----
   if (ctx.json()) {
     nlohmann::ordered_json o = *state ? StateJsonWithCheck(ctx.pool(), args.volume, **state)
@@ -694,16 +716,31 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
     o["hydration_pending_bytes"] = h.pending_bytes;
     o["hydration_source_attached"] = h.source_attached;
     o["hydration_fill_running"] = fill_job.has_value();  // fill job (hydration_resume.h)
-    o["hydration_fill_job"] = fill_job ? nlohmann::ordered_json(*fill_job) : nlohmann::ordered_json();
+    o["hydration_fill_job"] =
+        fill_job ? nlohmann::ordered_json(*fill_job) : nlohmann::ordered_json();
+    // Since the source was attached (this process): chunk bytes read from the
+    // store, and that over what reading each of the set's chunks once costs.
+    o["hydration_read_bytes"] = h.source_fetched_bytes;
+    o["hydration_set_stored_bytes"] = h.source_image_bytes > 0
+                                          ? nlohmann::ordered_json(h.source_image_bytes)
+                                          : nlohmann::ordered_json();
+    o["hydration_read_amplification"] =
+        ReadAmplification(h.source_fetched_bytes, h.source_image_bytes);
     ctx.PrintJson(o);
     return kExitOk;
   }
   if (h.hydrating) {
-    ctx.Print("volume '" + args.volume + "': hydrating from its backup, " +
-              HumanBytes(h.total_bytes - h.pending_bytes) + " of " + HumanBytes(h.total_bytes) +
-              " filled" +
-              (h.source_attached ? "" : "; its store is attached when a block not filled yet is read") +
-              fill_text + "\n");
+    ctx.Print(
+        "volume '" + args.volume + "': hydrating from its backup, " +
+        HumanBytes(h.total_bytes - h.pending_bytes) + " of " + HumanBytes(h.total_bytes) +
+        " filled" +
+        (h.source_attached ? "" : "; its store is attached when a block not filled yet is read") +
+        fill_text + "\n");
+    if (h.source_attached) {
+      ctx.Print("volume '" + args.volume + "': " + HumanBytes(h.source_fetched_bytes) +
+                " read from the store since its source was attached" +
+                AmplificationText(h.source_fetched_bytes, h.source_image_bytes) + "\n");
+    }
   }
   if (!*state) {
     if (!h.hydrating) ctx.Print("volume '" + args.volume + "' is not being restored\n");
@@ -731,7 +768,8 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "Usage:\n"
       "  snapdisk restore (--store DIR | --from FILE...) (ID | --time T | --lsn N)\n"
       "                   (--to-new POOL VOL | --onto POOL VOL)\n"
-      "                   [--source VOL] [--plan] [--restoring] [--copy] [--replace] [--rate MB/s]\n"
+      "                   [--source VOL] [--plan] [--restoring] [--copy] [--replace] [--rate "
+      "MB/s]\n"
       "                   [--json]\n"
       "  snapdisk restore apply (--store DIR | --from FILE...) ID POOL VOL [--replace] [--json]\n"
       "  snapdisk restore open POOL VOL [--check sync|async] [--rate MB/s] [--json]\n"
@@ -769,9 +807,10 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
   restore->require_subcommand(0, 1);
   restore->add_option("ID", args->id, "The backup set to restore, e.g. F3 (see `backup list`)");
   restore->add_option("--store", args->store, "The WORM store's directory")->type_name("DIR");
-  restore->add_option("--from", args->from,
-                      "Restore from export files (`backup export`) instead of a store: a\n"
-                      "chain's file, plus log backups' files for --time/--lsn; repeatable")
+  restore
+      ->add_option("--from", args->from,
+                   "Restore from export files (`backup export`) instead of a store: a\n"
+                   "chain's file, plus log backups' files for --time/--lsn; repeatable")
       ->type_name("FILE")
       ->allow_extra_args(false);
   restore->add_option("--time", args->time, "Restore the volume as it was at this time")
@@ -780,19 +819,22 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
   restore->add_option("--lsn", args->lsn, "Restore the volume as it was at this LSN")
       ->check(CheckValidator(CheckLsn, "LSN"))
       ->type_name("N");
-  restore->add_option("--source", args->source,
-                      "The backed-up volume, for --time/--lsn (default: the store's only "
-                      "volume, or the\ntarget's name)")
+  restore
+      ->add_option("--source", args->source,
+                   "The backed-up volume, for --time/--lsn (default: the store's only "
+                   "volume, or the\ntarget's name)")
       ->check(NameValidator("volume name"))
       ->type_name("VOL");
   restore->add_option("--to-new", args->to_new, "Restore into a new volume VOL of POOL")
       ->expected(2)
       ->type_name("POOL VOL");
-  restore->add_option("--onto", args->onto,
-                      "Restore onto the existing volume VOL of POOL (refused while it is in use)")
+  restore
+      ->add_option("--onto", args->onto,
+                   "Restore onto the existing volume VOL of POOL (refused while it is in use)")
       ->expected(2)
       ->type_name("POOL VOL");
-  restore->add_flag("--plan", args->plan, "Print the chain the restore would apply; change nothing");
+  restore->add_flag("--plan", args->plan,
+                    "Print the chain the restore would apply; change nothing");
   restore->add_flag("--copy", args->copy,
                     "Copy a snapshot set before the volume is usable, rather than the instant\n"
                     "restore (usable at once, filled in the background)");
@@ -829,9 +871,9 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       throw CLI::ValidationError(s.message());
     }
     const std::string volume = where[1];
-    exit_code = executor.RunOnPool(where[0], {args->json}, [args, volume, onto](CommandContext& ctx) {
-      return RunRestore(ctx, *args, volume, onto);
-    });
+    exit_code = executor.RunOnPool(
+        where[0], {args->json},
+        [args, volume, onto](CommandContext& ctx) { return RunRestore(ctx, *args, volume, onto); });
   });
 
   {
@@ -898,7 +940,9 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
     CLI::App* cmd = AddCommand(*restore, "resume",
                                "Attach an instantly restored volume's backup again (after a "
                                "restart, a crash or a\ncancelled fill) and finish filling it");
-    cmd->add_option("--store", a->store, "The WORM store's directory")->required()->type_name("DIR");
+    cmd->add_option("--store", a->store, "The WORM store's directory")
+        ->required()
+        ->type_name("DIR");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
     AddRateOption(cmd, a->rate,
