@@ -563,7 +563,10 @@ Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
           if (!CheckRoom(run + MetadataNeed(vol.root, run) + HydrationMetadataNeed(*h, run)).ok()) {
             return Status::OK();
           }
-          SNAPDISK_RETURN_IF_ERROR(FillRun(vol_slot, *h, x, run));
+          Status filled = FillRun(vol_slot, *h, x, run);
+          // Out of room after all: the request reads from the source.
+          if (filled.IsNoSpace() && CheckHealthy().ok()) return Status::OK();
+          SNAPDISK_RETURN_IF_ERROR(filled);
           h = FindHydration(vol_id);  // the fill may have ended the hydration
           if (h == nullptr) return Status::OK();
           x += run;
