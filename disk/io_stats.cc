@@ -1,6 +1,6 @@
 #include "disk/io_stats.h"
 
-#include <bit>
+#include <algorithm>
 #include <cstdio>
 
 namespace snapdisk {
@@ -19,29 +19,9 @@ const char* IoOpName(IoOp op) {
   return "unknown";
 }
 
-// Values below kSubBuckets map linearly (bucket = value); above, a value with
-// its highest bit at position m (m >= kSubBucketBits) falls in magnitude
-// m - kSubBucketBits + 1, sub-bucket given by the kSubBucketBits bits below it.
-int LatencyHistogram::BucketFor(uint64_t value_ns) {
-  if (value_ns < kSubBuckets) return static_cast<int>(value_ns);
-  int top_bit = 63 - std::countl_zero(value_ns);
-  int magnitude = top_bit - kSubBucketBits + 1;
-  if (magnitude >= kMagnitudes) return kBucketCount - 1;
-  int sub = static_cast<int>((value_ns >> (top_bit - kSubBucketBits)) & (kSubBuckets - 1));
-  return magnitude * kSubBuckets + sub;
-}
-
-uint64_t LatencyHistogram::BucketUpperNs(int bucket) {
-  if (bucket < kSubBuckets) return static_cast<uint64_t>(bucket);
-  int magnitude = bucket / kSubBuckets;
-  uint64_t sub = static_cast<uint64_t>(bucket % kSubBuckets);
-  int shift = magnitude - 1;
-  uint64_t lower = (uint64_t{kSubBuckets} + sub) << shift;
-  return lower + (uint64_t{1} << shift) - 1;
-}
-
-void LatencyHistogram::Record(uint64_t latency_ns) {
-  buckets_[BucketFor(latency_ns)].fetch_add(1, std::memory_order_relaxed);
+void AtomicLatencyHistogram::Record(uint64_t latency_ns) {
+  buckets_[Buckets::Of(static_cast<int64_t>(std::min<uint64_t>(latency_ns, Buckets::kMaxValue)))]
+      .fetch_add(1, std::memory_order_relaxed);
   sum_ns_.fetch_add(latency_ns, std::memory_order_relaxed);
   uint64_t prev = max_ns_.load(std::memory_order_relaxed);
   while (latency_ns > prev &&
@@ -49,13 +29,13 @@ void LatencyHistogram::Record(uint64_t latency_ns) {
   }
 }
 
-uint64_t LatencyHistogram::count() const {
+uint64_t AtomicLatencyHistogram::count() const {
   uint64_t total = 0;
   for (const auto& b : buckets_) total += b.load(std::memory_order_relaxed);
   return total;
 }
 
-uint64_t LatencyHistogram::PercentileNs(double fraction) const {
+uint64_t AtomicLatencyHistogram::PercentileNs(double fraction) const {
   uint64_t total = count();
   if (total == 0) return 0;
   if (fraction < 0) fraction = 0;
@@ -65,14 +45,14 @@ uint64_t LatencyHistogram::PercentileNs(double fraction) const {
   if (static_cast<double>(rank) < fraction * static_cast<double>(total)) ++rank;
   if (rank == 0) rank = 1;
   uint64_t seen = 0;
-  for (int i = 0; i < kBucketCount; ++i) {
+  for (uint32_t i = 0; i < Buckets::kCount; ++i) {
     seen += buckets_[i].load(std::memory_order_relaxed);
-    if (seen >= rank) return BucketUpperNs(i);
+    if (seen >= rank) return static_cast<uint64_t>(Buckets::Highest(i));
   }
-  return BucketUpperNs(kBucketCount - 1);
+  return static_cast<uint64_t>(Buckets::kMaxValue);
 }
 
-void LatencyHistogram::Reset() {
+void AtomicLatencyHistogram::Reset() {
   for (auto& b : buckets_) b.store(0, std::memory_order_relaxed);
   sum_ns_.store(0, std::memory_order_relaxed);
   max_ns_.store(0, std::memory_order_relaxed);

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "disk/latency_histogram.h"
+
 namespace snapdisk {
 
 enum class IoOp : uint8_t { kRead = 0, kWrite = 1, kFlush = 2, kDiscard = 3 };
@@ -19,15 +21,13 @@ inline constexpr int kIoOpCount = 4;
 // "read", "write", "flush", "discard".
 const char* IoOpName(IoOp op);
 
-// Log-linear histogram of latencies in nanoseconds: 32 sub-buckets per power of
-// two, so a reported percentile is within ~3% of the true value. Covers 1 ns to
-// ~4.6 hours; larger values land in the last bucket.
-class LatencyHistogram {
+// A latency histogram that threads record into without locks (relaxed
+// atomics), in nanoseconds: LogLinearBuckets<5> (disk/latency_histogram.h),
+// 32 buckets per power of two, so a reported percentile is within ~3% of the
+// true value; 0 ns to ~18 minutes, larger values land in the last bucket.
+class AtomicLatencyHistogram {
  public:
-  static constexpr int kSubBucketBits = 5;
-  static constexpr int kSubBuckets = 1 << kSubBucketBits;
-  static constexpr int kMagnitudes = 44;
-  static constexpr int kBucketCount = kMagnitudes * kSubBuckets;
+  using Buckets = LogLinearBuckets<5>;
 
   void Record(uint64_t latency_ns);
   // The latency at or below which `fraction` (0..1) of recorded values fall
@@ -38,11 +38,8 @@ class LatencyHistogram {
   uint64_t max_ns() const { return max_ns_.load(std::memory_order_relaxed); }
   void Reset();
 
-  static int BucketFor(uint64_t value_ns);
-  static uint64_t BucketUpperNs(int bucket);
-
  private:
-  std::array<std::atomic<uint64_t>, kBucketCount> buckets_{};
+  std::array<std::atomic<uint64_t>, Buckets::kCount> buckets_{};
   std::atomic<uint64_t> sum_ns_{0};
   std::atomic<uint64_t> max_ns_{0};
 };
@@ -79,7 +76,7 @@ class IoStats {
     std::atomic<uint64_t> ops{0};
     std::atomic<uint64_t> bytes{0};
     std::atomic<uint64_t> errors{0};
-    LatencyHistogram latency;
+    AtomicLatencyHistogram latency;
   };
   std::array<PerOp, kIoOpCount> per_op_;
 };
