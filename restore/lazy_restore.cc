@@ -339,17 +339,22 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> BackupSetSource::FetchedWith(
   const auto [page, extent] = found;
   if (page == nullptr) return ranges;  // outside every page: not pending
   if (extent == nullptr) {
-    // A hole inside the page's span: zeros, fetched from nowhere. The gap
-    // between its neighbours goes at once (it becomes a hole).
+    // A hole inside the page's span: zeros, fetched from nowhere; it goes
+    // at once (it becomes a hole in the volume).
     auto next = std::upper_bound(
         page->extents.begin(), page->extents.end(), offset_bytes,
         [](uint64_t offset, const RestoreIndexPage::Extent& e) { return offset < e.offset_bytes; });
-    const uint64_t end = next == page->extents.end() ? volume_size_bytes_ : next->offset_bytes;
+    uint64_t end = next == page->extents.end() ? volume_size_bytes_ : next->offset_bytes;
     uint64_t begin = 0;
     if (next != page->extents.begin()) {
       const RestoreIndexPage::Extent& prev = *(next - 1);
       begin = prev.offset_bytes + prev.length_bytes;
     }
+    // At most the MiB around the offset: zeros cost nothing to fetch, but
+    // filling a GiB-long hole would hold the read that asked for one block.
+    constexpr uint64_t kHoleUnitBytes = uint64_t{1} << 20;
+    begin = std::max(begin, offset_bytes / kHoleUnitBytes * kHoleUnitBytes);
+    end = std::min(end, begin + kHoleUnitBytes);
     ranges.emplace_back(begin, end - begin);
     return ranges;
   }

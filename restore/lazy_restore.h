@@ -124,7 +124,9 @@ class BackupSetSource final : public HydrationSource {
   // Every extent of the chunk that holds `offset_bytes` in its index page
   // (the whole chunk is fetched and decoded to serve any byte of it): the
   // engine fills them all, so a chunk is read from the store once however
-  // the volume is read. Empty for a hole. Reads the index page when needed.
+  // the volume is read. In a hole inside a page's span: the hole, at most the
+  // MiB around the offset (zeros, fetched from nowhere). Empty outside every
+  // page. Reads the index page when needed.
   Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) override;
   uint64_t fetched_bytes() const override { return store_bytes_read(); }
   uint64_t image_fetch_bytes() const override { return set_stored_bytes().value_or(0); }

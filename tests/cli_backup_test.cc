@@ -24,11 +24,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "disk/clock.h"
 #include "engine/pool_file.h"
+#include "engine/volume.h"
 #include "restore/lazy_restore.h"
 #include "restore/restore_apply.h"
-#include "engine/volume.h"
-#include "disk/clock.h"
 #include "snapshot/backup_export.h"
 #include "support/backup_restore.h"
 #include "support/cli_test_support.h"
@@ -108,8 +108,8 @@ TEST_F(CliBackupTest, StoreCreateRefusesBadSettingsAndExistingStores) {
   EXPECT_TRUE(Contains(r.err, "1-19")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir_.File("s2")));
 
-  const json doc = RunJson({"store", "create", dir_.File("s2"), "--chunk-size", "4M",
-                            "--zstd-level", "3"});
+  const json doc =
+      RunJson({"store", "create", dir_.File("s2"), "--chunk-size", "4M", "--zstd-level", "3"});
   EXPECT_EQ(doc["chunk_bytes"], 4 * kMiB);
   EXPECT_EQ(doc["zstd_level"], 3);
   r = RunCli({"store", "verify", dir_.File("missing")});
@@ -213,8 +213,8 @@ TEST_F(CliBackupTest, EveryMethodPrintsItsSetWithAnId) {
   }
   EXPECT_EQ(ids.size(), 6u);
 
-  CliResult r = RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--retain",
-                        "30"});
+  CliResult r =
+      RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--retain", "30"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.out, "Backed up volume 'db' as F")) << r.out;
   // Nothing written since that full: an incremental covering no LSN says so.
@@ -344,10 +344,11 @@ TEST_F(CliBackupTest, ExtendOnlyLengthensRetention) {
     std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm_utc);
     return std::string(buf);
   };
-  json doc = RunJson({"backup", "extend", "--store", store_, id, "--until",
-                      date(now_s + 40 * 86400)});
+  json doc =
+      RunJson({"backup", "extend", "--store", store_, id, "--until", date(now_s + 40 * 86400)});
   EXPECT_EQ(doc["id"], id);
-  EXPECT_GT(doc["retain_until_unix_ns"].get<int64_t>(), until + int64_t{30} * 86400 * 1'000'000'000);
+  EXPECT_GT(doc["retain_until_unix_ns"].get<int64_t>(),
+            until + int64_t{30} * 86400 * 1'000'000'000);
   const int64_t extended = doc["retain_until_unix_ns"];
   doc = RunJson({"backup", "extend", "--store", store_, id, "--until",
                  date(now_s + 50 * 86400) + "T12:00:00+02:00"});
@@ -399,9 +400,9 @@ TEST_F(CliBackupTest, ExportWritesAVerifiableFile) {
 
 TEST_F(CliBackupTest, PolicySetRefusesEachOutOfRangeValueWithItsRange) {
   const std::string before = testing::ContentFingerprint(pool_);
-  const std::vector<std::string> good = {"--method",     "physical", "--retention",     "30",
-                                         "--cycle",      "mon,thu",  "--window",        "02:00-03:00",
-                                         "--log-frequency", "data"};
+  const std::vector<std::string> good = {
+      "--method", "physical",    "--retention",     "30",  "--cycle", "mon,thu",
+      "--window", "02:00-03:00", "--log-frequency", "data"};
   auto with = [&](const std::string& option, const std::string& value) {
     std::vector<std::string> args = {"policy", "set", pool_, "db", "--store", store_};
     bool replaced = false;
@@ -470,9 +471,26 @@ TEST_F(CliBackupTest, PolicySetRefusesEachOutOfRangeValueWithItsRange) {
 TEST_F(CliBackupTest, PolicySetShowRemove) {
   CliOptions in_dir;
   in_dir.cwd = dir_.path().string();
-  json doc = RunJson({"policy", "set", "pool", "db", "--store", "store", "--method", "physical",
-                      "--retention", "30", "--cycle", "thu,MON", "--window", "23:00-01:00",
-                      "--log-frequency", "30m", "--incremental", "on", "--log-retention", "14"},
+  json doc = RunJson({"policy",
+                      "set",
+                      "pool",
+                      "db",
+                      "--store",
+                      "store",
+                      "--method",
+                      "physical",
+                      "--retention",
+                      "30",
+                      "--cycle",
+                      "thu,MON",
+                      "--window",
+                      "23:00-01:00",
+                      "--log-frequency",
+                      "30m",
+                      "--incremental",
+                      "on",
+                      "--log-retention",
+                      "14"},
                      in_dir);
   EXPECT_EQ(doc["volume"], "db");
   // The store is kept as an absolute path (a server or scheduler runs elsewhere).
@@ -504,9 +522,9 @@ TEST_F(CliBackupTest, PolicySetShowRemove) {
 
 TEST_F(CliBackupTest, PolicyRunRunsWhatIsDueOnce) {
   Write("db", 0, 2 * kMiB, 11);
-  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
-           "--retention", "10", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
-           "00:00-24:00", "--log-frequency", "30m"});
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot", "--retention",
+           "10", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window", "00:00-24:00",
+           "--log-frequency", "30m"});
   // Today's occurrence started at 00:00 and nothing served it: due now.
   json doc = RunJson({"policy", "run", pool_});
   ASSERT_GE(doc["runs"].size(), 1u) << doc.dump();
@@ -560,7 +578,8 @@ TEST_F(CliBackupTest, BackupHistoryListsEveryTaskThatEnded) {
   EXPECT_EQ(history[0]["trigger"], "manual");
   EXPECT_EQ(history[0]["result"], "done");
   EXPECT_EQ(history[0]["data_bytes"], 2 * kMiB);
-  EXPECT_LE(history[0]["started_unix_ns"].get<int64_t>(), history[0]["finished_unix_ns"].get<int64_t>());
+  EXPECT_LE(history[0]["started_unix_ns"].get<int64_t>(),
+            history[0]["finished_unix_ns"].get<int64_t>());
   EXPECT_EQ(history[1]["set"], log["id"]);
   EXPECT_EQ(history[1]["method"], "log");
   CliResult text = RunCli({"backup", "history", pool_});
@@ -617,14 +636,13 @@ TEST_F(CliBackupTest, RestoreAChainAtOnceOrStepByStep) {
   EXPECT_EQ(RunJson({"restore", "status", pool_, "r2"})["state"], "restoring");
   CliResult refused = RunCli({"restore", "apply", "--store", store_, i, pool_, "r2"});
   EXPECT_NE(refused.exit_code, 0);
-  EXPECT_TRUE(Contains(refused.err, "incremental backup " + i + " begins at LSN " +
-                                        std::to_string(incr["first_lsn"].get<uint64_t>()) +
-                                        ", which is too recent to apply: the volume is at LSN " +
-                                        std::to_string(full["last_lsn"].get<uint64_t>()) +
-                                        "; apply " + d + " (LSN " +
-                                        std::to_string(diff["first_lsn"].get<uint64_t>()) + "-" +
-                                        std::to_string(diff["last_lsn"].get<uint64_t>()) +
-                                        ") first"))
+  EXPECT_TRUE(
+      Contains(refused.err, "incremental backup " + i + " begins at LSN " +
+                                std::to_string(incr["first_lsn"].get<uint64_t>()) +
+                                ", which is too recent to apply: the volume is at LSN " +
+                                std::to_string(full["last_lsn"].get<uint64_t>()) + "; apply " + d +
+                                " (LSN " + std::to_string(diff["first_lsn"].get<uint64_t>()) + "-" +
+                                std::to_string(diff["last_lsn"].get<uint64_t>()) + ") first"))
       << refused.err;
   refused = RunCli({"restore", "apply", "--store", store_, f, pool_, "r2"});
   EXPECT_TRUE(Contains(refused.err, "backup " + f +
@@ -645,13 +663,13 @@ TEST_F(CliBackupTest, RestoreAChainAtOnceOrStepByStep) {
   EXPECT_NE(CompareInPool(pool_, "r1", "db"), "");  // db moved on; r1 is F's image
 
   // Bad command lines.
-  EXPECT_EQ(RunCli({"restore", "--store", store_, f, "--time", "2026-01-01", "--to-new", pool_,
-                    "x"})
-                .exit_code,
-            2);
+  EXPECT_EQ(
+      RunCli({"restore", "--store", store_, f, "--time", "2026-01-01", "--to-new", pool_, "x"})
+          .exit_code,
+      2);
   EXPECT_EQ(RunCli({"restore", "--store", store_, f}).exit_code, 2);
-  EXPECT_EQ(RunCli({"restore", "--store", store_, "--lsn", "abc", "--to-new", pool_, "x"}).exit_code,
-            2);
+  EXPECT_EQ(
+      RunCli({"restore", "--store", store_, "--lsn", "abc", "--to-new", pool_, "x"}).exit_code, 2);
 }
 
 // The issue that made a store unreadable for a week: a log backup of one
@@ -686,9 +704,9 @@ TEST_F(CliBackupTest, ALogBackupOfOneRepeatedByteLeavesTheStoreUsable) {
   CliResult again = RunCli({"backup", pool_, "db", "--store", store_, "--method", "log"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
   EXPECT_TRUE(Contains(again.out, "nothing to ship")) << again.out;
-  EXPECT_EQ(RunJson({"backup", pool_, "db", "--store", store_, "--method", "log"})
-                ["nothing_to_ship"],
-            true);
+  EXPECT_EQ(
+      RunJson({"backup", pool_, "db", "--store", store_, "--method", "log"})["nothing_to_ship"],
+      true);
 }
 
 // Restoring onto a volume that is not the backup's source, or growing it,
@@ -701,10 +719,11 @@ TEST_F(CliBackupTest, RestoreOntoAnotherVolumeOrGrowingItNeedsReplace) {
   const std::string before = testing::ContentFingerprint(pool_);
   CliResult r = RunCli({"restore", "--store", store_, f, "--onto", pool_, "src"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(Contains(r.err, "restoring " + f + " (volume 'db', 64 MiB) onto volume 'src' "
-                              "(32 MiB) refused: it is not the backup's source volume, and the "
-                              "restore would grow it from 32 MiB to 64 MiB; replace it anyway "
-                              "with --replace"))
+  EXPECT_TRUE(Contains(r.err, "restoring " + f +
+                                  " (volume 'db', 64 MiB) onto volume 'src' "
+                                  "(32 MiB) refused: it is not the backup's source volume, and the "
+                                  "restore would grow it from 32 MiB to 64 MiB; replace it anyway "
+                                  "with --replace"))
       << r.err;
   EXPECT_EQ(testing::ContentFingerprint(pool_), before);
   r = RunCli({"restore", "apply", "--store", store_, f, pool_, "src"});
@@ -757,8 +776,8 @@ TEST_F(CliBackupTest, ExportFilesRestoreWithoutTheStore) {
   EXPECT_EQ(st["applied"][0]["id"], full["id"]);
   EXPECT_EQ(st["applied"][1]["id"], l1["id"]);
   // Files are read-only, and a damaged one is refused.
-  CliResult both = RunCli({"restore", "--store", store_, "--from", f, full["id"], "--to-new",
-                           pool_, "y"});
+  CliResult both =
+      RunCli({"restore", "--store", store_, "--from", f, full["id"], "--to-new", pool_, "y"});
   EXPECT_EQ(both.exit_code, 2) << both.err;
   {
     std::fstream damage(f, std::ios::in | std::ios::out | std::ios::binary);
@@ -784,8 +803,8 @@ TEST_F(CliBackupTest, BackupSetsCannotBeDeletedOnlyExpire) {
 TEST_F(CliBackupTest, ManualBackupsCanBeKeptForever) {
   Write("db", 0, 1 * kMiB, 1);
   for (const char* forever : {"forever", "-1"}) {
-    const json set = RunJson({"backup", pool_, "db", "--store", store_, "--method", "full",
-                              "--retain", forever});
+    const json set = RunJson(
+        {"backup", pool_, "db", "--store", store_, "--method", "full", "--retain", forever});
     EXPECT_TRUE(set["retain_until"].is_null()) << set.dump();
     EXPECT_EQ(set["retain_forever"], true) << set.dump();
     EXPECT_EQ(set["retain_until_unix_ns"], INT64_MAX);
@@ -793,7 +812,8 @@ TEST_F(CliBackupTest, ManualBackupsCanBeKeptForever) {
   CliResult list = RunCli({"backup", "list", "--store", store_});
   EXPECT_TRUE(Contains(list.out, "forever")) << list.out;
   // Still write-once: it cannot be shortened, nor deleted.
-  CliResult shorter = RunCli({"backup", "extend", "--store", store_, "F1", "--until", "2100-01-01"});
+  CliResult shorter =
+      RunCli({"backup", "extend", "--store", store_, "F1", "--until", "2100-01-01"});
   EXPECT_EQ(shorter.exit_code, 7) << shorter.err;
   EXPECT_TRUE(Contains(shorter.err, "retained until forever")) << shorter.err;
   EXPECT_EQ(RunCli({"backup", "delete", "--store", store_, "F1"}).exit_code, 7);
@@ -801,8 +821,8 @@ TEST_F(CliBackupTest, ManualBackupsCanBeKeptForever) {
   EXPECT_EQ(RunJson({"backup", "list", "--store", store_}).size(), 2u);
   // Automatic (policy) retention stays 7-730 days.
   CliResult policy = RunCli({"policy", "set", pool_, "db", "--store", store_, "--method",
-                             "snapshot", "--retention", "forever", "--cycle", "mon,thu",
-                             "--window", "02:00-03:00", "--log-frequency", "30m"});
+                             "snapshot", "--retention", "forever", "--cycle", "mon,thu", "--window",
+                             "02:00-03:00", "--log-frequency", "30m"});
   EXPECT_EQ(policy.exit_code, 2) << policy.err;
 }
 
@@ -1100,9 +1120,8 @@ TEST_F(CliBackupServeTest, ClientHangingUpCancelsTheBackup) {
   const auto snapshots_before = BackupSnapshots();
   CliOptions options;
   options.timeout_s = 1;  // killed after a second: the server sees the hang-up
-  CliResult r =
-      RunCli({"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "5"},
-             options);
+  CliResult r = RunCli(
+      {"backup", pool_, "db", "--store", store_, "--method", "full", "--rate", "5"}, options);
   EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
   const json list = ListWhenFree();
   EXPECT_EQ(list.size(), 0u) << list.dump();
@@ -1212,9 +1231,9 @@ TEST_F(CliBackupServeTest, TheServerRunsDuePoliciesByItself) {
       pool_, std::vector<std::string>{"--socket", socket_, "--policy-check", "1"},
       dir_.File("server2.log"));
   ASSERT_TRUE(server_->WaitReady()) << server_->Log();
-  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
-           "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
-           "00:00-24:00", "--log-frequency", "5m"});
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot", "--retention",
+           "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window", "00:00-24:00",
+           "--log-frequency", "5m"});
   json history;
   bool snapshot_done = false;
   for (int i = 0; i < 300 && !snapshot_done; ++i) {
@@ -1241,9 +1260,9 @@ TEST_F(CliBackupServeTest, TheServerRunsDuePoliciesByItself) {
 }
 
 TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {
-  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot",
-           "--retention", "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window",
-           "00:00-24:00", "--log-frequency", "5m"});
+  RunJson({"policy", "set", pool_, "db", "--store", store_, "--method", "snapshot", "--retention",
+           "7", "--cycle", "mon,tue,wed,thu,fri,sat,sun", "--window", "00:00-24:00",
+           "--log-frequency", "5m"});
   EXPECT_EQ(RunJson({"policy", "show", pool_, "db"})["policy"]["method"], "snapshot");
   const json doc = RunJson({"policy", "run", pool_});
   bool snapshot_ran = false;
@@ -1253,7 +1272,6 @@ TEST_F(CliBackupServeTest, PolicyCommandsRunInsideTheServer) {
   }
   EXPECT_TRUE(snapshot_ran) << doc.dump();
 }
-
 
 // ---- restore open --check sync|async, restore check, the write fence ---------------
 // (opencheck helper's block: a restoring volume refuses writes; the check before
@@ -1394,8 +1412,9 @@ TEST_F(CliRestoreCheckTest, ACorruptBlockIsFoundBeforeOrAfterOpen) {
   // Sync: not opened.
   CliResult sync = RunCli({"restore", "open", target_, "r"});
   EXPECT_EQ(sync.exit_code, 5) << sync.err;
-  EXPECT_TRUE(Contains(sync.err, "volume 'r' stays restoring: the check found 1 bad block "
-                                 "(listed above)"))
+  EXPECT_TRUE(Contains(sync.err,
+                       "volume 'r' stays restoring: the check found 1 bad block "
+                       "(listed above)"))
       << sync.err;
   EXPECT_TRUE(Contains(sync.out, "was not opened")) << sync.out;
   // The bad block's line is printed once, not in every summary.
@@ -1412,8 +1431,9 @@ TEST_F(CliRestoreCheckTest, ACorruptBlockIsFoundBeforeOrAfterOpen) {
   // Async: opened at once, the problem found afterwards; it stays open.
   CliResult async = RunCli({"restore", "open", target_, "r", "--check", "async", "--json"});
   EXPECT_EQ(async.exit_code, 5) << async.err;
-  EXPECT_TRUE(Contains(async.err, "volume 'r' is open (it stays open), but its check found 1 bad "
-                                  "block"))
+  EXPECT_TRUE(Contains(async.err,
+                       "volume 'r' is open (it stays open), but its check found 1 bad "
+                       "block"))
       << async.err;
   const json doc = json::parse(async.out, nullptr, false);
   ASSERT_FALSE(doc.is_discarded()) << async.out;
@@ -1457,14 +1477,15 @@ TEST_F(CliRestoreCheckTest, ACheckLeftRunningShowsAsInterrupted) {
     ASSERT_TRUE(state.ok() && *state);
     (*state)->check->state = RestoreCheckState::kRunning;
     (*state)->check->finished_unix_ns = 0;
-    ASSERT_TRUE((*pf)->pool().SetAttribute("r", kRestoreStateAttribute,
-                                           EncodeRestoreState(**state)).ok());
+    ASSERT_TRUE(
+        (*pf)->pool().SetAttribute("r", kRestoreStateAttribute, EncodeRestoreState(**state)).ok());
     ASSERT_TRUE((*pf)->Close().ok());
   }
   EXPECT_EQ(StatusOf("r")["check"]["state"], "interrupted");
   CliResult text = RunCli({"restore", "status", target_, "r"});
-  EXPECT_TRUE(Contains(text.out, "interrupted (the process running it stopped); `snapdisk restore "
-                                 "check` runs it again"))
+  EXPECT_TRUE(Contains(text.out,
+                       "interrupted (the process running it stopped); `snapdisk restore "
+                       "check` runs it again"))
       << text.out;
   RunJson({"restore", "check", target_, "r"});
   EXPECT_EQ(StatusOf("r")["check"]["state"], "clean");
@@ -1478,8 +1499,7 @@ TEST_F(CliBackupServeTest, AsyncOpenChecksWhileAnNbdClientWrites) {
   // Inside the server the command answers at once: open, the check running
   // as a server job (48 MiB at 12 MB/s: about four seconds).
   const auto asked = std::chrono::steady_clock::now();
-  const json answer =
-      RunJson({"restore", "open", pool_, "r", "--check", "async", "--rate", "12"});
+  const json answer = RunJson({"restore", "open", pool_, "r", "--check", "async", "--rate", "12"});
   EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(2));
   EXPECT_EQ(answer["state"], "open") << answer.dump();
   EXPECT_EQ(answer["check"]["state"], "running") << answer.dump();
@@ -1523,7 +1543,8 @@ TEST_F(CliBackupServeTest, AsyncChecksAreCancelledOrInterrupted) {
     }
     return false;
   };
-  const CliResult opened = RunCli({"restore", "open", pool_, "r", "--check", "async", "--rate", "4"});
+  const CliResult opened =
+      RunCli({"restore", "open", pool_, "r", "--check", "async", "--rate", "4"});
   EXPECT_EQ(opened.exit_code, 0) << opened.err;
   EXPECT_TRUE(Contains(opened.out, "The server checks its data in the background")) << opened.out;
   ASSERT_TRUE(wait_listed());
