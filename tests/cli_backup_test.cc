@@ -849,7 +849,17 @@ TEST_F(CliBackupTest, SnapshotSetsRestoreInstantly) {
   // Reading every block fetches every chunk once, and fills what it fetched.
   EXPECT_EQ(CompareInPool(pool_, "lazy", "db"), "");
   EXPECT_EQ(RunJson({"restore", "status", pool_, "lazy"})["hydrating"], false);
-  // An unread one: `restore resume` fills it.
+  // An unread one: `restore resume` fills it; a cap it was started with
+  // (1 MB/s: 21 s) is lifted with --rate none.
+  RunJson({"restore", "--store", store_, snap["id"], "--to-new", pool_, "capped", "--rate", "1"});
+  const auto resumed_at = std::chrono::steady_clock::now();
+  RunJson({"restore", "resume", "--store", store_, pool_, "capped", "--rate", "none"});
+  EXPECT_LT(std::chrono::steady_clock::now() - resumed_at, std::chrono::seconds(15));
+  EXPECT_EQ(RunJson({"restore", "status", pool_, "capped"})["hydrating"], false);
+  EXPECT_EQ(CompareInPool(pool_, "capped", "db"), "");
+  EXPECT_EQ(RunCli({"restore", "resume", "--store", store_, pool_, "lazy2", "--rate", "fast"})
+                .exit_code,
+            2);
   RunJson({"restore", "resume", "--store", store_, pool_, "lazy2"});
   EXPECT_EQ(RunJson({"restore", "status", pool_, "lazy2"})["hydrating"], false);
   EXPECT_EQ(CompareInPool(pool_, "lazy2", "db"), "");

@@ -680,7 +680,9 @@ int RunResume(CommandContext& ctx, const RestoreArgs& args) {
   lazy.store_locator = CanonicalStoreDir(ctx.ResolvePath(args.store));
   lazy.store_owner = *store;
   // The cap the restore was started with, unless --rate says otherwise.
-  if (!args.rate.empty()) {
+  if (args.rate == "none") {
+    lazy.rate_mb_per_s = 0;
+  } else if (!args.rate.empty()) {
     lazy.rate_mb_per_s = ParseRate(args.rate).value();
   } else if (auto recorded = GetHydrationSourceRecord(ctx.pool(), args.volume); recorded.ok()) {
     lazy.rate_mb_per_s = recorded->rate_mb_per_s;
@@ -774,7 +776,7 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
       "  snapdisk restore apply (--store DIR | --from FILE...) ID POOL VOL [--replace] [--json]\n"
       "  snapdisk restore open POOL VOL [--check sync|async] [--rate MB/s] [--json]\n"
       "  snapdisk restore check POOL VOL [--rate MB/s] [--json]\n"
-      "  snapdisk restore resume --store DIR POOL VOL [--rate MB/s] [--json]\n"
+      "  snapdisk restore resume --store DIR POOL VOL [--rate MB/s|none] [--json]\n"
       "  snapdisk restore status POOL VOL [--json]\n\n"
       "A snapshot set restored to a new volume is instant: the command returns once the\n"
       "volume is usable (inside `snapdisk serve`, exported at once); a read of a block\n"
@@ -945,8 +947,12 @@ void AddRestoreCommands(CLI::App& app, int& exit_code, Executor& executor) {
         ->type_name("DIR");
     AddPoolArg(cmd, a->pool);
     AddVolumeArg(cmd, a->volume);
-    AddRateOption(cmd, a->rate,
-                  "Cap the fill at this many MB/s (default: the cap the restore was started with)");
+    cmd->add_option("--rate", a->rate,
+                    "Cap the fill at this many MB/s, or `none` for no cap (default: the cap the\n"
+                    "restore was started with)")
+        ->check(CheckValidator(
+            [](const std::string& v) { return v == "none" ? Status::OK() : CheckRate(v); }, "rate"))
+        ->type_name("MB/s|none");
     AddJsonFlag(cmd, a->json);
     cmd->callback([a, &exit_code, &executor] {
       exit_code = executor.RunOnPool(a->pool, {a->json},
