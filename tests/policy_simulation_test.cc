@@ -161,6 +161,17 @@ TEST(PolicySimulationTest, RefusesBadOptionsByName) {
   refused([](auto& o) { o.writes_per_hour = -1; }, "writes per hour");
 }
 
+TEST(PolicySimulationTest, StopsWhenTheInMemoryStoreOutgrowsItsLimit) {
+  PolicySimulationOptions o = Physical30m(4);
+  o.duration_ns = kNsPerDay;
+  o.max_write_bytes = o.working_set_bytes;  // up to 16 MiB a write
+  o.memory_limit_bytes = uint64_t{256} << 20;
+  auto r = SimulatePolicy(o);
+  ASSERT_TRUE(r.status().IsNoSpace()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("over the memory limit of 256 MiB"), std::string::npos)
+      << r.status().ToString();
+}
+
 TEST(PolicySimulationTest, CancelledByProgress) {
   PolicySimulationOptions o = Physical30m(1);
   o.duration_ns = 10 * kNsPerDay;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 
+#include "disk/bytes.h"
 #include "disk/check.h"
 #include "disk/fault_device.h"
 #include "disk/memory_device.h"
@@ -414,6 +415,14 @@ Result<PolicySimulationReport> Simulation::Run() {
       SNAPDISK_RETURN_IF_ERROR(Write());
       next_write_ns = now() + NextWriteGapNs();
       continue;
+    }
+    const uint64_t held = store_->stored_bytes() + disk_.memory->allocated_bytes();
+    if (held > options_.memory_limit_bytes) {
+      return Status::NoSpace(
+          "the simulated store and disk hold " + HumanBytes(held) + " at simulated " +
+          FormatRfc3339(now()) + ", over the memory limit of " +
+          HumanBytes(options_.memory_limit_bytes) +
+          " (they live in memory): write less, keep backups fewer days, or raise the limit");
     }
     SNAPDISK_ASSIGN_OR_RETURN(next_due_ns, scheduler_->NextDueUnixNs());
     // A run that failed is retried later; never spin on one moment.

@@ -64,6 +64,9 @@ struct PolicySimulationOptions {
   double writes_per_hour = 120;
   uint64_t max_write_bytes = uint64_t{64} << 10;
   uint64_t working_set_bytes = uint64_t{16} << 20;
+  // Memory the simulated disk and store may hold together (both live in
+  // this process's memory); beyond it the run stops with NoSpace saying so.
+  uint64_t memory_limit_bytes = uint64_t{4} << 30;
   // Whole-disk failures to inject (each a restore and a comparison).
   uint32_t failures = 0;
   uint64_t seed = 1;
@@ -125,7 +128,8 @@ struct PolicySimulationReport {
 // Runs the simulation. InvalidArgument naming the option for bad options (an
 // invalid policy, a working set larger than the volume, a duration <= 0);
 // Cancelled when `progress` said so; Corruption when a restore after a
-// failure matched no prefix of the acknowledged writes; other errors of the
+// failure matched no prefix of the acknowledged writes; NoSpace when the
+// simulated disk and store outgrow memory_limit_bytes; other errors of the
 // pool or store when the simulation itself could not go on.
 Result<PolicySimulationReport> SimulatePolicy(const PolicySimulationOptions& options);
 

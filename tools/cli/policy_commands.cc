@@ -50,6 +50,7 @@ struct SimulateArgs {
   uint32_t failures = 0;
   uint64_t seed = 1;
   bool runs = false;
+  std::string memory_limit = "4G";
 };
 
 Status CheckDays(const std::string& text, const std::string& what, uint32_t min, uint32_t max) {
@@ -350,8 +351,11 @@ std::string SimulationText(const PolicySimulationOptions& o, const PolicySimulat
           " incremental, " + std::to_string(r.log_backups) + " log; " +
           std::to_string(r.failed_runs) + " failed, " + std::to_string(r.late_runs) + " late" +
           (r.late_runs > 0 ? " (up to " + SpanText(r.max_late_ns) + ")" : std::string()) + "\n";
-  text += "  a write waited at most " + SpanText(r.max_unshipped_ns) +
-          " to be backed up; data backups were at most " + SpanText(r.max_data_gap_ns) + " apart\n";
+  text += "  a write waited at most " + SpanText(r.max_unshipped_ns) + " to be backed up" +
+          (r.max_data_gap_ns > 0
+               ? "; data backups were at most " + SpanText(r.max_data_gap_ns) + " apart"
+               : std::string()) +
+          "\n";
   text += "  store at the end: " + std::to_string(r.store_objects) + " objects, " +
           HumanBytes(r.store_bytes) + " (" + std::to_string(r.expired_objects) +
           " removed by expiry)\n";
@@ -366,7 +370,8 @@ std::string SimulationText(const PolicySimulationOptions& o, const PolicySimulat
       text += "    " + HumanTime(f.at_unix_ns) + ": " +
               (f.applied.empty() ? std::string("nothing to restore")
                                  : "restored " + std::to_string(f.applied.size()) +
-                                       " sets to LSN " + std::to_string(f.restored_lsn)) +
+                                       (f.applied.size() == 1 ? " set" : " sets") + " to LSN " +
+                                       std::to_string(f.restored_lsn)) +
               ", lost " + std::to_string(f.lost_writes) + " writes (" + HumanBytes(f.loss_bytes) +
               ", the last " + SpanText(f.loss_ns) + ")\n";
     }
@@ -389,6 +394,7 @@ int SimulatePolicies(CommandContext& ctx, const PolicyArgs& args, const Simulate
   o.working_set_bytes = SizeOf(sim.working_set);
   o.volume_size_bytes = SizeOf(sim.volume_size);
   o.failures = sim.failures;
+  o.memory_limit_bytes = SizeOf(sim.memory_limit);
   o.seed = sim.seed;
   o.keep_runs = sim.runs;
   const uint64_t total_hours = static_cast<uint64_t>(o.duration_ns / 3'600'000'000'000);
@@ -591,6 +597,11 @@ void AddPolicyCommands(CLI::App& app, int& exit_code, Executor& executor) {
         ->capture_default_str();
     cmd->add_option("--seed", sim->seed, "Seed of the workload and the failure times")
         ->type_name("N")
+        ->capture_default_str();
+    cmd->add_option("--memory-limit", sim->memory_limit,
+                    "The simulated disk and store live in memory: stop (exit 6) past this")
+        ->check(SizeValidator())
+        ->type_name("SIZE")
         ->capture_default_str();
     cmd->add_flag("--runs", sim->runs, "List every scheduled run (a line each)");
     AddJsonFlag(cmd, args->json);
