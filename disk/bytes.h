@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
+
+#include "disk/status.h"
 
 namespace snapdisk {
 
@@ -29,5 +32,12 @@ std::string HumanBytes(uint64_t bytes);
 // The largest binary unit that represents `bytes` exactly: "1028 KiB",
 // "3 MiB", "4097 B" (for extents, where rounding would mislead).
 std::string ExactBytes(uint64_t bytes);
+
+// A size in bytes: digits, then optionally a binary unit K, M, G, T, P or E
+// (1K = 1024), case-insensitive, optionally followed by "B" or "iB"; or a
+// plain "B" for bytes. "64G", "512m", "4KiB", "1tb", "4096", "4096B".
+// InvalidArgument (naming the text) for anything else: empty, zero, signs,
+// fractions, spaces, unknown units, or a value that does not fit in 64 bits.
+Result<uint64_t> ParseSize(std::string_view text);
 
 }  // namespace snapdisk

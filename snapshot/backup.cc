@@ -215,6 +215,7 @@ struct BackupJob::Impl {
   uint32_t reads_in_flight = 0;
   uint64_t chunks_outstanding = 0;  // submitted reads whose pipeline output is not in yet
   int64_t next_read_ns = 0;         // rate cap: earliest next submission
+  double rate_mb_per_s = 0;         // the cap (options', or SetRate's)
   bool pool_busy = false;           // the pool refused a read (its request limit)
   // Chunks read or being compressed, by tag (erased when their output is in).
   std::unordered_map<uint64_t, ChunkFill> chunks;
@@ -478,6 +479,7 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
 
   ChunkPipeline::Options po;
   po.worker_threads = options.worker_threads;
+  po.idle_priority = options.idle_priority && impl->set.type == BackupType::kSnapshot;
   po.buffers = options.max_reads_in_flight + 2 * options.worker_threads;
   po.chunk_bytes = config.chunk_bytes;
   po.zstd_level = config.zstd_level;
@@ -488,6 +490,7 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
   impl->pipeline = std::make_unique<ChunkPipeline>(store, po);
   impl->slots.resize(options.max_reads_in_flight);
   impl->next_read_ns = impl->clock.NowNs();
+  impl->rate_mb_per_s = options.rate_mb_per_s;
   std::unique_ptr<BackupJob> job(new BackupJob(std::move(impl)));
   job->Remember(pool, store, info.name, options);
   return job;
@@ -553,6 +556,12 @@ const Result<BackupSet>& BackupJob::result() const {
 
 BackupProgress BackupJob::progress() const {
   return log_ ? log_->progress() : impl_->Progress();
+}
+
+void BackupJob::SetRate(double mb_per_s) {
+  if (impl_ == nullptr || impl_->live == nullptr) return;  // not a physical backup
+  if (!(mb_per_s >= 0) || !std::isfinite(mb_per_s)) return;
+  impl_->rate_mb_per_s = mb_per_s;
 }
 
 void BackupJob::Cancel() {
@@ -635,7 +644,7 @@ bool BackupJob::Impl::Step() {
 
 void BackupJob::Impl::SubmitReads() {
   const uint64_t chunk_bytes = store.config().chunk_bytes;
-  const double rate_bytes_per_ns = options.rate_mb_per_s * 1e6 / 1e9;
+  const double rate_bytes_per_ns = rate_mb_per_s * 1e6 / 1e9;
   pool_busy = false;
   while (reads_in_flight < slots.size() && copy_index < to_copy.size()) {
     int64_t now = 0;
@@ -951,7 +960,7 @@ void BackupJob::Impl::Wait() {
     pipeline->WaitForOutput(5'000'000);
     return;
   }
-  if (options.rate_mb_per_s > 0 && phase == Phase::kCopy && copy_index < to_copy.size()) {
+  if (rate_mb_per_s > 0 && phase == Phase::kCopy && copy_index < to_copy.size()) {
     const int64_t now = clock.NowNs();
     if (now < next_read_ns) clock.SleepUntilNs(next_read_ns);
   }

@@ -84,6 +84,14 @@ struct BackupOptions {
   // Who asked, for the task history (snapshot/backup_history.h): "manual"
   // or "policy".
   std::string trigger = "manual";
+  // Snapshot backups: the worker threads (hashing, compression, puts) run at
+  // idle CPU and I/O priority (SCHED_IDLE, ioprio class idle), so they use
+  // only what the workload leaves. This models ESSD, whose backend copies a
+  // snapshot on other hardware; on one machine the copy would otherwise take
+  // CPU from the workload it is meant not to disturb. Best effort: where the
+  // system refuses, the workers run at normal priority. Physical backups run
+  // in the customer's own process and never use it.
+  bool idle_priority = true;
 };
 
 // When a set started at `started_unix_ns` with `options` expires.
@@ -144,6 +152,11 @@ class BackupJob {
   const Result<BackupSet>& result() const;
 
   BackupProgress progress() const;
+  // Physical backups: changes the read-rate cap (10^6 bytes/s; 0: none) from
+  // the next read on, for a controller that paces a backup by the workload's
+  // latency (the comparator's full-adaptive). Pool's thread. No effect on
+  // snapshot and log backups.
+  void SetRate(double mb_per_s);
   // Asks the job to stop (any thread). It then fails with Cancelled at a later
   // Step, unless its manifest is already being put (then it finishes).
   void Cancel();

@@ -1,5 +1,10 @@
 #include "snapshot/chunk_pipeline.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
 
 namespace snapdisk {
@@ -31,6 +36,17 @@ Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t unt
   info->stored_bytes = object.size_bytes;
   info->new_in_set = false;
   return Status::OK();
+}
+
+// SCHED_IDLE for the CPU, ioprio class idle for the disk: the thread runs
+// only on what other threads leave. Failures leave it as it was.
+void LowerThisThreadToIdle() {
+  sched_param param{};
+  (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
+  constexpr int kIoprioWhoProcess = 1;  // with id 0: the calling thread
+  constexpr int kIoprioClassIdle = 3;
+  constexpr int kIoprioClassShift = 13;
+  (void)syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, kIoprioClassIdle << kIoprioClassShift);
 }
 
 }  // namespace
@@ -137,6 +153,7 @@ void ChunkPipeline::Cancel() {
 constexpr size_t kMaxRememberedChunks = 65536;
 
 void ChunkPipeline::WorkerLoop() {
+  if (options_.idle_priority) LowerThisThreadToIdle();
   std::vector<std::byte> encode_buffer;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {

@@ -53,6 +53,9 @@ class ChunkPipeline {
     // (stored or shared), and bytes of new chunk objects.
     std::atomic<uint64_t>* done_bytes = nullptr;
     std::atomic<uint64_t>* stored_bytes = nullptr;
+    // The workers run at idle CPU and I/O priority (BackupOptions::
+    // idle_priority); best effort.
+    bool idle_priority = false;
   };
 
   struct Output {

@@ -12,16 +12,13 @@
 #include <string>
 #include <string_view>
 
+#include "disk/bytes.h"
 #include "disk/status.h"
 
 namespace snapdisk::cli {
 
-// A size in bytes: digits, then optionally a binary unit K, M, G, T, P or E
-// (1K = 1024), case-insensitive, optionally followed by "B" or "iB"; or a
-// plain "B" for bytes. "64G", "512m", "4KiB", "1tb", "4096", "4096B".
-// InvalidArgument (naming the text) for anything else: empty, zero, signs,
-// fractions, spaces, unknown units, or a value that does not fit in 64 bits.
-Result<uint64_t> ParseSize(std::string_view text);
+// A size in bytes (disk/bytes.h): "64G", "512m", "4KiB", "4096".
+using snapdisk::ParseSize;
 
 // A snapshot reference "VOL@SNAP" (or just "VOL" when `snapshot_required` is
 // false, giving an empty snapshot). Both names are checked with ValidateName.

@@ -15,6 +15,8 @@ const char* ProgressUnitName(ProgressUnit unit) {
       return "blocks";
     case ProgressUnit::kHours:
       return "hours";
+    case ProgressUnit::kSeconds:
+      return "seconds";
   }
   return "bytes";
 }
@@ -22,6 +24,7 @@ const char* ProgressUnitName(ProgressUnit unit) {
 ProgressUnit ParseProgressUnit(std::string_view name) {
   if (name == "blocks") return ProgressUnit::kBlocks;
   if (name == "hours") return ProgressUnit::kHours;
+  if (name == "seconds") return ProgressUnit::kSeconds;
   return ProgressUnit::kBytes;
 }
 

@@ -35,8 +35,9 @@
 namespace snapdisk::cli {
 
 // kHours: simulated hours (a simulation's progress).
-enum class ProgressUnit : uint8_t { kBytes, kBlocks, kHours };
-// "bytes", "blocks", "hours" (the control socket's progress lines); an
+// kSeconds: planned seconds of work (a run of stages, e.g. `compare`).
+enum class ProgressUnit : uint8_t { kBytes, kBlocks, kHours, kSeconds };
+// "bytes", "blocks", "hours", "seconds" (the control socket's progress lines); an
 // unknown name reads as bytes.
 const char* ProgressUnitName(ProgressUnit unit);
 ProgressUnit ParseProgressUnit(std::string_view name);

@@ -19,6 +19,8 @@ namespace snapdisk::cli {
 
 // experiment.cc: the disk experiment.
 void AddExperimentCommand(CLI::App& app, int& exit_code);
+// `compare`: runs in this process only (it makes its own scratch pools).
+void AddCompareCommand(CLI::App& app, int& exit_code, Executor& executor);
 // pool_commands.cc: pool create|info|fsck|scrub.
 void AddPoolCommands(CLI::App& app, int& exit_code, Executor& executor);
 // volume_commands.cc: volume create|list|info|delete, import, export.

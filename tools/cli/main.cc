@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   snapdisk::cli::AddPoolCommandSet(app, exit_code, executor, args);
   snapdisk::cli::AddServeCommand(app, exit_code);
   snapdisk::cli::AddExperimentCommand(app, exit_code);
+  snapdisk::cli::AddCompareCommand(app, exit_code, executor);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

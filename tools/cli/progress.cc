@@ -35,6 +35,8 @@ std::string Amount(uint64_t v, ProgressUnit unit) {
       return std::to_string(v);
     case ProgressUnit::kHours:
       return std::to_string(v) + " h";
+    case ProgressUnit::kSeconds:
+      return std::to_string(v) + " s";
   }
   return std::to_string(v);
 }
@@ -46,6 +48,7 @@ const char* RateSuffix(ProgressUnit unit) {
     case ProgressUnit::kBlocks:
       return " blocks/s";
     case ProgressUnit::kHours:
+    case ProgressUnit::kSeconds:
       return "/s";
   }
   return "/s";
@@ -91,7 +94,8 @@ std::string ProgressBar::Render(std::string_view label, uint64_t done, uint64_t 
     tail = Amount(done, unit);
   }
   if (rate > 0) {
-    tail += "  " + Amount(static_cast<uint64_t>(rate), unit) + RateSuffix(unit);
+    // Planned seconds per second says nothing; the ETA does.
+    if (unit != ProgressUnit::kSeconds) tail += "  " + Amount(static_cast<uint64_t>(rate), unit) + RateSuffix(unit);
     if (total > done) tail += "  ETA " + Clock(static_cast<double>(total - done) / rate);
   }
   std::string line(label);
@@ -115,7 +119,9 @@ void ProgressBar::Update(std::string_view label, uint64_t done, uint64_t total, 
   if (!enabled_) return;
   const int64_t now = MonotonicNs();
   if (!shown_ || label != label_) {
-    start_ns_ = now;
+    // A new task starts the rate over; a run of stages (kSeconds) keeps it,
+    // its label naming the stage.
+    if (!shown_ || unit != ProgressUnit::kSeconds) start_ns_ = now;
     label_ = std::string(label);
   } else if (now - last_draw_ns_ < 100'000'000 && done < total) {
     return;

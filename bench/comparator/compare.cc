@@ -1,0 +1,703 @@
+#include "bench/comparator/compare.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "bench/comparator/adaptive_rate.h"
+#include "bench/comparator/open_loop_workload.h"
+#include "bench/comparator/policy_simulation.h"
+#include "disk/bytes.h"
+#include "disk/clock.h"
+#include "engine/pool.h"
+#include "engine/pool_file.h"
+#include "engine/worm_store.h"
+#include "restore/lazy_restore.h"
+#include "restore/restore_apply.h"
+#include "snapshot/backup.h"
+
+namespace snapdisk {
+
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr int64_t kControlIntervalNs = 250'000'000;  // full-adaptive
+constexpr const char* kVolume = "db";
+// The workload's phases in a backup experiment.
+constexpr int kBefore = 0;
+constexpr int kDuring = 1;
+constexpr int kAfter = 2;
+
+double Seconds(int64_t ns) { return static_cast<double>(ns) / 1e9; }
+double Us(int64_t ns) { return static_cast<double>(ns) / 1e3; }
+
+// Where the run is and how far, for CompareOptions::progress. Each stage has
+// a planned weight (seconds it should take); the fraction is by weight.
+class ProgressTracker {
+ public:
+  ProgressTracker(const CompareOptions& options, double total_weight)
+      : callback_(options.progress), total_(std::max(total_weight, 1.0)),
+        started_ns_(SystemClock::Get().NowNs()) {}
+  void Begin(std::string stage, double weight) {
+    done_ += weight_;
+    stage_ = std::move(stage);
+    weight_ = weight;
+  }
+  // `inner`: the fraction of the current stage done (0-1).
+  bool Report(double inner) {
+    if (!callback_) return true;
+    const double fraction = std::min(1.0, (done_ + weight_ * std::clamp(inner, 0.0, 1.0)) / total_);
+    const double elapsed = Seconds(SystemClock::Get().NowNs() - started_ns_);
+    const double eta = fraction > 0.01 ? elapsed / fraction - elapsed : 0;
+    return callback_(stage_, fraction, eta);
+  }
+
+ private:
+  std::function<bool(const std::string&, double, double)> callback_;
+  double total_;
+  double done_ = 0;
+  double weight_ = 0;
+  std::string stage_;
+  int64_t started_ns_;
+};
+
+// A pool file and a store in a directory of their own, removed on
+// destruction (the store is the comparator's scratch: it holds nobody's
+// backups, so it is removed whole rather than expired).
+struct Scratch {
+  std::string dir;
+  std::unique_ptr<WormStore> store;  // outlives the pool: instant restores read it
+  std::unique_ptr<PoolFile> pool_file;
+  ~Scratch() {
+    pool_file.reset();
+    store.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  Pool& pool() { return pool_file->pool(); }
+};
+
+Result<std::unique_ptr<Scratch>> MakeScratch(const std::string& dir, uint64_t pool_bytes) {
+  auto s = std::make_unique<Scratch>();
+  s->dir = dir;
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot make " + dir + ": " + ec.message());
+  SNAPDISK_RETURN_IF_ERROR(CreateDirStore(dir + "/store"));
+  SNAPDISK_ASSIGN_OR_RETURN(s->store, OpenDirStore(dir + "/store"));
+  PoolOptions po;
+  po.max_requests = 16384;
+  FileDeviceOptions fo;
+  fo.queue_depth = 256;
+  fo.completion_batch = 0;  // Poll(0) reaps everything finished (an event loop)
+  SNAPDISK_ASSIGN_OR_RETURN(s->pool_file, PoolFile::Create(dir + "/pool", pool_bytes, po, fo));
+  return s;
+}
+
+// Fills buf with the data of 4 KiB block `block`: half pseudo-random, half a
+// pattern (about 2:1 under zstd, like a database's pages); never zeros,
+// different for every block and seed.
+void BlockData(uint64_t seed, uint64_t block, std::byte* buf) {
+  uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (block + 1) * 0xBF58476D1CE4E5B9ull;
+  auto* words = reinterpret_cast<uint64_t*>(buf);
+  for (size_t i = 0; i < 256; ++i) {  // 2 KiB random
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    words[i] = x;
+  }
+  for (size_t i = 256; i < 512; ++i) words[i] = block * 0x0101010101010101ull + i;
+}
+
+// Writes [0, bytes) of `volume`: 1 MiB writes, 16 in flight.
+Status FillVolume(Pool& pool, Volume& volume, uint64_t bytes, uint64_t seed) {
+  constexpr int kDepth = 16;
+  struct Slot {
+    VolumeRequest request;
+    std::vector<std::byte> buffer = std::vector<std::byte>(kMiB);
+    bool busy = false;
+  };
+  std::vector<Slot> slots(kDepth);
+  Status error;
+  uint64_t next = 0;
+  int busy = 0;
+  while (next < bytes || busy > 0) {
+    for (Slot& s : slots) {
+      if (s.busy || next >= bytes || !error.ok()) continue;
+      const uint64_t len = std::min(kMiB, bytes - next);
+      for (uint64_t off = 0; off < len; off += 4096) BlockData(seed, (next + off) / 4096, s.buffer.data() + off);
+      s.request = VolumeRequest{};
+      s.request.op = VolumeOp::kWrite;
+      s.request.offset_bytes = next;
+      s.request.length_bytes = len;
+      s.request.data = s.buffer.data();
+      s.request.on_complete = [&s, &busy, &error](VolumeRequest&, const Status& st) {
+        s.busy = false;
+        --busy;
+        if (!st.ok() && error.ok()) error = st;
+      };
+      Status st = volume.Submit(s.request);
+      if (st.IsBusy()) break;
+      if (!st.ok()) return st;
+      s.busy = true;
+      ++busy;
+      next += len;
+    }
+    if (!error.ok() && busy == 0) break;
+    pool.Poll(1);
+  }
+  SNAPDISK_RETURN_IF_ERROR(error);
+  return pool.Commit();
+}
+
+// `count` writes of `block` bytes at random aligned offsets in [0, span),
+// 32 in flight: the changes a workload leaves between two backups.
+Status WriteRandomBlocks(Pool& pool, Volume& volume, uint64_t span, uint32_t block, uint64_t count,
+                         uint64_t seed) {
+  ForegroundOptions o;
+  o.iops = 1e6;  // as fast as the volume takes them
+  o.read_pct = 0;
+  o.block_bytes = block;
+  o.span_bytes = span;
+  o.seed = seed;
+  o.max_outstanding = 32;
+  OpenLoopWorkload w(pool, volume, o, SystemClock::Get());
+  w.Start(SystemClock::Get().NowNs());
+  while (w.arrivals() < count) {
+    w.Issue(SystemClock::Get().NowNs());
+    pool.Poll(w.in_flight() > 0 ? 1 : 0);
+  }
+  DrainWorkload(pool, w, SystemClock::Get());
+  SNAPDISK_RETURN_IF_ERROR(w.first_error());
+  return pool.Commit();
+}
+
+Result<BackupSet> RunBackup(Pool& pool, WormStore& store, BackupMethod method) {
+  BackupOptions bo;
+  bo.method = method;
+  SNAPDISK_ASSIGN_OR_RETURN(auto job, BackupJob::Start(pool, store, kVolume, bo));
+  return job->Run();
+}
+
+PhaseFigures Figures(const OpenLoopWorkload& w, int phase, int64_t duration_ns) {
+  PhaseFigures f;
+  const LatencyHistogram& h = w.PhaseLatency(phase);
+  f.seconds = Seconds(duration_ns);
+  f.requests = w.PhaseCompleted(phase);
+  f.iops = f.seconds > 0 ? static_cast<double>(f.requests) / f.seconds : 0;
+  f.p50_us = Us(h.Percentile(50));
+  f.p99_us = Us(h.Percentile(99));
+  f.p999_us = Us(h.Percentile(99.9));
+  f.max_us = Us(h.max_ns());
+  return f;
+}
+
+double ImpactPct(double during, double baseline) {
+  return baseline > 0 ? (during - baseline) / baseline * 100 : 0;
+}
+
+// The unmeasured preparation a method needs before its phases; the changes
+// written are those a workload of the scenario's rate writes in
+// seconds_before.
+Status Prepare(CompareMethod m, const Scenario& sc, Pool& pool, WormStore& store, Volume& v) {
+  const uint64_t span = sc.written.front();
+  const uint64_t churn = static_cast<uint64_t>(sc.foreground.iops * sc.foreground.seconds_before *
+                                               (100 - sc.foreground.read_pct) / 100) + 1;
+  switch (m) {
+    case CompareMethod::kSnapshot:
+    case CompareMethod::kFull:
+    case CompareMethod::kFullThrottled:
+    case CompareMethod::kFullAdaptive:
+      return Status::OK();
+    case CompareMethod::kSnapshotNext:
+      return RunBackup(pool, store, BackupMethod::kSnapshot).status();
+    case CompareMethod::kDiff:
+    case CompareMethod::kIncr:
+      // full, changes, incr: the measured diff copies every change since the
+      // full, the measured incr only those since the incr.
+      SNAPDISK_RETURN_IF_ERROR(RunBackup(pool, store, BackupMethod::kFull).status());
+      SNAPDISK_RETURN_IF_ERROR(
+          WriteRandomBlocks(pool, v, span, sc.foreground.block_bytes, churn, sc.seed + 7));
+      return RunBackup(pool, store, BackupMethod::kIncr).status();
+    case CompareMethod::kLog:
+      // full, then a log backup that ships the fill: the measured one ships
+      // the workload's writes since.
+      SNAPDISK_RETURN_IF_ERROR(RunBackup(pool, store, BackupMethod::kFull).status());
+      return RunBackup(pool, store, BackupMethod::kLog).status();
+  }
+  return Status::OK();
+}
+
+BackupMethod BackupMethodOf(CompareMethod m) {
+  switch (m) {
+    case CompareMethod::kSnapshot:
+    case CompareMethod::kSnapshotNext: return BackupMethod::kSnapshot;
+    case CompareMethod::kDiff: return BackupMethod::kDiff;
+    case CompareMethod::kIncr: return BackupMethod::kIncr;
+    case CompareMethod::kLog: return BackupMethod::kLog;
+    default: return BackupMethod::kFull;
+  }
+}
+
+ForegroundOptions ForegroundFor(const Scenario& sc, uint64_t span, uint64_t seed) {
+  ForegroundOptions o;
+  o.iops = sc.foreground.iops;
+  o.read_pct = sc.foreground.read_pct;
+  o.block_bytes = sc.foreground.block_bytes;
+  o.span_bytes = span;
+  o.seed = seed;
+  return o;
+}
+
+// The throughput the profile leaves beside the foreground, MB/s (10^6 B/s).
+double HeadroomMbPerS(const Scenario& sc, const EssdProfile& profile) {
+  if (profile.throughput_bytes_per_s == 0) return 0;
+  const double fg = sc.foreground.iops * sc.foreground.block_bytes;
+  return std::max(0.0, (static_cast<double>(profile.throughput_bytes_per_s) - fg) / 1e6);
+}
+
+Result<BackupRun> RunBackupExperiment(const Scenario& sc, const EssdProfile& profile,
+                                      CompareMethod m, const std::string& dir,
+                                      ProgressTracker& progress) {
+  Clock& clock = SystemClock::Get();
+  const uint64_t written = sc.written.front();
+  SNAPDISK_ASSIGN_OR_RETURN(auto scratch, MakeScratch(dir, written * 6 + (uint64_t{1} << 30)));
+  Pool& pool = scratch->pool();
+  WormStore& store = *scratch->store;
+  SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(kVolume, sc.volume_size_bytes, sc.profile).status());
+  SNAPDISK_ASSIGN_OR_RETURN(Volume * v, pool.OpenVolume(kVolume));
+  if (!progress.Report(0)) return Status::Cancelled("cancelled");
+  SNAPDISK_RETURN_IF_ERROR(FillVolume(pool, *v, written, sc.seed));
+  SNAPDISK_RETURN_IF_ERROR(Prepare(m, sc, pool, store, *v));
+
+  BackupRun run;
+  run.method = m;
+  run.through_qos = BackupMethodOf(m) != BackupMethod::kSnapshot && BackupMethodOf(m) != BackupMethod::kLog;
+  run.headroom_mb_per_s = HeadroomMbPerS(sc, profile);
+  // The same schedule for every method: the seed, not the method.
+  OpenLoopWorkload w(pool, *v, ForegroundFor(sc, written, sc.seed + 1), clock);
+  const int event_fd = scratch->pool_file->device().completion_event_fd();
+  const int64_t before_ns = static_cast<int64_t>(sc.foreground.seconds_before * 1e9);
+  const int64_t after_ns = static_cast<int64_t>(sc.foreground.seconds_after * 1e9);
+  const double planned_s = Seconds(before_ns + after_ns) + 5;
+  auto report = [&](int64_t now) { return progress.Report(Seconds(now - w.start_ns()) / planned_s); };
+
+  w.Start(clock.NowNs());
+  DriveOptions d;
+  d.event_fd = event_fd;
+  d.tick = report;
+  d.until_ns = w.start_ns() + before_ns;
+  SNAPDISK_RETURN_IF_ERROR(DriveUntil(pool, w, clock, d));
+  const LatencyHistogram before = w.PhaseLatency(kBefore);
+
+  BackupOptions bo;
+  bo.method = BackupMethodOf(m);
+  std::optional<AdaptiveRateController> controller;
+  if (m == CompareMethod::kFullThrottled) {
+    bo.rate_mb_per_s = sc.rate_mb_per_s;
+    run.rate_cap_mb_per_s = sc.rate_mb_per_s;
+  }
+  if (m == CompareMethod::kFullAdaptive) {
+    AdaptiveRateOptions ao;
+    run.p99_target_us = sc.p99_target_us > 0 ? sc.p99_target_us : 1.15 * Us(before.Percentile(99));
+    ao.target_p99_us = std::max(run.p99_target_us, 1.0);
+    ao.max_mb_per_s = run.headroom_mb_per_s > 0 ? run.headroom_mb_per_s : 2000;
+    ao.min_mb_per_s = std::max(1.0, ao.max_mb_per_s / 100);
+    // Samples per interval: a p99 needs ~100 of them to mean anything.
+    ao.min_samples = static_cast<uint64_t>(std::min(100.0, sc.foreground.iops * 0.25 / 2));
+    SNAPDISK_ASSIGN_OR_RETURN(AdaptiveRateController c, AdaptiveRateController::Make(ao));
+    controller = c;
+    bo.rate_mb_per_s = c.rate_mb_per_s();
+  }
+  const int64_t backup_start = clock.NowNs();
+  w.Issue(backup_start);
+  w.SetPhase(kDuring);
+  auto job_or = BackupJob::Start(pool, store, kVolume, bo);
+  if (!job_or.ok()) {
+    DrainWorkload(pool, w, clock);
+    return job_or.status().WithContext(std::string(CompareMethodName(m)) + " backup");
+  }
+  std::unique_ptr<BackupJob> job = std::move(job_or).value();
+  (void)w.TakeRecent();
+  int64_t next_control = backup_start + kControlIntervalNs;
+  d.until_ns = backup_start;
+  d.background = [&] { return job->Step(); };
+  d.tick = [&](int64_t now) {
+    if (controller && now >= next_control) {
+      next_control = now + kControlIntervalNs;
+      const LatencyHistogram recent = w.TakeRecent();
+      job->SetRate(controller->Update(Us(recent.Percentile(99)), recent.count()));
+    }
+    return report(now);
+  };
+  Status driven = DriveUntil(pool, w, clock, d);
+  const int64_t backup_end = clock.NowNs();
+  w.Issue(backup_end);
+  w.SetPhase(kAfter);
+  if (!driven.ok()) {
+    job.reset();  // cancels and waits
+    DrainWorkload(pool, w, clock);
+    return driven;
+  }
+  if (!job->result().ok()) {
+    DrainWorkload(pool, w, clock);
+    return job->result().status().WithContext(std::string(CompareMethodName(m)) + " backup");
+  }
+  const BackupProgress bp = job->progress();
+  run.set_id = job->result()->id;
+  run.seconds = Seconds(backup_end - backup_start);
+  run.bytes_to_copy = bp.total_bytes;
+  run.bytes_read = bp.read_bytes;
+  run.bytes_stored = bp.stored_bytes;
+  run.read_mb_per_s = run.seconds > 0 ? static_cast<double>(bp.read_bytes) / 1e6 / run.seconds : 0;
+  job.reset();
+
+  d.background = nullptr;
+  d.tick = report;
+  d.until_ns = backup_end + after_ns;
+  SNAPDISK_RETURN_IF_ERROR(DriveUntil(pool, w, clock, d));
+  DrainWorkload(pool, w, clock);
+
+  const int64_t t0 = w.start_ns();
+  run.backup_start_s = Seconds(backup_start - t0);
+  run.backup_end_s = Seconds(backup_end - t0);
+  run.baseline = Figures(w, kBefore, backup_start - t0);
+  run.during = Figures(w, kDuring, backup_end - backup_start);
+  run.after = Figures(w, kAfter, clock.NowNs() - backup_end);
+  run.p99_impact_pct = ImpactPct(run.during.p99_us, run.baseline.p99_us);
+  run.iops_impact_pct = ImpactPct(run.during.iops, run.baseline.iops);
+  for (size_t i = 0; i < w.seconds().size(); ++i) {
+    const SecondStats& s = w.seconds()[i];
+    TimelinePoint p;
+    p.second = static_cast<int>(i);
+    const double mid = static_cast<double>(i) + 0.5;
+    p.phase = mid < run.backup_start_s ? "before" : mid < run.backup_end_s ? "during" : "after";
+    p.completed = s.completed;
+    p.p50_us = Us(s.latency.Percentile(50));
+    p.p99_us = Us(s.latency.Percentile(99));
+    p.p999_us = Us(s.latency.Percentile(99.9));
+    run.timeline.push_back(p);
+  }
+  for (const SecondStats& s : w.seconds()) run.errors += s.errors;
+  if (!w.first_error().ok()) {
+    return w.first_error().WithContext(std::string("foreground during the ") + CompareMethodName(m) +
+                                       " experiment");
+  }
+  return run;
+}
+
+// Runs the restores of one size; appends them to `out`.
+Status RunRestoreExperiment(const Scenario& sc, uint64_t written, const std::string& dir,
+                            ProgressTracker& progress, std::vector<RestoreRun>& out) {
+  Clock& clock = SystemClock::Get();
+  SNAPDISK_ASSIGN_OR_RETURN(auto scratch, MakeScratch(dir, written * 5 + (uint64_t{1} << 30)));
+  Pool& pool = scratch->pool();
+  WormStore& store = *scratch->store;
+  const int event_fd = scratch->pool_file->device().completion_event_fd();
+  // The source is unlimited: its QoS is not what is measured here.
+  SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(kVolume, sc.volume_size_bytes).status());
+  SNAPDISK_ASSIGN_OR_RETURN(Volume * src, pool.OpenVolume(kVolume));
+  SNAPDISK_RETURN_IF_ERROR(FillVolume(pool, *src, written, sc.seed));
+  if (!progress.Report(0.2)) return Status::Cancelled("cancelled");
+  SNAPDISK_ASSIGN_OR_RETURN(BackupSet snap, RunBackup(pool, store, BackupMethod::kSnapshot));
+  SNAPDISK_ASSIGN_OR_RETURN(BackupSet full, RunBackup(pool, store, BackupMethod::kFull));
+  if (!progress.Report(0.4)) return Status::Cancelled("cancelled");
+
+  // snapshot -> new: instant, with reads while it hydrates.
+  {
+    RestoreRun r{"snapshot", "new", "instant", written};
+    LazyRestoreOptions lo;
+    lo.profile = sc.profile;
+    SNAPDISK_ASSIGN_OR_RETURN(auto job, StartLazyRestore(pool, store, snap.id, "snap-new", lo));
+    r.usable_seconds = job->progress().usable_after_s;
+    SNAPDISK_ASSIGN_OR_RETURN(Volume * nv, pool.OpenVolume("snap-new"));
+    ForegroundOptions fo = ForegroundFor(sc, written, sc.seed + 2);
+    fo.read_pct = 100;
+    OpenLoopWorkload w(pool, *nv, fo, clock);
+    w.Start(clock.NowNs());
+    DriveOptions d;
+    d.event_fd = event_fd;
+    d.until_ns = w.start_ns();
+    d.background = [&] { return job->Step(); };
+    d.tick = [&](int64_t) { return progress.Report(0.4 + 0.3 * Seconds(clock.NowNs() - w.start_ns()) / 10); };
+    SNAPDISK_RETURN_IF_ERROR(DriveUntil(pool, w, clock, d));
+    SNAPDISK_RETURN_IF_ERROR(job->result());
+    const int64_t hydrated = clock.NowNs();
+    w.Issue(hydrated);
+    w.SetPhase(1);
+    d.background = nullptr;
+    d.until_ns = hydrated + static_cast<int64_t>(sc.foreground.seconds_after * 1e9);
+    SNAPDISK_RETURN_IF_ERROR(DriveUntil(pool, w, clock, d));
+    DrainWorkload(pool, w, clock);
+    SNAPDISK_RETURN_IF_ERROR(w.first_error());
+    const HydrationProgress hp = job->progress();
+    r.complete_seconds = hp.hydrated_after_s;
+    r.read_bytes = hp.store_bytes_read;
+    r.hydrating_read_p99_us = Us(w.PhaseLatency(0).Percentile(99));
+    r.after_read_p99_us = Us(w.PhaseLatency(1).Percentile(99));
+    out.push_back(r);
+  }
+  if (!progress.Report(0.7)) return Status::Cancelled("cancelled");
+  RestoreOptions ro;
+  ro.profile = sc.profile;
+  ro.replace = true;
+  // physical -> new: a copy; usable once complete.
+  {
+    SNAPDISK_ASSIGN_OR_RETURN(RestoreResult rr,
+                              RestoreToNewVolume(pool, store, RestoreTarget::Backup(full.id), "phys-new", ro));
+    RestoreRun r{"physical", "new", "copy", written};
+    r.complete_seconds = Seconds(rr.complete_ns);
+    r.usable_seconds = r.complete_seconds;
+    r.read_bytes = rr.read_bytes;
+    out.push_back(r);
+  }
+  if (!progress.Report(0.85)) return Status::Cancelled("cancelled");
+  // snapshot -> existing: the source, changed since, rolled back to the
+  // snapshot the set was made from.
+  SNAPDISK_RETURN_IF_ERROR(WriteRandomBlocks(pool, *src, written, sc.foreground.block_bytes, 1000, sc.seed + 3));
+  {
+    const int64_t t = clock.NowNs();
+    SNAPDISK_RETURN_IF_ERROR(pool.Rollback(kVolume, "backup-" + snap.id));
+    SNAPDISK_RETURN_IF_ERROR(pool.Commit());
+    RestoreRun r{"snapshot", "existing", "rollback", written};
+    r.complete_seconds = r.usable_seconds = Seconds(clock.NowNs() - t);
+    out.push_back(r);
+  }
+  // physical -> existing: a copy onto the source.
+  {
+    SNAPDISK_ASSIGN_OR_RETURN(src, pool.OpenVolume(kVolume));
+    SNAPDISK_RETURN_IF_ERROR(WriteRandomBlocks(pool, *src, written, sc.foreground.block_bytes, 1000, sc.seed + 4));
+    SNAPDISK_ASSIGN_OR_RETURN(RestoreResult rr, RestoreOnto(pool, store, RestoreTarget::Backup(full.id), kVolume, ro));
+    RestoreRun r{"physical", "existing", "copy", written};
+    r.complete_seconds = Seconds(rr.complete_ns);
+    r.usable_seconds = r.complete_seconds;
+    r.read_bytes = rr.read_bytes;
+    out.push_back(r);
+  }
+  return Status::OK();
+}
+
+LinearFit Fit(const std::vector<std::pair<double, double>>& xy) {
+  LinearFit f;
+  const double n = static_cast<double>(xy.size());
+  if (xy.size() < 2) return f;
+  double sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+  for (auto [x, y] : xy) {
+    sx += x;
+    sy += y;
+    sxx += x * x;
+    sxy += x * y;
+    syy += y * y;
+  }
+  const double den = n * sxx - sx * sx;
+  if (den == 0) return f;
+  f.slope = (n * sxy - sx * sy) / den;
+  f.intercept = (sy - f.slope * sx) / n;
+  const double ss_tot = syy - sy * sy / n;
+  double ss_res = 0;
+  for (auto [x, y] : xy) ss_res += std::pow(y - (f.intercept + f.slope * x), 2);
+  f.r2 = ss_tot > 0 ? 1 - ss_res / ss_tot : 1;
+  return f;
+}
+
+Result<RpoRun> RunRpoExperiment(const Scenario& sc, LogFrequencyChoice f, ProgressTracker& progress) {
+  PolicySimulationOptions o;
+  o.policy.store_dir = "simulated";
+  o.policy.method = f == LogFrequencyChoice::kData ? PolicyMethod::kPhysical : PolicyMethod::kSnapshot;
+  o.policy.log_frequency = f == LogFrequencyChoice::k5m    ? LogFrequency::kEvery5Min
+                           : f == LogFrequencyChoice::k30m ? LogFrequency::kEvery30Min
+                                                           : LogFrequency::kWithData;
+  o.duration_ns = static_cast<int64_t>(sc.rpo_hours * 3600 * 1e9);
+  o.failures = sc.rpo_failures;
+  o.seed = sc.seed;
+  o.writes_per_hour = 360;
+  o.progress = [&](int64_t done, int64_t total) {
+    return progress.Report(static_cast<double>(done) / static_cast<double>(std::max<int64_t>(total, 1)));
+  };
+  SNAPDISK_ASSIGN_OR_RETURN(PolicySimulationReport r, SimulatePolicy(o));
+  RpoRun run;
+  run.log_frequency = f;
+  run.policy = std::string(o.policy.method == PolicyMethod::kSnapshot ? "snapshot" : "physical") +
+               " backups " + FormatCycle(o.policy.cycle_days) + " " +
+               FormatWindow(o.policy.window_start_min, o.policy.window_end_min) + ", logs " +
+               (f == LogFrequencyChoice::k5m    ? "every 5 minutes"
+                : f == LogFrequencyChoice::k30m ? "every 30 minutes"
+                                                : "with each data backup");
+  run.interval_seconds = f == LogFrequencyChoice::k5m    ? 300
+                         : f == LogFrequencyChoice::k30m ? 1800
+                                                         : Seconds(r.max_data_gap_ns);
+  run.failures = static_cast<uint32_t>(r.failures.size());
+  run.simulated_hours = sc.rpo_hours;
+  run.real_seconds = r.real_seconds;
+  double sum = 0;
+  for (const SimulatedFailure& fail : r.failures) {
+    const double loss = Seconds(fail.loss_ns);
+    run.loss_seconds.push_back(loss);
+    run.max_loss_seconds = std::max(run.max_loss_seconds, loss);
+    run.max_loss_bytes = std::max(run.max_loss_bytes, fail.loss_bytes);
+    sum += loss;
+  }
+  run.mean_loss_seconds = r.failures.empty() ? 0 : sum / static_cast<double>(r.failures.size());
+  return run;
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+const BackupRun* FindBackup(const ComparisonReport& r, CompareMethod m) {
+  for (const BackupRun& b : r.backups) {
+    if (b.method == m) return &b;
+  }
+  return nullptr;
+}
+
+std::vector<Claim> MakeClaims(const ComparisonReport& r) {
+  std::vector<Claim> claims;
+  const BackupRun* snap = FindBackup(r, CompareMethod::kSnapshot);
+  const BackupRun* next = FindBackup(r, CompareMethod::kSnapshotNext);
+  const BackupRun* full = FindBackup(r, CompareMethod::kFull);
+  const BackupRun* adaptive = FindBackup(r, CompareMethod::kFullAdaptive);
+  auto p99 = [](const BackupRun& b) {
+    return "p99 " + Fixed(b.baseline.p99_us, 0) + " us before, " + Fixed(b.during.p99_us, 0) +
+           " us during (" + (b.p99_impact_pct >= 0 ? "+" : "") + Fixed(b.p99_impact_pct, 1) + "%)";
+  };
+  for (const BackupRun* b : {snap, next}) {
+    if (b == nullptr) continue;
+    claims.push_back({std::string("Snapshot backup") + (b == next ? " (a following one)" : "") +
+                          ": minimal I/O impact (ESSD: I/O drops < 10% while a snapshot is created)",
+                      b->p99_impact_pct < 10 && b->iops_impact_pct > -10,
+                      p99(*b) + "; IOPS " + Fixed(b->baseline.iops, 0) + " -> " + Fixed(b->during.iops, 0)});
+  }
+  if (full != nullptr) {
+    const BackupRun* lowest = snap != nullptr ? snap : next;
+    claims.push_back({"Physical backup: heavy I/O that hurts the workload",
+                      full->p99_impact_pct > 50 &&
+                          (lowest == nullptr || full->p99_impact_pct > lowest->p99_impact_pct),
+                      "full: " + p99(*full) +
+                          (lowest != nullptr ? "; snapshot: " + Fixed(lowest->p99_impact_pct, 1) + "%" : "")});
+  }
+  if (full != nullptr && next != nullptr) {
+    claims.push_back({"Snapshot backup: fast (a following snapshot backup copies only the changes)",
+                      next->seconds < full->seconds,
+                      "following snapshot backup " + Fixed(next->seconds, 2) + " s (" +
+                          HumanBytes(next->bytes_read) + " read) vs full " + Fixed(full->seconds, 2) +
+                          " s (" + HumanBytes(full->bytes_read) + ")"});
+  }
+  if (adaptive != nullptr && adaptive->headroom_mb_per_s > 0) {
+    const bool p99_ok = adaptive->during.p99_us <= 1.2 * adaptive->baseline.p99_us;
+    const bool used = adaptive->read_mb_per_s >= 0.7 * adaptive->headroom_mb_per_s;
+    claims.push_back({"full-adaptive: foreground p99 within 20% of baseline while reading at >= 0.7x the "
+                      "throughput the profile leaves beside the workload",
+                      p99_ok && used,
+                      p99(*adaptive) + "; read " + Fixed(adaptive->read_mb_per_s, 1) + " MB/s of " +
+                          Fixed(adaptive->headroom_mb_per_s, 1) + " MB/s headroom (" +
+                          Fixed(adaptive->read_mb_per_s / adaptive->headroom_mb_per_s, 2) + "x)"});
+  }
+  // Restores.
+  const RestoreRun* small = nullptr;
+  const RestoreRun* large = nullptr;
+  for (const RestoreRun& x : r.restores) {
+    if (x.method != "snapshot" || x.target != "new") continue;
+    if (small == nullptr || x.written_bytes < small->written_bytes) small = &x;
+    if (large == nullptr || x.written_bytes > large->written_bytes) large = &x;
+  }
+  if (small != nullptr && large != small) {
+    const double ratio = small->usable_seconds > 0 ? large->usable_seconds / small->usable_seconds : 0;
+    claims.push_back({"Snapshot restore: speed independent of data volume (usable time)",
+                      ratio <= 1.5,
+                      "usable after " + Fixed(small->usable_seconds * 1e3, 1) + " ms with " +
+                          HumanBytes(small->written_bytes) + ", " + Fixed(large->usable_seconds * 1e3, 1) +
+                          " ms with " + HumanBytes(large->written_bytes) + " (" + Fixed(ratio, 2) + "x)"});
+  }
+  if (r.physical_restore_fit.slope > 0) {
+    const LinearFit& f = r.physical_restore_fit;
+    claims.push_back({"Physical restore: time grows with the data (linear)", f.r2 >= 0.9,
+                      "copy restore to a new volume: " + Fixed(f.intercept, 2) + " s + " + Fixed(f.slope, 2) +
+                          " s/GiB, r^2 = " + Fixed(f.r2, 3)});
+  }
+  for (const RpoRun& x : r.rpo) {
+    if (x.log_frequency == LogFrequencyChoice::kData) continue;
+    const std::string minutes = x.log_frequency == LogFrequencyChoice::k5m ? "5" : "30";
+    claims.push_back({"Log backup every " + minutes + " minutes: RPO " + minutes + " minutes",
+                      x.max_loss_seconds <= x.interval_seconds,
+                      "max loss " + Fixed(x.max_loss_seconds, 0) + " s over " + std::to_string(x.failures) +
+                          " failures in " + Fixed(x.simulated_hours, 0) + " simulated hours (mean " +
+                          Fixed(x.mean_loss_seconds, 0) + " s)"});
+  }
+  return claims;
+}
+
+}  // namespace
+
+Result<ComparisonReport> RunComparison(const Scenario& sc, const CompareOptions& options) {
+  const int64_t started = SystemClock::Get().NowNs();
+  ComparisonReport report;
+  report.scenario = sc;
+  report.started_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  if (sc.profile == EssdLevel::kUnlimited) {
+    report.profile = EssdProfile::Unlimited(sc.volume_size_bytes);
+  } else {
+    SNAPDISK_ASSIGN_OR_RETURN(report.profile, EssdProfile::For(sc.profile, sc.volume_size_bytes));
+  }
+  if (sc.written.empty()) return Status::InvalidArgument("scenario: written is empty");
+  SNAPDISK_RETURN_IF_ERROR(ValidateForeground(ForegroundFor(sc, sc.written.front(), sc.seed)));
+  if (options.scratch_dir.empty()) return Status::InvalidArgument("compare: no scratch directory");
+
+  // Planned seconds per stage, for the progress fraction and ETA.
+  const double phase_s = sc.foreground.seconds_before + sc.foreground.seconds_after + 4;
+  double total = static_cast<double>(sc.methods.size()) * phase_s;
+  for (uint64_t w : sc.written) total += 3 + static_cast<double>(w) / (100.0 * kMiB);
+  total += static_cast<double>(sc.log_frequencies.size()) * 3;
+  ProgressTracker progress(options, total);
+
+  for (CompareMethod m : sc.methods) {
+    progress.Begin(std::string("backup: ") + CompareMethodName(m), phase_s);
+    SNAPDISK_ASSIGN_OR_RETURN(BackupRun run, RunBackupExperiment(sc, report.profile, m,
+                                                                 options.scratch_dir + "/backup-" + CompareMethodName(m),
+                                                                 progress));
+    report.backups.push_back(std::move(run));
+  }
+  std::vector<std::pair<double, double>> physical_points;
+  for (uint64_t w : sc.written) {
+    progress.Begin("restore: " + HumanBytes(w), 3 + static_cast<double>(w) / (100.0 * kMiB));
+    SNAPDISK_RETURN_IF_ERROR(RunRestoreExperiment(sc, w, options.scratch_dir + "/restore-" + std::to_string(w >> 20) + "M",
+                                                  progress, report.restores));
+  }
+  for (const RestoreRun& x : report.restores) {
+    if (x.method == "physical" && x.target == "new") {
+      physical_points.emplace_back(static_cast<double>(x.written_bytes) / kBytesPerGiB, x.complete_seconds);
+    }
+  }
+  report.physical_restore_fit = Fit(physical_points);
+  for (LogFrequencyChoice f : sc.log_frequencies) {
+    progress.Begin(std::string("rpo: logs ") + LogFrequencyChoiceName(f), 3);
+    SNAPDISK_ASSIGN_OR_RETURN(RpoRun run, RunRpoExperiment(sc, f, progress));
+    report.rpo.push_back(std::move(run));
+  }
+  progress.Begin("report", 0);
+  report.claims = MakeClaims(report);
+  report.assumptions = {
+      "One machine plays the disk and its backend: ESSD QoS (IOPS, throughput, latency floor) is "
+      "enforced per volume by a token-bucket limiter; the device under it is a sparse file.",
+      "Physical backups read through the volume's QoS budget, sharing it with the workload; "
+      "snapshot backups read the pool directly, outside it, with their hashing, compression and "
+      "store writes at idle CPU and I/O priority (ESSD's backend copies on other hardware).",
+      "Backups go to a directory store on the same file system (fsync per object), not to OSS/S3.",
+      "RPO runs on a simulated clock (policy_simulation.h): writes, schedules and failures are "
+      "simulated; every loss is measured by restoring and comparing with an oracle.",
+      "Snapshot -> existing is a rollback to the backup's local snapshot, kept in the pool.",
+  };
+  report.real_seconds = Seconds(SystemClock::Get().NowNs() - started);
+  return report;
+}
+
+}  // namespace snapdisk

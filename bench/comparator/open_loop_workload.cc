@@ -1,0 +1,233 @@
+#include "bench/comparator/open_loop_workload.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "disk/bytes.h"
+#include "disk/check.h"
+
+namespace snapdisk {
+
+namespace {
+
+constexpr int64_t kNsPerSecond = 1'000'000'000;
+
+size_t SecondOf(int64_t since_start_ns) {
+  return static_cast<size_t>(std::max<int64_t>(0, since_start_ns) / kNsPerSecond);
+}
+
+// The seconds [first, end) a window [from_ns, to_ns) covers: those that
+// start in it (a second is in the window its start is in).
+std::pair<size_t, size_t> SecondRange(int64_t from_ns, int64_t to_ns) {
+  const auto round_up = [](int64_t ns) {
+    return static_cast<size_t>((std::max<int64_t>(0, ns) + kNsPerSecond - 1) / kNsPerSecond);
+  };
+  return {round_up(from_ns), round_up(to_ns)};
+}
+
+}  // namespace
+
+struct OpenLoopWorkload::Slot {
+  VolumeRequest request;
+  Arrival arrival;
+  std::vector<std::byte> buffer;
+};
+
+Status ValidateForeground(const ForegroundOptions& o) {
+  if (!(o.iops > 0) || !std::isfinite(o.iops) || o.iops > 10'000'000) {
+    return Status::InvalidArgument("foreground iops must be > 0 and at most 10000000 (got " +
+                                   std::to_string(o.iops) + ")");
+  }
+  if (!(o.read_pct >= 0 && o.read_pct <= 100)) {
+    return Status::InvalidArgument("foreground read_pct must be 0-100 (got " +
+                                   std::to_string(o.read_pct) + ")");
+  }
+  if (o.block_bytes == 0 || o.block_bytes % 512 != 0 || o.block_bytes > (uint32_t{16} << 20)) {
+    return Status::InvalidArgument("foreground block_size must be a multiple of 512 up to 16 MiB (got " +
+                                   std::to_string(o.block_bytes) + ")");
+  }
+  if (o.span_bytes < o.block_bytes) {
+    return Status::InvalidArgument("foreground span (" + HumanBytes(o.span_bytes) +
+                                   ") is smaller than its block size");
+  }
+  if (o.max_outstanding == 0) return Status::InvalidArgument("foreground max_outstanding must be >= 1");
+  return Status::OK();
+}
+
+OpenLoopWorkload::OpenLoopWorkload(Pool& pool, Volume& volume, const ForegroundOptions& options,
+                                   Clock& clock)
+    : pool_(pool), volume_(volume), options_(options), clock_(clock), rng_(options.seed) {}
+
+OpenLoopWorkload::~OpenLoopWorkload() {
+  // Callbacks point into the slots: never leave requests behind.
+  while (in_flight_ > 0) pool_.Poll(1);
+}
+
+void OpenLoopWorkload::Start(int64_t now_ns) {
+  start_ns_ = now_ns;
+  next_ns_ = now_ns;
+  started_ = true;
+  ScheduleNext();
+}
+
+void OpenLoopWorkload::ScheduleNext() {
+  // Exponential gap: -ln(1 - u) / rate, u in [0, 1).
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  next_ns_ += static_cast<int64_t>(-std::log1p(-u) / options_.iops * 1e9);
+}
+
+int64_t OpenLoopWorkload::Issue(int64_t now_ns) {
+  if (!started_) return INT64_MAX;
+  const uint64_t blocks = options_.span_bytes / options_.block_bytes;
+  while (!stopped_ && next_ns_ <= now_ns) {
+    Arrival a;
+    a.intended_ns = next_ns_;
+    a.phase = phase_;
+    a.read = std::uniform_real_distribution<double>(0.0, 100.0)(rng_) < options_.read_pct;
+    a.offset_bytes = std::uniform_int_distribution<uint64_t>(0, blocks - 1)(rng_) * options_.block_bytes;
+    queued_.push_back(a);
+    ++arrivals_;
+    ScheduleNext();
+  }
+  SubmitQueued();
+  return stopped_ ? INT64_MAX : next_ns_;
+}
+
+bool OpenLoopWorkload::SubmitQueued() {
+  while (!queued_.empty()) {
+    Slot* slot = nullptr;
+    if (!free_slots_.empty()) {
+      slot = free_slots_.back();
+    } else if (slots_.size() < options_.max_outstanding) {
+      slots_.push_back(std::make_unique<Slot>());
+      slot = slots_.back().get();
+      slot->buffer.resize(options_.block_bytes);
+      free_slots_.push_back(slot);
+    } else {
+      return false;
+    }
+    slot->arrival = queued_.front();
+    VolumeRequest& r = slot->request;
+    r = VolumeRequest{};
+    r.op = slot->arrival.read ? VolumeOp::kRead : VolumeOp::kWrite;
+    r.offset_bytes = slot->arrival.offset_bytes;
+    r.length_bytes = options_.block_bytes;
+    r.data = slot->buffer.data();
+    if (!slot->arrival.read) {
+      // Never zeros, different every time: the intended start in every 64 bytes.
+      const uint64_t stamp = static_cast<uint64_t>(slot->arrival.intended_ns) | 1;
+      for (size_t i = 0; i + sizeof stamp <= slot->buffer.size(); i += 64) {
+        std::memcpy(slot->buffer.data() + i, &stamp, sizeof stamp);
+      }
+    }
+    r.on_complete = [this, slot](VolumeRequest&, const Status& s) { OnComplete(*slot, s, true); };
+    const Status s = volume_.Submit(r);
+    if (s.IsBusy()) return false;  // the pool's request limit: after the next Poll
+    free_slots_.pop_back();
+    queued_.pop_front();
+    if (!s.ok()) {  // refused at once: counted as an error that took no time
+      OnComplete(*slot, s, false);
+      continue;
+    }
+    ++in_flight_;
+  }
+  return true;
+}
+
+void OpenLoopWorkload::OnComplete(Slot& slot, const Status& status, bool was_in_flight) {
+  const int64_t now = clock_.NowNs();
+  if (was_in_flight) --in_flight_;
+  ++completed_;
+  const size_t second = SecondOf(slot.arrival.intended_ns - start_ns_);
+  const size_t done_second = SecondOf(now - start_ns_);
+  if (seconds_.size() <= std::max(second, done_second)) seconds_.resize(std::max(second, done_second) + 1);
+  ++seconds_[done_second].completed;
+  ++phase_completed_[phase_];
+  SecondStats& st = seconds_[second];
+  if (!status.ok()) {
+    ++st.errors;
+    if (first_error_.ok()) first_error_ = status;
+  } else {
+    (slot.arrival.read ? st.reads : st.writes) += 1;
+    const int64_t latency = now - slot.arrival.intended_ns;
+    st.latency.Record(latency);
+    phase_latency_[slot.arrival.phase].Record(latency);
+    recent_.Record(latency);
+  }
+  free_slots_.push_back(&slot);
+}
+
+LatencyHistogram OpenLoopWorkload::Window(int64_t from_ns, int64_t to_ns, uint64_t* requests) const {
+  LatencyHistogram h;
+  uint64_t n = 0;
+  const auto [first, end] = SecondRange(from_ns, to_ns);
+  for (size_t i = first; i < end && i < seconds_.size(); ++i) {
+    h.Merge(seconds_[i].latency);
+    n += seconds_[i].reads + seconds_[i].writes;
+  }
+  if (requests != nullptr) *requests = n;
+  return h;
+}
+
+void OpenLoopWorkload::SetPhase(int phase) {
+  SNAPDISK_CHECK(phase >= 0 && phase < kMaxPhases, "workload phase out of range");
+  phase_ = phase;
+}
+
+uint64_t OpenLoopWorkload::CompletedBetween(int64_t from_ns, int64_t to_ns) const {
+  uint64_t n = 0;
+  const auto [first, end] = SecondRange(from_ns, to_ns);
+  for (size_t i = first; i < end && i < seconds_.size(); ++i) n += seconds_[i].completed;
+  return n;
+}
+
+LatencyHistogram OpenLoopWorkload::TakeRecent() {
+  LatencyHistogram out;
+  std::swap(out, recent_);
+  return out;
+}
+
+Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const DriveOptions& options) {
+  bool background_done = !options.background;
+  int64_t next_tick = 0;
+  while (true) {
+    const int64_t now = clock.NowNs();
+    const int64_t next_arrival = workload.Issue(now);
+    pool.Poll(0);
+    if (!background_done) background_done = options.background();
+    if (options.tick && now >= next_tick) {
+      next_tick = now + 10'000'000;
+      if (!options.tick(now)) return Status::Cancelled("stopped");
+    }
+    if (now >= options.until_ns && background_done) return Status::OK();
+    if (!pool.health().ok()) return pool.health();
+    // Sleep until the next arrival (or a completion), but not past a QoS
+    // timer or a background step for long.
+    int64_t wait_ns = std::min(next_arrival, options.until_ns) - clock.NowNs();
+    if (pool.in_flight() > 0 || !background_done) wait_ns = std::min<int64_t>(wait_ns, 200'000);
+    if (wait_ns <= 0) continue;
+    if (options.event_fd >= 0) {
+      pollfd pfd{options.event_fd, POLLIN, 0};
+      const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+      if (::ppoll(&pfd, 1, &ts, nullptr) > 0) {
+        uint64_t value;
+        (void)!::read(options.event_fd, &value, sizeof value);
+      }
+    } else {
+      clock.SleepUntilNs(clock.NowNs() + std::min<int64_t>(wait_ns, 50'000));
+    }
+  }
+}
+
+void DrainWorkload(Pool& pool, OpenLoopWorkload& workload, Clock& clock) {
+  workload.Stop();
+  while (!workload.drained()) {
+    workload.Issue(clock.NowNs());
+    pool.Poll(workload.in_flight() > 0 ? 1 : 0);
+  }
+}
+
+}  // namespace snapdisk

@@ -1,0 +1,402 @@
+// The comparator's parts: scenario parsing, the open-loop workload, the
+// adaptive rate controller; and `snapdisk compare --quick` end to end (the
+// report's contract and its physics).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "bench/comparator/adaptive_rate.h"
+#include "bench/comparator/open_loop_workload.h"
+#include "bench/comparator/scenario.h"
+#include "disk/memory_device.h"
+#include "engine/pool.h"
+#include "support/cli_test_support.h"
+#include "support/crash_oracle.h"
+#include "support/test_env.h"
+
+namespace snapdisk {
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+// ---- Scenario parsing --------------------------------------------------------
+
+TEST(ScenarioTest, EmptyObjectIsTheDefaultAndKeysReplaceIt) {
+  auto d = ParseScenario("{}");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->profile, EssdLevel::kPL1);
+  EXPECT_EQ(d->methods.size(), 8u);
+  EXPECT_EQ(d->written.size(), 3u);
+
+  auto s = ParseScenario(R"({"profile": "pl0", "volume_size": "40G", "written": ["16M", 33554432],
+      "foreground": {"iops": 500, "read_pct": 70, "block_size": "4K", "seconds_before": 2},
+      "methods": ["full", "snapshot"], "rate": 25.5, "p99_target": 900,
+      "log_frequencies": ["30m"], "rpo_hours": 12, "rpo_failures": 2, "seed": 42})");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->profile, EssdLevel::kPL0);
+  EXPECT_EQ(s->volume_size_bytes, uint64_t{40} << 30);
+  EXPECT_EQ(s->written, (std::vector<uint64_t>{16 * kMiB, 32 * kMiB}));
+  EXPECT_EQ(s->foreground.iops, 500);
+  EXPECT_EQ(s->foreground.read_pct, 70);
+  EXPECT_EQ(s->foreground.block_bytes, 4096u);
+  EXPECT_EQ(s->foreground.seconds_before, 2);
+  EXPECT_EQ(s->foreground.seconds_after, Scenario().foreground.seconds_after);
+  EXPECT_EQ(s->methods, (std::vector<CompareMethod>{CompareMethod::kFull, CompareMethod::kSnapshot}));
+  EXPECT_EQ(s->rate_mb_per_s, 25.5);
+  EXPECT_EQ(s->p99_target_us, 900);
+  EXPECT_EQ(s->log_frequencies, std::vector<LogFrequencyChoice>{LogFrequencyChoice::k30m});
+  EXPECT_EQ(s->rpo_hours, 12);
+  EXPECT_EQ(s->rpo_failures, 2u);
+  EXPECT_EQ(s->seed, 42u);
+
+  // Over --quick's base, keys not given keep the quick values.
+  auto q = ParseScenario(R"({"seed": 3})", Scenario::Quick());
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->written, Scenario::Quick().written);
+  EXPECT_EQ(q->seed, 3u);
+}
+
+TEST(ScenarioTest, EveryBadInputIsRefusedByName) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[]", "must be a JSON object"},
+      {"{", "not valid JSON"},
+      {R"({"profil": "PL1"})", "unknown key 'profil'"},
+      {R"({"foreground": {"iopz": 1}})", "unknown key 'foreground.iopz'"},
+      {R"({"workload": {"fio": "job.fio"}})", "workload.fio"},
+      {R"({"workload": {"x": 1}})", "unknown key 'workload.x'"},
+      {R"({"profile": "PL9"})", "profile = \"PL9\""},
+      {R"({"profile": 1})", "profile = 1"},
+      {R"({"profile": "PL2"})", "volume_size"},  // 100 GiB is below PL2's 461 GiB
+      {R"({"volume_size": "12Q"})", "volume_size = \"12Q\""},
+      {R"({"volume_size": -5})", "volume_size = -5"},
+      {R"({"written": []})", "written = []"},
+      {R"({"written": ["1G", "256M"]})", "ascend"},
+      {R"({"written": ["1M"]})", "written = \"1M\""},
+      {R"({"written": ["200G"]})", "more than volume_size"},
+      {R"({"foreground": {"iops": 0}})", "foreground.iops = 0"},
+      {R"({"foreground": {"iops": "fast"}})", "foreground.iops = \"fast\""},
+      {R"({"foreground": {"read_pct": 101}})", "foreground.read_pct = 101"},
+      {R"({"foreground": {"block_size": 1000}})", "foreground.block_size = 1000"},
+      {R"({"foreground": {"seconds_before": 0}})", "foreground.seconds_before = 0"},
+      {R"({"foreground": 3})", "foreground = 3"},
+      {R"({"methods": ["ful"]})", "methods = \"ful\""},
+      {R"({"methods": ["full", "full"]})", "listed twice"},
+      {R"({"methods": []})", "methods = []"},
+      {R"({"rate": 0})", "rate = 0"},
+      {R"({"p99_target": -1})", "p99_target = -1"},
+      {R"({"log_frequencies": ["10m"]})", "log_frequencies = \"10m\""},
+      {R"({"rpo_hours": 0})", "rpo_hours = 0"},
+      {R"({"rpo_failures": 0})", "rpo_failures = 0"},
+      {R"({"rpo_failures": 1.5})", "rpo_failures = 1.5"},
+      {R"({"seed": -1})", "seed = -1"},
+  };
+  for (const auto& [text, words] : cases) {
+    auto s = ParseScenario(text);
+    ASSERT_FALSE(s.ok()) << text;
+    EXPECT_TRUE(s.status().IsInvalidArgument()) << text;
+    EXPECT_NE(s.status().message().find(words), std::string::npos) << text << " -> " << s.status().ToString();
+  }
+}
+
+// ---- The open-loop workload --------------------------------------------------
+
+struct MemoryPool {
+  std::unique_ptr<MemoryDevice> device;
+  std::unique_ptr<Pool> pool;
+  Volume* volume = nullptr;
+  explicit MemoryPool(uint64_t data_bytes) {
+    device = MemoryDevice::Create(256 * kMiB).value();
+    pool = Pool::Create(*device, PoolOptions{}).value();
+    EXPECT_TRUE(pool->CreateVolume("v", 64 * kMiB).ok());
+    volume = pool->OpenVolume("v").value();
+    std::vector<std::byte> data(data_bytes, std::byte{7});
+    EXPECT_TRUE(volume->Write(0, data).ok());
+  }
+};
+
+ForegroundOptions Reads(double iops, uint64_t seed) {
+  ForegroundOptions o;
+  o.iops = iops;
+  o.read_pct = 50;
+  o.block_bytes = 4096;
+  o.span_bytes = 4 * kMiB;
+  o.seed = seed;
+  return o;
+}
+
+// Runs `seconds` of the workload; `stall` (when > 0) blocks the driving
+// thread that long once, 0.3 s in (a stalled disk or server looks the same
+// to the workload: its requests are not served).
+OpenLoopWorkload* RunWorkload(MemoryPool& m, std::unique_ptr<OpenLoopWorkload>& w, double iops, double seconds,
+                              int64_t stall_ns, uint64_t seed) {
+  Clock& clock = SystemClock::Get();
+  w = std::make_unique<OpenLoopWorkload>(*m.pool, *m.volume, Reads(iops, seed), clock);
+  w->Start(clock.NowNs());
+  bool stalled = false;
+  DriveOptions d;
+  d.until_ns = w->start_ns() + static_cast<int64_t>(seconds * 1e9);
+  d.tick = [&](int64_t now) {
+    if (stall_ns > 0 && !stalled && now - w->start_ns() > 300'000'000) {
+      stalled = true;
+      std::this_thread::sleep_for(std::chrono::nanoseconds(stall_ns));
+    }
+    return true;
+  };
+  EXPECT_TRUE(DriveUntil(*m.pool, *w, clock, d).ok());
+  DrainWorkload(*m.pool, *w, clock);
+  return w.get();
+}
+
+TEST(OpenLoopWorkloadTest, AStallRaisesLatencyAndLosesNoSamples) {
+  MemoryPool m(4 * kMiB);
+  std::unique_ptr<OpenLoopWorkload> calm_holder, stalled_holder;
+  OpenLoopWorkload& calm = *RunWorkload(m, calm_holder, 2000, 1.0, 0, 5);
+  OpenLoopWorkload& stalled = *RunWorkload(m, stalled_holder, 2000, 1.0, 300'000'000, 5);
+  for (OpenLoopWorkload* w : {&calm, &stalled}) {
+    // Poisson: 2000 +- 5 sigma (sigma = sqrt(2000) = 45).
+    EXPECT_GE(w->arrivals(), 1775u);
+    EXPECT_LE(w->arrivals(), 2225u);
+    EXPECT_EQ(w->completed(), w->arrivals());  // every arrival is a sample
+    EXPECT_TRUE(w->first_error().ok());
+  }
+  // The same seed: the same schedule, stall or not.
+  EXPECT_EQ(calm.arrivals(), stalled.arrivals());
+  const LatencyHistogram c = calm.Window(0, 2'000'000'000);
+  const LatencyHistogram s = stalled.Window(0, 2'000'000'000);
+  EXPECT_EQ(c.count(), calm.arrivals());
+  EXPECT_EQ(s.count(), stalled.arrivals());
+  // Calm: a memory device answers in microseconds.
+  EXPECT_LT(c.Percentile(99), 50'000'000) << c.Percentile(99);
+  // Stalled: what was due in the 300 ms waited for it, counted from when it
+  // was due (a closed loop would have issued ~nothing then, and seen 0).
+  EXPECT_GE(s.max_ns(), 250'000'000);
+  EXPECT_GE(s.Percentile(90), 50'000'000) << "the stall's ~600 requests are > 10% of the samples";
+  uint64_t slow = 0;
+  for (const SecondStats& sec : stalled.seconds()) {
+    for (const auto& [bucket, n] : sec.latency.Compact()) {
+      if (LatencyHistogram::Buckets::Lowest(bucket) >= 100'000'000) slow += n;
+    }
+  }
+  EXPECT_GE(slow, 300u) << "requests that waited >= 100 ms";
+}
+
+TEST(OpenLoopWorkloadTest, PhasesSplitTheSamplesAndCountCompletions) {
+  MemoryPool m(4 * kMiB);
+  Clock& clock = SystemClock::Get();
+  OpenLoopWorkload w(*m.pool, *m.volume, Reads(1000, 9), clock);
+  w.Start(clock.NowNs());
+  DriveOptions d;
+  d.until_ns = w.start_ns() + 300'000'000;
+  ASSERT_TRUE(DriveUntil(*m.pool, w, clock, d).ok());
+  w.Issue(clock.NowNs());
+  w.SetPhase(1);
+  d.until_ns = w.start_ns() + 600'000'000;
+  ASSERT_TRUE(DriveUntil(*m.pool, w, clock, d).ok());
+  DrainWorkload(*m.pool, w, clock);
+  const uint64_t p0 = w.PhaseLatency(0).count(), p1 = w.PhaseLatency(1).count();
+  EXPECT_EQ(p0 + p1, w.arrivals());
+  EXPECT_EQ(w.PhaseCompleted(0) + w.PhaseCompleted(1), w.completed());
+  // ~300 each (Poisson, 5 sigma = 87).
+  EXPECT_NEAR(static_cast<double>(p0), 300, 90);
+  EXPECT_NEAR(static_cast<double>(p1), 300, 90);
+}
+
+TEST(OpenLoopWorkloadTest, BadOptionsAreRefusedByName) {
+  ForegroundOptions o = Reads(100, 1);
+  EXPECT_TRUE(ValidateForeground(o).ok());
+  auto refused = [](ForegroundOptions o, const std::string& words) {
+    const Status s = ValidateForeground(o);
+    EXPECT_TRUE(s.IsInvalidArgument()) << words;
+    EXPECT_NE(s.message().find(words), std::string::npos) << s.ToString();
+  };
+  o.iops = 0;
+  refused(o, "iops");
+  o = Reads(100, 1);
+  o.read_pct = -1;
+  refused(o, "read_pct");
+  o = Reads(100, 1);
+  o.block_bytes = 100;
+  refused(o, "block_size");
+  o = Reads(100, 1);
+  o.span_bytes = 1024;
+  refused(o, "span");
+}
+
+// ---- The adaptive controller -----------------------------------------------
+
+// A disk whose foreground p99 is 200 us while a backup reads at up to `knee`
+// MB/s, and grows steeply beyond (queueing behind the backup's reads).
+double SimulatedP99(double rate, double knee) {
+  return rate <= knee ? 200 : 200 * (1 + 4 * (rate - knee) / knee);
+}
+
+TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
+  for (double knee : {20.0, 100.0, 140.0}) {
+    AdaptiveRateOptions o;
+    o.target_p99_us = 230;  // 1.15x the 200 us baseline
+    o.max_mb_per_s = 146;
+    auto c = AdaptiveRateController::Make(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    double sum = 0;
+    int over = 0;
+    constexpr int kIntervals = 400;
+    for (int i = 0; i < kIntervals; ++i) {
+      const double rate = c->rate_mb_per_s();
+      const double p99 = SimulatedP99(rate, knee);
+      if (i >= kIntervals / 2) {
+        sum += rate;
+        over += p99 > 240 ? 1 : 0;  // beyond 1.2x the baseline
+      }
+      c->Update(p99, 500);
+    }
+    const double mean = sum / (kIntervals / 2);
+    EXPECT_GE(mean, 0.7 * std::min(knee, 146.0)) << "knee " << knee;
+    EXPECT_LE(mean, knee * 1.05) << "knee " << knee;
+    EXPECT_LE(over, kIntervals / 2 / 4) << "knee " << knee << ": too many intervals over 1.2x";
+    EXPECT_GT(c->decreases(), 0u);
+  }
+}
+
+TEST(AdaptiveRateTest, FewSamplesChangeNothingAndBadOptionsAreRefused) {
+  AdaptiveRateOptions o;
+  o.target_p99_us = 100;
+  o.max_mb_per_s = 100;
+  auto c = AdaptiveRateController::Make(o);
+  ASSERT_TRUE(c.ok());
+  const double r = c->rate_mb_per_s();
+  EXPECT_EQ(r, 25);  // max / 4
+  EXPECT_EQ(c->Update(1e6, 3), r);
+  EXPECT_LT(c->Update(1e6, 100), r);
+  o.target_p99_us = 0;
+  EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("target_p99_us"), std::string::npos);
+  o.target_p99_us = 100;
+  o.decrease_factor = 1;
+  EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("decrease_factor"), std::string::npos);
+  o.decrease_factor = 0.7;
+  o.min_mb_per_s = 200;
+  EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("min_mb_per_s"), std::string::npos);
+}
+
+// ---- End to end ----------------------------------------------------------------
+
+TEST(CompareCliTest, BadScenarioIsExit2AndWritesNoReport) {
+  testing::ScratchDir dir;
+  {
+    std::ofstream f(dir.File("s.json"));
+    f << R"({"foreground": {"iops": 100, "burst": 3}})";
+  }
+  auto r = cli::testing::RunCli({"compare", "--scenario", dir.File("s.json"), "--out", dir.File("out")});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("foreground.burst"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("out")));
+  auto missing = cli::testing::RunCli({"compare", "--scenario", dir.File("nope.json")});
+  EXPECT_EQ(missing.exit_code, 3) << missing.err;  // not found
+}
+
+TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {
+  testing::ScratchDir dir;
+  cli::testing::CliOptions slow;
+  slow.timeout_s = 900;
+  const std::string out = dir.File("report");
+  auto r = cli::testing::RunCli({"compare", "--quick", "--out", out, "--json"}, slow);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  // What --json printed is report.json.
+  std::ifstream f(out + "/report.json");
+  ASSERT_TRUE(f.good());
+  EXPECT_EQ(nlohmann::json::parse(f), doc);
+  EXPECT_FALSE(std::filesystem::exists(out + "/scratch"));
+
+  // The contract.
+  ASSERT_EQ(doc["backups"].size(), 8u);
+  for (const auto& b : doc["backups"]) {
+    for (const char* k : {"method", "seconds", "bytes_read", "bytes_stored", "p99_impact_pct", "iops_impact_pct"}) {
+      EXPECT_TRUE(b.contains(k)) << k;
+    }
+    for (const char* phase : {"baseline", "during", "after"}) {
+      for (const char* k : {"iops", "p50_us", "p99_us", "p999_us"}) EXPECT_TRUE(b[phase].contains(k)) << phase << k;
+      EXPECT_GT(b[phase]["requests"].get<uint64_t>(), 0u) << b["method"] << " " << phase;
+      EXPECT_GT(b[phase]["p99_us"].get<double>(), 0) << b["method"] << " " << phase;
+    }
+    EXPECT_GT(b["seconds"].get<double>(), 0);
+    EXPECT_EQ(b["foreground_errors"], 0);
+  }
+  ASSERT_EQ(doc["restores"].size(), 4u * 2);  // 4 kinds x 2 sizes
+  for (const auto& x : doc["restores"]) {
+    for (const char* k : {"method", "target", "written_bytes", "usable_seconds", "complete_seconds",
+                          "hydrating_read_p99_us"}) {
+      EXPECT_TRUE(x.contains(k)) << k;
+    }
+    EXPECT_GT(x["complete_seconds"].get<double>(), 0);
+    EXPECT_LE(x["usable_seconds"].get<double>(), x["complete_seconds"].get<double>() + 1e-9);
+  }
+  ASSERT_EQ(doc["rpo"].size(), 3u);
+  for (const auto& x : doc["rpo"]) {
+    for (const char* k : {"log_frequency", "failures", "max_loss_seconds", "mean_loss_seconds", "max_loss_bytes"}) {
+      EXPECT_TRUE(x.contains(k)) << k;
+    }
+    EXPECT_EQ(x["failures"], 3);
+  }
+  ASSERT_FALSE(doc["claims"].empty());
+  for (const auto& c : doc["claims"]) {
+    EXPECT_TRUE(c["claim"].is_string());
+    EXPECT_TRUE(c["holds"].is_boolean());
+    EXPECT_FALSE(c["evidence"].get<std::string>().empty());
+  }
+
+  // The physics.
+  auto backup = [&](const std::string& m) {
+    for (const auto& b : doc["backups"]) {
+      if (b["method"] == m) return b;
+    }
+    ADD_FAILURE() << "no " << m;
+    return nlohmann::json();
+  };
+  EXPECT_LT(backup("snapshot")["p99_impact_pct"].get<double>(), backup("full")["p99_impact_pct"].get<double>());
+  EXPECT_FALSE(backup("snapshot")["through_qos"].get<bool>());
+  EXPECT_TRUE(backup("full")["through_qos"].get<bool>());
+  // A following snapshot backup and an incr copy the changes, not the disk.
+  EXPECT_LT(backup("snapshot-next")["bytes_read"].get<uint64_t>(), backup("snapshot")["bytes_read"].get<uint64_t>());
+  EXPECT_LT(backup("incr")["bytes_read"].get<uint64_t>(), backup("diff")["bytes_read"].get<uint64_t>());
+  // The throttled full kept to its cap.
+  EXPECT_LE(backup("full-throttled")["read_mb_per_s"].get<double>(), 40 * 1.15);
+  // Instant restore: usable in about the same time whatever the size;
+  // physical: the larger copy takes longer.
+  double usable[2] = {0, 0}, copy[2] = {0, 0};
+  for (const auto& x : doc["restores"]) {
+    const int i = x["written_bytes"].get<uint64_t>() == 64 * kMiB ? 0 : 1;
+    if (x["method"] == "snapshot" && x["target"] == "new") usable[i] = x["usable_seconds"].get<double>();
+    if (x["method"] == "physical" && x["target"] == "new") copy[i] = x["complete_seconds"].get<double>();
+  }
+  EXPECT_LE(usable[1], std::max(1.5 * usable[0], usable[0] + 0.05)) << usable[0] << " " << usable[1];
+  EXPECT_GT(copy[1], copy[0]);
+  // RPO: every loss within its interval; 5 minutes loses less than 30.
+  double max5 = 0, max30 = 0;
+  for (const auto& x : doc["rpo"]) {
+    if (x["log_frequency"] == "data") continue;
+    EXPECT_LE(x["max_loss_seconds"].get<double>(), x["interval_seconds"].get<double>());
+    (x["log_frequency"] == "5m" ? max5 : max30) = x["max_loss_seconds"].get<double>();
+  }
+  EXPECT_LT(max5, max30);
+
+  // The other files.
+  std::ifstream csv(out + "/timeline.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "method,second,phase,iops,p50_us,p99_us,p999_us");
+  std::ifstream html(out + "/report.html");
+  std::stringstream page;
+  page << html.rdbuf();
+  EXPECT_NE(page.str().find("<svg"), std::string::npos);
+  std::string text = page.str();
+  for (size_t at; (at = text.find("http://www.w3.org/2000/svg")) != std::string::npos;) text.erase(at, 26);
+  EXPECT_EQ(text.find("http"), std::string::npos) << "no network references";
+}
+
+}  // namespace
+}  // namespace snapdisk
