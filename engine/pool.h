@@ -341,6 +341,10 @@ class Pool {
   uint32_t Poll(uint32_t min_completions);
   // Volume requests accepted and not yet completed, over all volumes.
   uint32_t in_flight() const { return requests_in_flight_; }
+  // When the next QoS admission or held completion is due (the pool's clock;
+  // INT64_MAX: none). The pool has no fd for these timers: an event loop
+  // that sleeps on the device's eventfd wakes by then and calls Poll.
+  int64_t NextTimerNs() const;
 
   // ---- Internal interface for snapshot/, restore/ and tools (not for users) ----
   enum class Kind : uint8_t {

@@ -382,6 +382,13 @@ void Pool::CompleteIo(PendingIo* io, Status status) {
   completed_.push_back(io);
 }
 
+int64_t Pool::NextTimerNs() const {
+  int64_t next = INT64_MAX;
+  if (!admissions_.empty()) next = admissions_.begin()->first;
+  if (!held_completions_.empty()) next = std::min(next, held_completions_.begin()->first);
+  return next;
+}
+
 int64_t Pool::RunTimers() {
   if (admissions_.empty() && held_completions_.empty()) return INT64_MAX;
   const int64_t now = clock().NowNs();
@@ -394,10 +401,7 @@ int64_t Pool::RunTimers() {
     completed_.push_back(held_completions_.begin()->second);
     held_completions_.erase(held_completions_.begin());
   }
-  int64_t next = INT64_MAX;
-  if (!admissions_.empty()) next = admissions_.begin()->first;
-  if (!held_completions_.empty()) next = std::min(next, held_completions_.begin()->first);
-  return next;
+  return NextTimerNs();
 }
 
 Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest) {

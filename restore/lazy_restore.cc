@@ -2,6 +2,8 @@
 // restore/lazy_restore.h; the engine side in engine/pool.h, "Hydration").
 #include "restore/lazy_restore.h"
 
+#include "engine/aligned_buffer.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -441,9 +443,9 @@ Status HydrationJob::Begin() {
     // pending block, so it comes from the store) is part of the time.
     const std::vector<Extent> ranges = source_->DataRanges(pool_.block_bytes());
     SNAPDISK_ASSIGN_OR_RETURN(Volume * volume, pool_.OpenVolume(volume_));
-    std::vector<std::byte> block(pool_.block_bytes());
-    SNAPDISK_RETURN_IF_ERROR(
-        volume->Read(ranges.front().offset_bytes, block).WithContext("the first read"));
+    AlignedBuffer block(pool_.block_bytes());  // the pool's device may be O_DIRECT
+    SNAPDISK_RETURN_IF_ERROR(volume->Read(ranges.front().offset_bytes, {block.data(), block.size()})
+                                 .WithContext("the first read"));
   }
   const int64_t now = clock_.NowNs();
   usable_ns_.store(now);

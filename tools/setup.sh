@@ -8,6 +8,7 @@ SNAPDISK_PACKAGES=(
   liburing-dev libxxhash-dev libzstd-dev libboost-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
   fio nbdkit libnbd-bin qemu-utils zstd util-linux
+  chromium python3
 )
 
 snapdisk_install_packages() {

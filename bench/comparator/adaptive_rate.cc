@@ -16,8 +16,8 @@ Result<AdaptiveRateController> AdaptiveRateController::Make(const AdaptiveRateOp
   if (!(o.min_mb_per_s > 0) || o.min_mb_per_s > o.max_mb_per_s) return bad("min_mb_per_s", o.min_mb_per_s);
   if (!(o.decrease_factor > 0 && o.decrease_factor < 1)) return bad("decrease_factor", o.decrease_factor);
   if (o.start_mb_per_s < 0 || o.start_mb_per_s > o.max_mb_per_s) return bad("start_mb_per_s", o.start_mb_per_s);
-  if (o.increase_mb_per_s < 0 || !std::isfinite(o.increase_mb_per_s)) {
-    return bad("increase_mb_per_s", o.increase_mb_per_s);
+  if (!(o.increase_fraction > 0) || !std::isfinite(o.increase_fraction)) {
+    return bad("increase_fraction", o.increase_fraction);
   }
   return AdaptiveRateController(o);
 }
@@ -25,7 +25,6 @@ Result<AdaptiveRateController> AdaptiveRateController::Make(const AdaptiveRateOp
 AdaptiveRateController::AdaptiveRateController(const AdaptiveRateOptions& options)
     : options_(options) {
   if (options_.start_mb_per_s == 0) options_.start_mb_per_s = options_.max_mb_per_s / 4;
-  if (options_.increase_mb_per_s == 0) options_.increase_mb_per_s = options_.max_mb_per_s / 20;
   rate_ = std::max(options_.min_mb_per_s, options_.start_mb_per_s);
 }
 
@@ -35,7 +34,8 @@ double AdaptiveRateController::Update(double p99_us, uint64_t samples) {
     rate_ = std::max(options_.min_mb_per_s, rate_ * options_.decrease_factor);
     ++decreases_;
   } else {
-    rate_ = std::min(options_.max_mb_per_s, rate_ + options_.increase_mb_per_s);
+    const double step = std::max(rate_ * options_.increase_fraction, options_.max_mb_per_s / 200);
+    rate_ = std::min(options_.max_mb_per_s, rate_ + step);
     ++increases_;
   }
   return rate_;

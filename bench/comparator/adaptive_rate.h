@@ -3,9 +3,15 @@
 // seed's "schedule physical backups off-peak" turned into a knob, the way
 // Veeam throttles backup I/O on datastore latency).
 //
-// AIMD, once per control interval, on that interval's foreground p99:
+// Multiplicative both ways, once per control interval, on that interval's
+// foreground p99:
 //  - above the target: rate *= decrease_factor (at least min_mb_per_s);
-//  - at or below: rate += increase_mb_per_s (at most max_mb_per_s);
+//  - at or below: rate *= 1 + increase_fraction, by at least max / 200 (at
+//    most max_mb_per_s).
+// Steps in proportion to the rate keep the probing above the knee to about
+// one interval in ln(1/decrease) / ln(1 + increase) (~1 in 5 by default)
+// whatever the knee's size, where a fixed step overshoots a small knee on
+// every other interval.
 //  - an interval with fewer than min_samples latencies changes nothing (a
 //    p99 of a handful of samples is noise).
 // It settles where the p99 crosses the target, probing upward a step per
@@ -24,9 +30,9 @@ struct AdaptiveRateOptions {
   double target_p99_us = 0;      // > 0
   double max_mb_per_s = 0;       // > 0: the ceiling (e.g. the profile's headroom)
   double min_mb_per_s = 1;       // > 0, <= max
-  double start_mb_per_s = 0;     // 0: max / 4
-  double increase_mb_per_s = 0;  // 0: max / 20
-  double decrease_factor = 0.7;  // (0, 1)
+  double start_mb_per_s = 0;       // 0: max / 4
+  double increase_fraction = 0.05;  // > 0
+  double decrease_factor = 0.8;     // (0, 1)
   uint64_t min_samples = 20;
 };
 

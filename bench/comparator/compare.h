@@ -88,6 +88,7 @@ struct BackupRun {
   std::string set_id;
   bool through_qos = false;  // read through the volume's QoS budget
   double seconds = 0;        // BackupJob::Start until done
+  double start_seconds = 0;  // BackupJob::Start alone (its snapshot and commit hold the pool's thread)
   uint64_t bytes_to_copy = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_stored = 0;

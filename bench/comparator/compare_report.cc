@@ -264,7 +264,6 @@ Axis LogAxisFor(double lo, double hi) {
   return {std::pow(10.0, std::floor(std::log10(lo))), std::pow(10.0, std::ceil(std::log10(hi))), true};
 }
 
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
 std::string TimelineChart(const BackupRun& b) {
   double lo = 1e18, hi = 0;
@@ -399,6 +398,7 @@ Json ReportJson(const ComparisonReport& r) {
   for (const BackupRun& b : r.backups) {
     backups.push_back(Json{{"method", CompareMethodName(b.method)},
                            {"seconds", R(b.seconds)},
+                           {"start_seconds", R(b.start_seconds, 4)},
                            {"bytes_read", b.bytes_read},
                            {"bytes_stored", b.bytes_stored},
                            {"bytes_to_copy", b.bytes_to_copy},

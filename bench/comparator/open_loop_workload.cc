@@ -1,6 +1,8 @@
 #include "bench/comparator/open_loop_workload.h"
 
 #include <poll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,12 +10,14 @@
 
 #include "disk/bytes.h"
 #include "disk/check.h"
+#include "engine/aligned_buffer.h"
 
 namespace snapdisk {
 
 namespace {
 
 constexpr int64_t kNsPerSecond = 1'000'000'000;
+constexpr int64_t kSpinNs = 250'000;
 
 size_t SecondOf(int64_t since_start_ns) {
   return static_cast<size_t>(std::max<int64_t>(0, since_start_ns) / kNsPerSecond);
@@ -33,7 +37,7 @@ std::pair<size_t, size_t> SecondRange(int64_t from_ns, int64_t to_ns) {
 struct OpenLoopWorkload::Slot {
   VolumeRequest request;
   Arrival arrival;
-  std::vector<std::byte> buffer;
+  AlignedBuffer buffer;  // aligned: the pool may run on an O_DIRECT device
 };
 
 Status ValidateForeground(const ForegroundOptions& o) {
@@ -83,6 +87,10 @@ int64_t OpenLoopWorkload::Issue(int64_t now_ns) {
   if (!started_) return INT64_MAX;
   const uint64_t blocks = options_.span_bytes / options_.block_bytes;
   while (!stopped_ && next_ns_ <= now_ns) {
+    if (next_ns_ >= stop_at_ns_) {
+      stopped_ = true;
+      break;
+    }
     Arrival a;
     a.intended_ns = next_ns_;
     a.phase = phase_;
@@ -104,7 +112,7 @@ bool OpenLoopWorkload::SubmitQueued() {
     } else if (slots_.size() < options_.max_outstanding) {
       slots_.push_back(std::make_unique<Slot>());
       slot = slots_.back().get();
-      slot->buffer.resize(options_.block_bytes);
+      slot->buffer = AlignedBuffer(options_.block_bytes);
       free_slots_.push_back(slot);
     } else {
       return false;
@@ -191,6 +199,9 @@ LatencyHistogram OpenLoopWorkload::TakeRecent() {
 }
 
 Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const DriveOptions& options) {
+  // Wake-ups to the microsecond (the default slack is 50 us, a quarter of an
+  // ESSD's latency): a late wake-up would count in every latency measured.
+  (void)::prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   bool background_done = !options.background;
   int64_t next_tick = 0;
   while (true) {
@@ -204,10 +215,14 @@ Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const Dr
     }
     if (now >= options.until_ns && background_done) return Status::OK();
     if (!pool.health().ok()) return pool.health();
-    // Sleep until the next arrival (or a completion), but not past a QoS
-    // timer or a background step for long.
-    int64_t wait_ns = std::min(next_arrival, options.until_ns) - clock.NowNs();
-    if (pool.in_flight() > 0 || !background_done) wait_ns = std::min<int64_t>(wait_ns, 200'000);
+    // Sleep until the next arrival, QoS timer or device completion; a
+    // background step waits at most 200 us.
+    int64_t wait_ns = std::min({next_arrival, options.until_ns, pool.NextTimerNs()}) - clock.NowNs();
+    if (!background_done) wait_ns = std::min<int64_t>(wait_ns, 200'000);
+    // The last 250 us are spun, not slept: a wake-up from ppoll takes ~100
+    // us on a VM, which would count in every latency of an idle phase and
+    // not of a busy one (whose loop rarely sleeps), biasing the comparison.
+    wait_ns -= kSpinNs;
     if (wait_ns <= 0) continue;
     if (options.event_fd >= 0) {
       pollfd pfd{options.event_fd, POLLIN, 0};

@@ -82,6 +82,9 @@ class OpenLoopWorkload {
   int64_t Issue(int64_t now_ns);
   // No more arrivals after this; those queued are still submitted.
   void Stop() { stopped_ = true; }
+  // No arrivals due at or after `ns` (a run of a fixed length: the same
+  // seed then gives the same arrivals, however late the driver stops).
+  void StopAt(int64_t ns) { stop_at_ns_ = ns; }
   // Stopped, nothing queued, nothing in flight.
   bool drained() const { return stopped_ && queued_.empty() && in_flight_ == 0; }
 
@@ -133,6 +136,7 @@ class OpenLoopWorkload {
   std::mt19937_64 rng_;
   int64_t start_ns_ = 0;
   int64_t next_ns_ = INT64_MAX;  // the next arrival's intended start
+  int64_t stop_at_ns_ = INT64_MAX;
   bool started_ = false;
   bool stopped_ = false;
   std::deque<Arrival> queued_;  // due, not yet submitted
