@@ -85,12 +85,13 @@ struct BackupOptions {
   // or "policy".
   std::string trigger = "manual";
   // Snapshot backups: the worker threads (hashing, compression, puts) run at
-  // idle CPU and I/O priority (SCHED_IDLE, ioprio class idle), so they use
-  // only what the workload leaves. This models ESSD, whose backend copies a
-  // snapshot on other hardware; on one machine the copy would otherwise take
-  // CPU from the workload it is meant not to disturb. Best effort: where the
-  // system refuses, the workers run at normal priority. Physical backups run
-  // in the customer's own process and never use it.
+  // the lowest CPU and I/O priority (nice 19, best-effort I/O level 7), so
+  // they use mostly what the workload leaves — and still progress under full
+  // load (SCHED_IDLE would starve them). This models ESSD, whose backend
+  // copies a snapshot on other hardware; on one machine the copy would
+  // otherwise take CPU from the workload it is meant not to disturb. Best
+  // effort: where the system refuses, the workers run at normal priority.
+  // Physical backups run in the customer's own process and never use it.
   bool idle_priority = true;
 };
 

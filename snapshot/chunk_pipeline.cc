@@ -1,7 +1,6 @@
 #include "snapshot/chunk_pipeline.h"
 
-#include <pthread.h>
-#include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -38,15 +37,20 @@ Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t unt
   return Status::OK();
 }
 
-// SCHED_IDLE for the CPU, ioprio class idle for the disk: the thread runs
-// only on what other threads leave. Failures leave it as it was.
+// The lowest normal priority for the CPU (nice 19) and the disk (best
+// effort, level 7): the thread gets what others leave and a sliver under
+// full load. Not SCHED_IDLE / ioprio idle: those never run while anything
+// else is runnable, and a busy workload (or an event loop that polls) would
+// starve the backup for good. Failures leave the thread as it was.
 void LowerThisThreadToIdle() {
-  sched_param param{};
-  (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
-  constexpr int kIoprioWhoProcess = 1;  // with id 0: the calling thread
-  constexpr int kIoprioClassIdle = 3;
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19);
+  constexpr int kIoprioWhoProcess = 1;  // with a thread id: that thread
+  constexpr int kIoprioClassBestEffort = 2;
   constexpr int kIoprioClassShift = 13;
-  (void)syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, kIoprioClassIdle << kIoprioClassShift);
+  constexpr int kLowestLevel = 7;
+  (void)::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid,
+                  (kIoprioClassBestEffort << kIoprioClassShift) | kLowestLevel);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ class ChunkPipeline {
     // (stored or shared), and bytes of new chunk objects.
     std::atomic<uint64_t>* done_bytes = nullptr;
     std::atomic<uint64_t>* stored_bytes = nullptr;
-    // The workers run at idle CPU and I/O priority (BackupOptions::
+    // The workers run at the lowest CPU and I/O priority (BackupOptions::
     // idle_priority); best effort.
     bool idle_priority = false;
   };

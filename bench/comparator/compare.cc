@@ -708,7 +708,7 @@ Result<ComparisonReport> RunComparison(const Scenario& sc, const CompareOptions&
       "enforced per volume by a token-bucket limiter; the device under it is a sparse file.",
       "Physical backups read through the volume's QoS budget, sharing it with the workload; "
       "snapshot backups read the pool directly, outside it, with their hashing, compression and "
-      "store writes at idle CPU and I/O priority (ESSD's backend copies on other hardware).",
+      "store writes at the lowest CPU and I/O priority (ESSD's backend copies on other hardware).",
       "Backups go to a directory store on the same file system (fsync per object), not to OSS/S3.",
       "RPO runs on a simulated clock (policy_simulation.h): writes, schedules and failures are "
       "simulated; every loss is measured by restoring and comparing with an oracle.",

@@ -17,8 +17,8 @@
 // the intended start, from merged per-second histograms. Impact = during
 // against before. Physical backups read through the volume's QoS (they
 // share its IOPS and throughput with the workload, as on ESSD); snapshot
-// backups read the pool directly, outside it, with their workers at idle
-// CPU priority (ESSD's backend copies on other hardware): the report says
+// backups read the pool directly, outside it, with their workers at the
+// lowest CPU priority (ESSD's backend copies on other hardware): the report says
 // so, and the figures show what it costs.
 // full-adaptive paces a physical full with AdaptiveRateController, every
 // 250 ms, on the foreground's p99 of the last interval.
