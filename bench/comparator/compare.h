@@ -89,6 +89,8 @@ struct BackupRun {
   bool through_qos = false;  // read through the volume's QoS budget
   double seconds = 0;        // BackupJob::Start until done
   double start_seconds = 0;  // BackupJob::Start alone (its snapshot and commit hold the pool's thread)
+  double max_step_seconds = 0;  // the longest BackupJob::Step (it holds the pool's thread too)
+  double max_loop_gap_seconds = 0;  // the workload driver's longest busy gap during the backup
   uint64_t bytes_to_copy = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_stored = 0;

@@ -399,6 +399,8 @@ Json ReportJson(const ComparisonReport& r) {
     backups.push_back(Json{{"method", CompareMethodName(b.method)},
                            {"seconds", R(b.seconds)},
                            {"start_seconds", R(b.start_seconds, 4)},
+                           {"max_step_seconds", R(b.max_step_seconds, 4)},
+                           {"max_loop_gap_seconds", R(b.max_loop_gap_seconds, 4)},
                            {"bytes_read", b.bytes_read},
                            {"bytes_stored", b.bytes_stored},
                            {"bytes_to_copy", b.bytes_to_copy},

@@ -204,8 +204,17 @@ Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const Dr
   (void)::prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   bool background_done = !options.background;
   int64_t next_tick = 0;
+  // The previous round's start and how long it meant to sleep: a round that
+  // took longer than that was busy (or lost the CPU) for the difference.
+  int64_t round_start = clock.NowNs();
+  int64_t planned_sleep = 0;
   while (true) {
     const int64_t now = clock.NowNs();
+    if (options.max_busy_gap_ns != nullptr) {
+      *options.max_busy_gap_ns = std::max(*options.max_busy_gap_ns, now - round_start - planned_sleep);
+    }
+    round_start = now;
+    planned_sleep = 0;
     const int64_t next_arrival = workload.Issue(now);
     pool.Poll(0);
     if (!background_done) background_done = options.background();
@@ -224,6 +233,7 @@ Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const Dr
     // not of a busy one (whose loop rarely sleeps), biasing the comparison.
     wait_ns -= kSpinNs;
     if (wait_ns <= 0) continue;
+    planned_sleep = clock.NowNs() - now + wait_ns;
     if (options.event_fd >= 0) {
       pollfd pfd{options.event_fd, POLLIN, 0};
       const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
@@ -232,6 +242,7 @@ Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const Dr
         (void)!::read(options.event_fd, &value, sizeof value);
       }
     } else {
+      planned_sleep = clock.NowNs() - now + std::min<int64_t>(wait_ns, 50'000);
       clock.SleepUntilNs(clock.NowNs() + std::min<int64_t>(wait_ns, 50'000));
     }
   }

@@ -163,6 +163,10 @@ class OpenLoopWorkload {
 // controllers); returning false stops the loop early with Cancelled.
 struct DriveOptions {
   int64_t until_ns = 0;
+  // When set: raised to the longest time between two rounds of the loop
+  // that was not spent waiting (background steps, polls, the scheduler
+  // taking the CPU away) — what held every request due meanwhile.
+  int64_t* max_busy_gap_ns = nullptr;
   std::function<bool()> background;
   std::function<bool(int64_t now_ns)> tick;
   int event_fd = -1;
