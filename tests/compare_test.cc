@@ -1,7 +1,10 @@
 // The comparator's parts: scenario parsing, the open-loop workload, the
 // adaptive rate controller; and `snapdisk compare --quick` end to end (the
 // report's contract and its physics).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -298,6 +301,21 @@ TEST(CompareCliTest, BadScenarioIsExit2AndWritesNoReport) {
   EXPECT_FALSE(std::filesystem::exists(dir.File("out")));
   auto missing = cli::testing::RunCli({"compare", "--scenario", dir.File("nope.json")});
   EXPECT_EQ(missing.exit_code, 3) << missing.err;  // not found
+}
+
+TEST(CompareCliTest, ASecondRunIntoTheSameDirectoryIsRefused) {
+  testing::ScratchDir dir;
+  const std::string out = dir.File("busy");
+  std::filesystem::create_directories(out);
+  // What a first run holds while it runs.
+  const int fd = ::open((out + "/.compare.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  auto r = cli::testing::RunCli({"compare", "--quick", "--out", out});
+  EXPECT_EQ(r.exit_code, 4) << r.err;  // busy
+  EXPECT_NE(r.err.find("another snapdisk compare is writing to"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out + "/scratch"));
+  ::close(fd);
 }
 
 TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {

@@ -45,10 +45,14 @@
 // Claims: the seed's statements, each marked holds / does not hold with the
 // measured evidence (see MakeClaims in compare.cc).
 //
-// Cost: scratch pools and stores in `scratch_dir` (sparse; about 3x the
-// largest written size at once; removed as each experiment ends); time
-// roughly methods x (seconds_before + backup + seconds_after) plus the
-// restores of sum(written) a few times over.
+// Where: the backup experiments' pools are sparse MemoryDevices (so the
+// workload's latency is the profile's and the engine's, not the host file
+// system's fsync): memory about 3x written[0]. The restore sweep's pools are
+// sparse files opened with O_DIRECT in `scratch_dir`, about 4x the size
+// being restored at once. Stores are directories there. Each experiment
+// removes what it made when it ends.
+// Time: roughly methods x (seconds_before + backup + seconds_after), plus
+// the restores of sum(written) a few times over, plus the RPO simulations.
 #pragma once
 
 #include <cstdint>

@@ -2,6 +2,9 @@
 // backup method against the same workload, the restores against data size,
 // the RPO of each log frequency — written as report.json, timeline.csv and
 // report.html into --out, and a table on the terminal.
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +14,7 @@
 #include "bench/comparator/compare.h"
 #include "bench/comparator/compare_report.h"
 #include "bench/comparator/scenario.h"
+#include "disk/unique_fd.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/exit_codes.h"
 
@@ -52,6 +56,15 @@ int RunCompare(CommandContext& ctx, const CompareArgs& args) {
   if (std::filesystem::exists(out + "/report.json", ec)) {
     return ctx.Fail(Status::AlreadyExists(out + " already holds a report; choose another --out"));
   }
+  // One run per directory: a second one would remove the first's scratch
+  // pools from under it.
+  std::filesystem::create_directories(out, ec);
+  if (ec) return ctx.Fail(Status::IOError("cannot make " + out + ": " + ec.message()));
+  const std::string lock_path = out + "/.compare.lock";
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock.valid() || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    return ctx.Fail(Status::Busy("another snapdisk compare is writing to " + out));
+  }
   CompareOptions options;
   options.scratch_dir = out + "/scratch";
   options.progress = [&ctx](const std::string& stage, double fraction, double) {
@@ -61,9 +74,13 @@ int RunCompare(CommandContext& ctx, const CompareArgs& args) {
   auto report = RunComparison(scenario, options);
   ctx.out().ProgressEnd();
   std::filesystem::remove_all(options.scratch_dir, ec);
+  std::filesystem::remove(lock_path, ec);
   if (!report.ok()) {
     // Nothing half-made is left: the directory goes if the run made it empty.
     std::filesystem::remove(out, ec);
+    if (report.status().IsCancelled()) {
+      return ctx.Fail(Status::Cancelled("compare interrupted: no report written, scratch pools removed"));
+    }
     return ctx.Fail(report.status());
   }
   if (Status s = WriteReport(*report, out); !s.ok()) return ctx.Fail(s);
