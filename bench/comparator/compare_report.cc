@@ -123,7 +123,9 @@ std::string TickLabel(double v) {
   if (std::abs(v) >= 1e4) return F(v / 1e3, 0) + "k";
   if (std::abs(v) >= 10 || v == std::round(v)) return F(v, 0);
   if (std::abs(v) >= 1) return F(v, 1);
-  return F(v, 2);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);  // 0.5, 0.01, 0.001
+  return buf;
 }
 
 class Chart {
@@ -187,10 +189,15 @@ class Chart {
   }
 
   std::string Svg() const {
+    // Legend: three to a row, or one when a label would not fit a third.
+    size_t longest = 0;
+    for (const auto& l : legend_) longest = std::max(longest, l.label.size());
+    const size_t per_row = longest > 30 ? 1 : 3;
+    const size_t legend_rows = (legend_.size() + per_row - 1) / per_row;
     std::ostringstream o;
     o << "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"" << w_ << "\" height=\""
-      << h_ + 18 * ((legend_.size() + 2) / 3) << "\" viewBox=\"0 0 " << w_ << " "
-      << h_ + 18 * ((legend_.size() + 2) / 3) << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+      << h_ + 18 * legend_rows << "\" viewBox=\"0 0 " << w_ << " " << h_ + 18 * legend_rows
+      << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
     o << "<text x=\"" << kLeft << "\" y=\"14\" font-size=\"13\" font-weight=\"bold\">" << Esc(title_)
       << "</text>\n";
     // Grid and ticks.
@@ -219,8 +226,8 @@ class Chart {
       << ") rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">" << Esc(y_label_) << "</text>\n";
     o << body_.str();
     for (size_t i = 0; i < legend_.size(); ++i) {
-      const double lx = kLeft + static_cast<double>(i % 3) * (w_ - kLeft) / 3.0;
-      const double ly = h_ + 6 + 18.0 * static_cast<double>(i / 3);
+      const double lx = kLeft + static_cast<double>(i % per_row) * (w_ - kLeft) / static_cast<double>(per_row);
+      const double ly = h_ + 6 + 18.0 * static_cast<double>(i / per_row);
       if (legend_[i].box) {
         o << "<rect x=\"" << F(lx, 1) << "\" y=\"" << F(ly, 1) << "\" width=\"14\" height=\"10\" fill=\""
           << legend_[i].color << "\" opacity=\"0.35\"/>\n";
@@ -328,13 +335,18 @@ std::string ImpactCharts(const ComparisonReport& r) {
 
 std::string RtoChart(const ComparisonReport& r) {
   if (r.restores.empty()) return "";
-  double xmax = 0, ymax = 0;
+  double xmax = 0, ymin = 1e18, ymax = 0;
   for (const RestoreRun& x : r.restores) {
     xmax = std::max(xmax, static_cast<double>(x.written_bytes) / kBytesPerGiB);
-    ymax = std::max(ymax, x.complete_seconds);
+    for (double v : {x.usable_seconds, x.complete_seconds}) {
+      if (v > 0) ymin = std::min(ymin, v), ymax = std::max(ymax, v);
+    }
   }
-  Chart c("RTO against data size", {0, xmax * 1.08}, {0, std::max(0.01, ymax * 1.1)}, "data written (GiB)",
-          "seconds", 640, 280);
+  if (ymax == 0) ymin = 0.001, ymax = 1;
+  // Log seconds: instant restores take milliseconds, copies seconds.
+  Chart c("RTO against data size (log scale)", {0, xmax * 1.08},
+          {std::pow(10.0, std::floor(std::log10(ymin))), std::pow(10.0, std::ceil(std::log10(ymax))), true},
+          "data written (GiB)", "seconds", 640, 280);
   struct Series {
     const char* method;
     const char* target;
@@ -363,11 +375,17 @@ std::string RtoChart(const ComparisonReport& r) {
 
 std::string RpoChart(const ComparisonReport& r) {
   if (r.rpo.empty()) return "";
-  double ymax = 0;
-  for (const RpoRun& x : r.rpo) ymax = std::max({ymax, x.max_loss_seconds, x.interval_seconds});
+  double ymin = 1e18, ymax = 0;
+  for (const RpoRun& x : r.rpo) {
+    for (double v : {x.max_loss_seconds, x.mean_loss_seconds, x.interval_seconds}) {
+      if (v > 0) ymin = std::min(ymin, v / 60), ymax = std::max(ymax, v / 60);
+    }
+  }
+  if (ymax == 0) ymin = 0.1, ymax = 10;
   const double n = static_cast<double>(r.rpo.size());
-  Chart c("RPO: data lost per disk failure (simulated clock, measured by restore)", {-0.5, n - 0.5},
-          {0, std::max(1.0, ymax / 60 * 1.1)}, "", "minutes", 640, 260);
+  Chart c("RPO: data lost per disk failure (simulated clock, measured by restore; log scale)", {-0.5, n - 0.5},
+          {std::pow(10.0, std::floor(std::log10(ymin))), std::pow(10.0, std::ceil(std::log10(ymax))), true}, "",
+          "minutes", 640, 260);
   std::vector<std::pair<double, std::string>> cats;
   for (size_t i = 0; i < r.rpo.size(); ++i) {
     const RpoRun& x = r.rpo[i];
@@ -450,7 +468,7 @@ Json ReportJson(const ComparisonReport& r) {
   for (const Claim& c : r.claims) claims.push_back(Json{{"claim", c.claim}, {"holds", c.holds}, {"evidence", c.evidence}});
   return Json{{"format", "snapdisk-compare"},
               {"version", 1},
-              {"started", FormatRfc3339(r.started_unix_ns)},
+              {"started", FormatRfc3339(r.started_unix_ns / 1'000'000'000 * 1'000'000'000)},
               {"real_seconds", R(r.real_seconds, 1)},
               {"scenario", ScenarioJson(r.scenario)},
               {"profile",
@@ -496,7 +514,7 @@ std::string ReportHtml(const ComparisonReport& r) {
     << F(r.scenario.foreground.iops, 0) << " IOPS, " << F(r.scenario.foreground.read_pct, 0) << "% reads, "
     << HumanBytes(r.scenario.foreground.block_bytes) << " blocks; data for the backups: "
     << HumanBytes(r.scenario.written.front()) << "; seed " << r.scenario.seed << ". Run "
-    << Esc(FormatRfc3339(r.started_unix_ns)) << ", " << F(r.real_seconds, 0) << " s.</p>\n";
+    << Esc(FormatRfc3339(r.started_unix_ns / 1'000'000'000 * 1'000'000'000)) << ", " << F(r.real_seconds, 0) << " s.</p>\n";
 
   o << "<h2>The seed's claims, measured</h2>\n<table><tr><th class=l>claim</th><th>holds</th>"
        "<th class=l>evidence</th></tr>\n";
