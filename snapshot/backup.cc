@@ -545,7 +545,12 @@ bool BackupJob::Step() {
                                                     : "failed";
       if (task.result == "failed") task.error = set.status().ToString();
     }
-    if (pool_->health().ok() && RecordBackupTask(*pool_, task).ok()) (void)pool_->Commit();
+    // One commit for the record and what the job's end changed (snapshots
+    // deleted), recorded or not.
+    if (pool_->health().ok()) {
+      (void)RecordBackupTask(*pool_, task);
+      (void)pool_->Commit();
+    }
   }
   return done;
 }
@@ -923,9 +928,10 @@ void BackupJob::Impl::Finish() {
   snapshot->SetInUse(false);
   snapshot->ChargeQosTo(nullptr);
   DeleteSupersededSnapshots();
-  // The set is durable whatever the commit says; a failed commit fails the
-  // pool, which its next user hears about.
-  (void)pool.Commit();
+  // No commit here: BackupJob::Step commits once the task is recorded, in the
+  // same step (a commit holds the pool's thread, so one, not two). The set
+  // is durable whatever that commit says; a failed commit fails the pool,
+  // which its next user hears about.
   ReleaseBackupSequence(store, volume.name, set.sequence);
   reserved = false;
   result = set;
