@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -67,8 +68,14 @@ int RunCompare(CommandContext& ctx, const CompareArgs& args) {
   }
   CompareOptions options;
   options.scratch_dir = out + "/scratch";
-  options.progress = [&ctx](const std::string& stage, double fraction, double) {
-    ctx.out().Progress(stage, static_cast<uint64_t>(fraction * 1000), 1000, ProgressUnit::kSeconds);
+  // The line: the stage, seconds so far of the seconds the whole run should
+  // take at its pace so far, and the ETA.
+  const auto started = std::chrono::steady_clock::now();
+  options.progress = [&ctx, started](const std::string& stage, double fraction, double eta_s) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double total = fraction > 0.01 ? elapsed + eta_s : 0;  // unknown at first
+    ctx.out().Progress(stage, static_cast<uint64_t>(elapsed), static_cast<uint64_t>(total),
+                       ProgressUnit::kSeconds);
     return !ctx.out().Cancelled();
   };
   auto report = RunComparison(scenario, options);

@@ -96,7 +96,9 @@ std::string ProgressBar::Render(std::string_view label, uint64_t done, uint64_t 
   if (rate > 0) {
     // Planned seconds per second says nothing; the ETA does.
     if (unit != ProgressUnit::kSeconds) tail += "  " + Amount(static_cast<uint64_t>(rate), unit) + RateSuffix(unit);
-    if (total > done) tail += "  ETA " + Clock(static_cast<double>(total - done) / rate);
+    // Seconds are their own rate: what is left is the ETA.
+    const double left = static_cast<double>(total - std::min(done, total));
+    if (total > done) tail += "  ETA " + Clock(unit == ProgressUnit::kSeconds ? left : left / rate);
   }
   std::string line(label);
   // A bar of fixed width (so it does not jump as the figures change): what is
