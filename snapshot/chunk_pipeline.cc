@@ -61,7 +61,10 @@ ChunkPipeline::ChunkPipeline(WormStore& store, const Options& options)
   buffer_storage_.reserve(options.buffers);
   free_buffers_.reserve(options.buffers);
   for (uint32_t i = 0; i < options.buffers; ++i) {
-    buffer_storage_.emplace_back(options.chunk_bytes);
+    // Uninitialized: a buffer is always filled before it is read, and
+    // zeroing 20 MiB of buffers up front took ~12 ms of the pool's thread at
+    // the start of every backup (the comparator measured it).
+    buffer_storage_.emplace_back(options.chunk_bytes, AlignedBuffer::kUninitialized);
     free_buffers_.push_back(buffer_storage_.back().data());
   }
   outputs_.reserve(options.buffers + options.max_other_tasks);
