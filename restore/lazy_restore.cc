@@ -2,8 +2,6 @@
 // restore/lazy_restore.h; the engine side in engine/pool.h, "Hydration").
 #include "restore/lazy_restore.h"
 
-#include "engine/aligned_buffer.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <unordered_map>
 
 #include "disk/bytes.h"
+#include "engine/aligned_buffer.h"
 #include "restore/restore_state.h"
 
 namespace snapdisk {

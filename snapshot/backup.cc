@@ -479,7 +479,7 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
 
   ChunkPipeline::Options po;
   po.worker_threads = options.worker_threads;
-  po.idle_priority = options.idle_priority && impl->set.type == BackupType::kSnapshot;
+  po.lowest_priority = options.lowest_priority && impl->set.type == BackupType::kSnapshot;
   po.buffers = options.max_reads_in_flight + 2 * options.worker_threads;
   po.chunk_bytes = config.chunk_bytes;
   po.zstd_level = config.zstd_level;

@@ -92,7 +92,7 @@ struct BackupOptions {
   // otherwise take CPU from the workload it is meant not to disturb. Best
   // effort: where the system refuses, the workers run at normal priority.
   // Physical backups run in the customer's own process and never use it.
-  bool idle_priority = true;
+  bool lowest_priority = true;
 };
 
 // When a set started at `started_unix_ns` with `options` expires.

@@ -42,7 +42,7 @@ Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t unt
 // full load. Not SCHED_IDLE / ioprio idle: those never run while anything
 // else is runnable, and a busy workload (or an event loop that polls) would
 // starve the backup for good. Failures leave the thread as it was.
-void LowerThisThreadToIdle() {
+void LowerThisThreadToLowest() {
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19);
   constexpr int kIoprioWhoProcess = 1;  // with a thread id: that thread
@@ -160,7 +160,7 @@ void ChunkPipeline::Cancel() {
 constexpr size_t kMaxRememberedChunks = 65536;
 
 void ChunkPipeline::WorkerLoop() {
-  if (options_.idle_priority) LowerThisThreadToIdle();
+  if (options_.lowest_priority) LowerThisThreadToLowest();
   std::vector<std::byte> encode_buffer;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {

@@ -54,8 +54,8 @@ class ChunkPipeline {
     std::atomic<uint64_t>* done_bytes = nullptr;
     std::atomic<uint64_t>* stored_bytes = nullptr;
     // The workers run at the lowest CPU and I/O priority (BackupOptions::
-    // idle_priority); best effort.
-    bool idle_priority = false;
+    // lowest_priority); best effort.
+    bool lowest_priority = false;
   };
 
   struct Output {
