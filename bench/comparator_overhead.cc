@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/closed_loop.h"
 #include "bench/comparator/open_loop_workload.h"
 #include "disk/memory_device.h"
 #include "engine/aligned_buffer.h"
@@ -36,38 +37,6 @@ constexpr uint64_t kSpan = 256 * kMiB;
 [[noreturn]] void Die(const std::string& what, const Status& s) {
   std::fprintf(stderr, "comparator_overhead: %s: %s\n", what.c_str(), s.ToString().c_str());
   std::exit(1);
-}
-
-double EngineIops(Pool& pool, Volume& v, double seconds, uint64_t seed) {
-  constexpr int kDepth = 32;
-  std::vector<AlignedBuffer> buffers;
-  for (int i = 0; i < kDepth; ++i) {
-    buffers.emplace_back(4096);
-    std::memset(buffers.back().data(), 0x5a + i, 4096);
-  }
-  std::vector<VolumeRequest> reqs(kDepth);
-  std::mt19937_64 rng(seed);
-  uint64_t done = 0;
-  bool stop = false;
-  std::function<void(int)> submit = [&](int i) {
-    reqs[i] = VolumeRequest{.op = rng() % 2 ? VolumeOp::kRead : VolumeOp::kWrite,
-                            .offset_bytes = rng() % (kSpan / 4096) * 4096,
-                            .length_bytes = 4096,
-                            .data = buffers[i].data()};
-    reqs[i].on_complete = [&, i](VolumeRequest&, const Status& s) {
-      if (!s.ok()) Die("engine loop", s);
-      ++done;
-      if (!stop) submit(i);
-    };
-    if (Status s = v.Submit(reqs[i]); !s.ok()) Die("submit", s);
-  };
-  Clock& clock = SystemClock::Get();
-  const int64_t start = clock.NowNs();
-  for (int i = 0; i < kDepth; ++i) submit(i);
-  while (clock.NowNs() - start < static_cast<int64_t>(seconds * 1e9)) pool.Poll(1);
-  stop = true;
-  while (pool.in_flight() > 0) pool.Poll(1);
-  return static_cast<double>(done) / ((clock.NowNs() - start) / 1e9);
 }
 
 double GeneratorIops(Pool& pool, Volume& v, int event_fd, double target_iops, double seconds, uint64_t seed) {
@@ -150,7 +119,9 @@ int Main(int argc, char** argv) {
   std::printf("%-6s %14s %14s %8s\n", "round", "engine IOPS", "generator IOPS", "ratio");
   std::vector<double> ratios;
   for (int r = 0; r < rounds; ++r) {
-    const double engine = EngineIops(*pool, *v, seconds, 1 + r);
+    auto engine_or = ClosedLoopRandomIops(*pool, *v, 50, kSpan, seconds, 1 + r);
+    if (!engine_or.ok()) Die("engine loop", engine_or.status());
+    const double engine = *engine_or;
     // Asked for 1.5x what the engine loop reached: it never waits for an
     // arrival, and its backlog stays bounded (0.5x that for the run).
     const double generator = GeneratorIops(*pool, *v, event_fd, 1.5 * engine, seconds, 100 + r);

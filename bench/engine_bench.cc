@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/closed_loop.h"
 #include "disk/clock.h"
 #include "engine/aligned_buffer.h"
 #include "engine/pool_file.h"
@@ -108,38 +109,9 @@ void Fill(Pool& pool, Volume& v, uint64_t bytes, uint64_t seed) {
 // QD32 random 4 KiB reads or writes over [0, span) for `seconds`; returns IOPS.
 double RandomIops(Pool& pool, Volume& v, VolumeOp op, uint64_t span, double seconds,
                   uint64_t seed) {
-  const int kDepth = 32;
-  std::vector<AlignedBuffer> buffers;
-  for (int i = 0; i < kDepth; ++i) {
-    buffers.emplace_back(4096);
-    std::memset(buffers.back().data(), 0x5a + i, 4096);
-  }
-  std::vector<VolumeRequest> reqs(kDepth);
-  std::mt19937_64 rng(seed);
-  const uint64_t blocks = span / 4096;
-  uint64_t done = 0;
-  bool stop = false;
-  Status failure;
-  std::function<void(int)> submit = [&](int i) {
-    reqs[i] = VolumeRequest{.op = op,
-                            .offset_bytes = rng() % blocks * 4096,
-                            .length_bytes = 4096,
-                            .data = buffers[i].data()};
-    reqs[i].on_complete = [&, i](VolumeRequest&, const Status& s) {
-      if (!s.ok()) failure = s;
-      ++done;
-      if (!stop) submit(i);
-    };
-    Status s = v.Submit(reqs[i]);
-    if (!s.ok()) Die("submit", s);
-  };
-  const double start = NowSeconds();
-  for (int i = 0; i < kDepth; ++i) submit(i);
-  while (NowSeconds() - start < seconds) pool.Poll(1);
-  stop = true;
-  while (pool.in_flight() > 0) pool.Poll(1);
-  if (!failure.ok()) Die("random I/O", failure);
-  return done / (NowSeconds() - start);
+  auto iops = ClosedLoopRandomIops(pool, v, op == VolumeOp::kRead ? 100 : 0, span, seconds, seed);
+  if (!iops.ok()) Die("random I/O", iops.status());
+  return *iops;
 }
 
 double Percentile(std::vector<double> v, double p) {

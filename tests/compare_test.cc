@@ -170,8 +170,8 @@ TEST(OpenLoopWorkloadTest, AStallRaisesLatencyAndLosesNoSamples) {
   }
   // The same seed: the same schedule, stall or not.
   EXPECT_EQ(calm.arrivals(), stalled.arrivals());
-  const LatencyHistogram c = calm.Window(0, 2'000'000'000);
-  const LatencyHistogram s = stalled.Window(0, 2'000'000'000);
+  const LatencyHistogram c = calm.AllLatencies();
+  const LatencyHistogram s = stalled.AllLatencies();
   EXPECT_EQ(c.count(), calm.arrivals());
   EXPECT_EQ(s.count(), stalled.arrivals());
   // Calm: a memory device answers in microseconds.
@@ -301,6 +301,26 @@ TEST(CompareCliTest, BadScenarioIsExit2AndWritesNoReport) {
   EXPECT_FALSE(std::filesystem::exists(dir.File("out")));
   auto missing = cli::testing::RunCli({"compare", "--scenario", dir.File("nope.json")});
   EXPECT_EQ(missing.exit_code, 3) << missing.err;  // not found
+}
+
+TEST(CompareCliTest, AReadOnlyWorkloadGivesALogBackupNothingToShip) {
+  testing::ScratchDir dir;
+  {
+    std::ofstream f(dir.File("s.json"));
+    f << R"({"written": ["4M"], "methods": ["log"], "log_frequencies": ["data"], "rpo_hours": 1,
+             "rpo_failures": 1, "foreground": {"iops": 50, "read_pct": 100, "seconds_before": 1,
+             "seconds_after": 1}})";
+  }
+  cli::testing::CliOptions slow;
+  slow.timeout_s = 600;
+  auto r = cli::testing::RunCli({"compare", "--scenario", dir.File("s.json"), "--out", dir.File("out"), "--json"},
+                                slow);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc["backups"].size(), 1u);
+  EXPECT_TRUE(doc["backups"][0]["nothing_to_ship"].get<bool>());
+  EXPECT_EQ(doc["backups"][0]["bytes_read"], 0);
+  EXPECT_EQ(doc["backups"][0]["p99_impact_pct"], 0);  // no request was due during it
 }
 
 TEST(CompareCliTest, ASecondRunIntoTheSameDirectoryIsRefused) {

@@ -89,7 +89,8 @@ struct TimelinePoint {
 
 struct BackupRun {
   CompareMethod method = CompareMethod::kSnapshot;
-  std::string set_id;
+  std::string set_id;  // empty when nothing was shipped
+  bool nothing_to_ship = false;  // a log backup after a workload that wrote nothing
   bool through_qos = false;  // read through the volume's QoS budget
   double seconds = 0;        // BackupJob::Start until done
   double start_seconds = 0;  // BackupJob::Start alone (its snapshot and commit hold the pool's thread)

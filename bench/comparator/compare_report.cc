@@ -425,6 +425,7 @@ Json ReportJson(const ComparisonReport& r) {
                            {"read_mb_per_s", R(b.read_mb_per_s, 1)},
                            {"through_qos", b.through_qos},
                            {"set_id", b.set_id},
+                           {"nothing_to_ship", b.nothing_to_ship},
                            {"baseline", PhaseJson(b.baseline)},
                            {"during", PhaseJson(b.during)},
                            {"after", PhaseJson(b.after)},

@@ -23,15 +23,6 @@ size_t SecondOf(int64_t since_start_ns) {
   return static_cast<size_t>(std::max<int64_t>(0, since_start_ns) / kNsPerSecond);
 }
 
-// The seconds [first, end) a window [from_ns, to_ns) covers: those that
-// start in it (a second is in the window its start is in).
-std::pair<size_t, size_t> SecondRange(int64_t from_ns, int64_t to_ns) {
-  const auto round_up = [](int64_t ns) {
-    return static_cast<size_t>((std::max<int64_t>(0, ns) + kNsPerSecond - 1) / kNsPerSecond);
-  };
-  return {round_up(from_ns), round_up(to_ns)};
-}
-
 }  // namespace
 
 struct OpenLoopWorkload::Slot {
@@ -104,7 +95,7 @@ int64_t OpenLoopWorkload::Issue(int64_t now_ns) {
   return stopped_ ? INT64_MAX : next_ns_;
 }
 
-bool OpenLoopWorkload::SubmitQueued() {
+void OpenLoopWorkload::SubmitQueued() {
   while (!queued_.empty()) {
     Slot* slot = nullptr;
     if (!free_slots_.empty()) {
@@ -115,7 +106,7 @@ bool OpenLoopWorkload::SubmitQueued() {
       slot->buffer = AlignedBuffer(options_.block_bytes);
       free_slots_.push_back(slot);
     } else {
-      return false;
+      return;
     }
     slot->arrival = queued_.front();
     VolumeRequest& r = slot->request;
@@ -133,7 +124,7 @@ bool OpenLoopWorkload::SubmitQueued() {
     }
     r.on_complete = [this, slot](VolumeRequest&, const Status& s) { OnComplete(*slot, s, true); };
     const Status s = volume_.Submit(r);
-    if (s.IsBusy()) return false;  // the pool's request limit: after the next Poll
+    if (s.IsBusy()) return;  // the pool's request limit: after the next Poll
     free_slots_.pop_back();
     queued_.pop_front();
     if (!s.ok()) {  // refused at once: counted as an error that took no time
@@ -142,7 +133,6 @@ bool OpenLoopWorkload::SubmitQueued() {
     }
     ++in_flight_;
   }
-  return true;
 }
 
 void OpenLoopWorkload::OnComplete(Slot& slot, const Status& status, bool was_in_flight) {
@@ -168,28 +158,15 @@ void OpenLoopWorkload::OnComplete(Slot& slot, const Status& status, bool was_in_
   free_slots_.push_back(&slot);
 }
 
-LatencyHistogram OpenLoopWorkload::Window(int64_t from_ns, int64_t to_ns, uint64_t* requests) const {
+LatencyHistogram OpenLoopWorkload::AllLatencies() const {
   LatencyHistogram h;
-  uint64_t n = 0;
-  const auto [first, end] = SecondRange(from_ns, to_ns);
-  for (size_t i = first; i < end && i < seconds_.size(); ++i) {
-    h.Merge(seconds_[i].latency);
-    n += seconds_[i].reads + seconds_[i].writes;
-  }
-  if (requests != nullptr) *requests = n;
+  for (const SecondStats& second : seconds_) h.Merge(second.latency);
   return h;
 }
 
 void OpenLoopWorkload::SetPhase(int phase) {
   SNAPDISK_CHECK(phase >= 0 && phase < kMaxPhases, "workload phase out of range");
   phase_ = phase;
-}
-
-uint64_t OpenLoopWorkload::CompletedBetween(int64_t from_ns, int64_t to_ns) const {
-  uint64_t n = 0;
-  const auto [first, end] = SecondRange(from_ns, to_ns);
-  for (size_t i = first; i < end && i < seconds_.size(); ++i) n += seconds_[i].completed;
-  return n;
 }
 
 LatencyHistogram OpenLoopWorkload::TakeRecent() {

@@ -97,11 +97,8 @@ class OpenLoopWorkload {
   // Per second since Start; a second whose requests are not all complete
   // may still change.
   const std::vector<SecondStats>& seconds() const { return seconds_; }
-  // Merges the histograms of requests due in [from_ns, to_ns) (times since
-  // Start, rounded to whole seconds); `requests` gets their count.
-  LatencyHistogram Window(int64_t from_ns, int64_t to_ns, uint64_t* requests = nullptr) const;
-  // Requests completed in [from_ns, to_ns) (whole seconds, as Window).
-  uint64_t CompletedBetween(int64_t from_ns, int64_t to_ns) const;
+  // Every latency recorded so far, merged.
+  LatencyHistogram AllLatencies() const;
   // Phases: 0 from Start; SetPhase(p) (p < kMaxPhases) makes arrivals from
   // now on count in p. Call Issue(now) first so that arrivals due before the
   // change are made in the old phase.
@@ -124,9 +121,8 @@ class OpenLoopWorkload {
   struct Slot;
 
   void ScheduleNext();
-  // Submits queued arrivals while slots and the pool take them; false when
-  // some are left.
-  bool SubmitQueued();
+  // Submits queued arrivals while slots and the pool take them.
+  void SubmitQueued();
   void OnComplete(Slot& slot, const Status& status, bool was_in_flight);
 
   Pool& pool_;
