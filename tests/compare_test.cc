@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -400,8 +401,14 @@ TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {
   // A full reads through the volume's QoS: the workload queues behind it. A
   // snapshot backup's copy does not. (Both p99s also hold the stall of the
   // backup's starting commit: see the report's assumptions.)
-  EXPECT_LT(2 * backup("snapshot")["during"]["p50_us"].get<double>(),
-            backup("full")["during"]["p50_us"].get<double>());
+  // Latency physics needs an optimized build: under ASan the pool's thread
+  // itself is the bottleneck (a snapshot backup's p50 reached 30 ms there).
+  const bool timed = !testing::BuiltWithSanitizers();
+  if (!timed) std::printf("[ note ] sanitized build: latency and RTO timing checks not made\n");
+  if (timed) {
+    EXPECT_LT(2 * backup("snapshot")["during"]["p50_us"].get<double>(),
+              backup("full")["during"]["p50_us"].get<double>());
+  }
   EXPECT_FALSE(backup("snapshot")["through_qos"].get<bool>());
   EXPECT_TRUE(backup("full")["through_qos"].get<bool>());
   // A following snapshot backup and an incr copy the changes, not the disk.
@@ -417,7 +424,7 @@ TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {
     if (x["method"] == "snapshot" && x["target"] == "new") usable[i] = x["usable_seconds"].get<double>();
     if (x["method"] == "physical" && x["target"] == "new") copy[i] = x["complete_seconds"].get<double>();
   }
-  EXPECT_LE(usable[1], std::max(1.5 * usable[0], usable[0] + 0.05)) << usable[0] << " " << usable[1];
+  if (timed) EXPECT_LE(usable[1], std::max(1.5 * usable[0], usable[0] + 0.05)) << usable[0] << " " << usable[1];
   EXPECT_GT(copy[1], copy[0]);
   // RPO: every loss within its interval; 5 minutes loses less than 30.
   double max5 = 0, max30 = 0;
