@@ -424,7 +424,9 @@ TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {
     if (x["method"] == "snapshot" && x["target"] == "new") usable[i] = x["usable_seconds"].get<double>();
     if (x["method"] == "physical" && x["target"] == "new") copy[i] = x["complete_seconds"].get<double>();
   }
-  if (timed) EXPECT_LE(usable[1], std::max(1.5 * usable[0], usable[0] + 0.05)) << usable[0] << " " << usable[1];
+  if (timed) {
+    EXPECT_LE(usable[1], std::max(1.5 * usable[0], usable[0] + 0.05)) << usable[0] << " " << usable[1];
+  }
   EXPECT_GT(copy[1], copy[0]);
   // RPO: every loss within its interval; 5 minutes loses less than 30.
   double max5 = 0, max30 = 0;
