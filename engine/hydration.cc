@@ -14,13 +14,23 @@
 // later), so nothing can slip between the fill's "still pending?" and its map
 // update; a client write still in flight when the fill maps a block
 // completes later and replaces it — the client's data wins either way.
+//
+// Why a read parks on a background fetch and still fills synchronously: the
+// slow part of a cold read is the source (a store read and a decode), which
+// touches no pool state, so HydrationFetcher does it on its own thread while
+// the pool's thread serves other requests. The fill of what it brought (map
+// updates) stays on the pool's thread, in ProcessFetchResults, under the
+// same rule as above; blocks a client wrote meanwhile are simply no longer
+// pending, and FillRun leaves them alone.
 #include <algorithm>
 #include <bit>
 #include <cstring>
 #include <string>
 
 #include "disk/bytes.h"
+#include "engine/hydration_fetcher.h"
 #include "engine/hydration_map.h"
+#include "engine/pending_io.h"
 #include "engine/pool.h"
 
 namespace snapdisk {
@@ -450,7 +460,11 @@ Status Pool::ReadFromSource(const HydrationState& h, const Record& volume, uint6
     return Status::IOError(attached.message() + " (offset " + std::to_string(offset) +
                            " is still to come from it)");
   }
-  Status s = h.source->Read(offset, {dest, length});
+  Status s;
+  {
+    std::lock_guard<std::mutex> source_lock(fetcher_->source_mutex());
+    s = h.source->Read(offset, {dest, length});
+  }
   if (!s.ok()) {
     return s.WithContext("volume '" + volume.name + "': hydration source at offset " +
                          std::to_string(offset) + " length " + std::to_string(length));
@@ -459,13 +473,18 @@ Status Pool::ReadFromSource(const HydrationState& h, const Record& volume, uint6
   return Status::OK();
 }
 
-Status Pool::FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count) {
+Status Pool::FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count,
+                     const std::byte* fetched) {
   const uint64_t vol_id = records_[vol_slot].id;
   const std::string& name = records_[vol_slot].name;
-  if (h.fill_buffer.size() == 0) h.fill_buffer = AlignedBuffer(kMaxFillRunBlocks * block_bytes_);
   SNAPDISK_CHECK(count <= kMaxFillRunBlocks, "a fill run fits the fill buffer");
-  std::byte* data = h.fill_buffer.data();
-  SNAPDISK_RETURN_IF_ERROR(ReadFromSource(h, records_[vol_slot], first_vbn, count, data));
+  const std::byte* data = fetched;
+  if (data == nullptr) {
+    if (h.fill_buffer.size() == 0) h.fill_buffer = AlignedBuffer(kMaxFillRunBlocks * block_bytes_);
+    SNAPDISK_RETURN_IF_ERROR(
+        ReadFromSource(h, records_[vol_slot], first_vbn, count, h.fill_buffer.data()));
+    data = h.fill_buffer.data();
+  }
 
   // Fresh blocks for the blocks that hold data; all-zero blocks stay holes.
   std::vector<MapEntry> entries(count);
@@ -548,7 +567,10 @@ Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
     const uint64_t at = needed.front().first;
     // Without a source the request says why.
     if (!EnsureHydrationSource(*h, records_[vol_slot]).ok()) return Status::OK();
-    auto units = h->source->FetchedWith(at * block_bytes_);
+    auto units = [&] {
+      std::lock_guard<std::mutex> source_lock(fetcher_->source_mutex());
+      return h->source->FetchedWith(at * block_bytes_);
+    }();
     if (!units.ok()) return Status::OK();
     for (const auto& [offset, length] : *units) {
       const uint64_t unit_first = offset / block_bytes_;
@@ -578,6 +600,52 @@ Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
     vbn = at + 1;
   }
   return Status::OK();
+}
+
+bool Pool::ParkForFetch(PendingIo* io) {
+  const uint64_t vol_id = io->volume->id();
+  const HydrationState* h = FindHydration(vol_id);
+  // Without a source the synchronous path says why.
+  if (h == nullptr || h->source == nullptr || !h->source->background_fetch()) return false;
+  const auto pending = h->pending.Overlapping(io->first_vbn, io->end_vbn);
+  if (pending.empty()) return false;
+  const uint64_t id = ++next_fetch_id_;
+  fetch_waiters_[id].push_back(io);
+  fetcher_->Start(HydrationFetcher::Task{id, vol_id, records_[io->volume->slot_].size_bytes,
+                                         block_bytes_, pending.front().first,
+                                         pending.front().second, h->source});
+  return true;
+}
+
+void Pool::ProcessFetchResults() {
+  if (fetcher_->in_flight() == 0) return;
+  for (HydrationFetcher::Result& result : fetcher_->TakeDone()) {
+    auto waiting = fetch_waiters_.extract(result.id);
+    // Fill what came (a failed fetch fills nothing: the reads ask the source
+    // again and fail with its error, in context). Reads keep their volume
+    // open, so it exists; the hydration may have ended meanwhile.
+    auto slot = slot_by_id_.find(result.volume_id);
+    for (const HydrationFetcher::Run& run : result.runs) {
+      if (slot == slot_by_id_.end() || !CheckHealthy().ok()) break;
+      HydrationState* h = FindHydration(result.volume_id);
+      if (h == nullptr) break;
+      for (const auto& [a, b] : h->pending.Overlapping(run.first_vbn, run.first_vbn + run.blocks)) {
+        for (uint64_t x = a; x < b;) {
+          h = FindHydration(result.volume_id);  // a fill may end the hydration
+          if (h == nullptr) break;
+          const uint64_t n = std::min(b - x, kMaxFillRunBlocks);
+          const Record& vol = records_[slot->second];
+          // No room (or a failure): the parked reads read from the source.
+          if (!CheckRoom(n + MetadataNeed(vol.root, n) + HydrationMetadataNeed(*h, n)).ok()) break;
+          const std::byte* data = run.data.data() + (x - run.first_vbn) * block_bytes_;
+          if (!FillRun(slot->second, *h, x, n, data).ok()) break;
+          x += n;
+        }
+      }
+    }
+    if (waiting.empty()) continue;
+    for (PendingIo* io : waiting.mapped()) StartRead(io, /*may_park=*/false);
+  }
 }
 
 Status Pool::HydrationWritten(const Volume& volume, uint64_t first_vbn, uint64_t count) {

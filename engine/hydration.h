@@ -37,6 +37,13 @@ namespace snapdisk {
 //    (no other request of the pool advances meanwhile): a source that blocks
 //    for milliseconds per call is acceptable, one that blocks for seconds
 //    stalls every volume of the pool. It must not call back into the pool.
+//  - Unless background_fetch() says true: then a read of a volume request
+//    that needs pending blocks calls Read and FetchedWith on a thread of the
+//    pool's own (HydrationFetcher), while the pool's thread serves other
+//    requests; the request waits for that fetch, and what it brought fills
+//    the volume as below. Calls into the source stay one at a time (the pool
+//    serializes them), so the source needs no locking, but it must not
+//    depend on the calling thread.
 //
 // Fetch units (optional): a source that fetches more than it is asked for (a
 // backup set decodes a whole chunk to serve one block of it) says so through
@@ -61,6 +68,9 @@ class HydrationSource {
   // what fetching the whole image once costs (0: not known), for
   // HydrationInfo. Any thread.
   virtual uint64_t fetched_bytes() const { return 0; }
+  // See the contract above. A source whose reads are slow (a store's chunk
+  // fetched and decoded) says true.
+  virtual bool background_fetch() const { return false; }
   virtual uint64_t image_fetch_bytes() const { return 0; }
 };
 

@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 
+#include "engine/hydration_fetcher.h"
 #include "engine/hydration_map.h"
 #include "engine/names.h"
 #include "engine/pending_io.h"
@@ -112,6 +113,7 @@ Pool::Pool(BlockDevice& device, const PoolOptions& options, uint32_t block_bytes
   cache_ = std::make_unique<BlockCache>(block_bytes, options.cache_bytes);
   space_ = std::make_unique<SpaceMap>(device, *cache_, geometry, block_bytes, pool_blocks);
   map_ = std::make_unique<BlockMap>(device, *cache_, *space_, block_bytes);
+  fetcher_ = std::make_unique<HydrationFetcher>();
 }
 
 Pool::~Pool() {

@@ -64,6 +64,7 @@ class Volume;
 struct PendingIo;
 class PendingRanges;
 struct HydrationState;
+class HydrationFetcher;
 
 struct PoolOptions {
   // Block size for Create(): a power of two from 4 KiB to 64 KiB. Open() takes
@@ -345,6 +346,11 @@ class Pool {
   // INT64_MAX: none). The pool has no fd for these timers: an event loop
   // that sleeps on the device's eventfd wakes by then and calls Poll.
   int64_t NextTimerNs() const;
+  // Readable (an eventfd) when work the pool does off its thread is ready:
+  // a hydration source's fetch for a parked read (see "Hydration"). An event
+  // loop that sleeps on the device's eventfd sleeps on this one too and
+  // calls Poll when it fires.
+  int background_event_fd() const;
 
   // ---- Internal interface for snapshot/, restore/ and tools (not for users) ----
   enum class Kind : uint8_t {
@@ -448,7 +454,18 @@ class Pool {
   // Reads blocks [first_vbn, first_vbn + count) of `volume` from its source.
   Status ReadFromSource(const HydrationState& h, const Record& volume, uint64_t first_vbn,
                         uint64_t count, std::byte* dest);
-  Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count);
+  // Fills [first_vbn, first_vbn + count) (at most kMaxFillRunBlocks) into
+  // the volume from `data` (the source's bytes for those blocks), or from the
+  // source when `data` is null.
+  Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count,
+                 const std::byte* data = nullptr);
+  // A read that needs pending blocks whose source is attached: hands the
+  // fetch to fetcher_ and parks `io` until its result (true), or false when
+  // the read goes on at once (nothing pending, no source).
+  bool ParkForFetch(PendingIo* io);
+  // Fills what finished fetches brought and starts their parked reads again
+  // (synchronously this time: what is still pending is read from the source).
+  void ProcessFetchResults();
   // Before a request reads pending blocks of [first_vbn, first_vbn + count):
   // fills every pending block of the source's fetch units that hold them
   // (HydrationSource::FetchedWith). What it cannot fill (no units, no room)
@@ -490,7 +507,8 @@ class Pool {
   void ReleaseSetup(PendingIo* io);
   // Moves `io` on after its device requests finished.
   void Advance(PendingIo* io);
-  void StartRead(PendingIo* io);
+  // `may_park`: a read of pending blocks may wait for a background fetch.
+  void StartRead(PendingIo* io, bool may_park = true);
   void StartMutation(PendingIo* io);
   void StartBlockWrites(PendingIo* io);
   // Commits, then restarts writes that found only not-yet-reusable space.
@@ -548,6 +566,11 @@ class Pool {
   // Hydrating volumes, by volume id (one per hydration record).
   std::unordered_map<uint64_t, std::unique_ptr<HydrationState>> hydrations_;
   uint64_t hydration_dirty_blocks_ = 0;  // bitmap blocks with bits to commit
+  // Source fetches off the pool's thread, and the reads parked on each (by
+  // the fetch's id).
+  std::unique_ptr<HydrationFetcher> fetcher_;
+  std::unordered_map<uint64_t, std::vector<PendingIo*>> fetch_waiters_;
+  uint64_t next_fetch_id_ = 0;
   std::vector<size_t> free_slots_;
   std::set<uint64_t> dirty_record_blocks_;  // catalog VBNs to rewrite at commit
   std::set<size_t> dirty_roots_;            // slots whose trees changed

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "disk/clock.h"
+#include "engine/hydration_fetcher.h"
 #include "engine/hydration_map.h"
 #include "engine/pending_io.h"
 #include "engine/pool.h"
@@ -382,6 +383,8 @@ void Pool::CompleteIo(PendingIo* io, Status status) {
   completed_.push_back(io);
 }
 
+int Pool::background_event_fd() const { return fetcher_->event_fd(); }
+
 int64_t Pool::NextTimerNs() const {
   int64_t next = INT64_MAX;
   if (!admissions_.empty()) next = admissions_.begin()->first;
@@ -473,7 +476,8 @@ Status Pool::VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const
   return Status::OK();
 }
 
-void Pool::StartRead(PendingIo* io) {
+void Pool::StartRead(PendingIo* io, bool may_park) {
+  if (may_park && ParkForFetch(io)) return;
   const VolumeRequest& user = *io->user;
   const uint64_t n = io->block_count();
   io->entries.assign(n, MapEntry{});
@@ -752,6 +756,7 @@ uint32_t Pool::Poll(uint32_t min_completions) {
     PumpBacklog();
     device_.Poll(0);
     ProcessFinished();
+    ProcessFetchResults();
     if (!completed_.empty()) {
       polling_ = true;
       delivering_.swap(completed_);
@@ -775,6 +780,8 @@ uint32_t Pool::Poll(uint32_t min_completions) {
     if (!completed_.empty() || !finished_.empty() || !device_backlog_.empty()) continue;
     if (device_in_flight_ > 0) {
       device_.Poll(1);
+    } else if (fetcher_->in_flight() > 0) {
+      fetcher_->WaitDone();  // reads parked on a source fetch
     } else if (next_timer != INT64_MAX) {
       clock().SleepUntilNs(next_timer);  // only QoS timers are left
     } else {

@@ -164,6 +164,7 @@ class OwningSource final : public HydrationSource {
   }
   uint64_t fetched_bytes() const override { return source_->fetched_bytes(); }
   uint64_t image_fetch_bytes() const override { return source_->image_fetch_bytes(); }
+  bool background_fetch() const override { return source_->background_fetch(); }
 
  private:
   std::shared_ptr<WormStore> store_;  // outlives source_ (declared first)

@@ -130,6 +130,9 @@ class BackupSetSource final : public HydrationSource {
   Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) override;
   uint64_t fetched_bytes() const override { return store_bytes_read(); }
   uint64_t image_fetch_bytes() const override { return set_stored_bytes().value_or(0); }
+  // A chunk fetch costs a store read and a decode: the pool does it off its
+  // thread (Read and FetchedWith may then run on the pool's fetch thread).
+  bool background_fetch() const override { return true; }
 
   const std::string& set_id() const { return set_id_; }
   // What the set records of its source (for the restored volume's state).

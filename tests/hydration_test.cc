@@ -9,6 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -320,6 +326,129 @@ TEST(HydrationTest, ASourceErrorIsTheReadsErrorAndChangesNothing) {
   EXPECT_EQ(FillAll(*f.pool, "v", kMiB), 32u * 4096);
   EXPECT_EQ(ReadVolume(*f.v), f.source);
   ExpectFsckClean(*f.pool);
+}
+
+// A source that fetches in units of 16 blocks, off the pool's thread, and
+// whose reads wait at a gate until the test opens it.
+class GatedSource final : public HydrationSource {
+ public:
+  static constexpr uint64_t kUnitBytes = 16 * 4096;
+  explicit GatedSource(Image image) : image_(std::move(image)) {}
+  Status Read(uint64_t offset_bytes, std::span<std::byte> out) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ++entered_;
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return open_; });
+    reads_.emplace_back(offset_bytes, out.size());
+    std::memcpy(out.data(), image_.data() + offset_bytes, out.size());
+    return Status::OK();
+  }
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> FetchedWith(uint64_t offset_bytes) override {
+    const uint64_t first = offset_bytes / kUnitBytes * kUnitBytes;
+    return std::vector<std::pair<uint64_t, uint64_t>>{
+        {first, std::min<uint64_t>(kUnitBytes, image_.size() - first)}};
+  }
+  bool background_fetch() const override { return true; }
+
+  void SetOpen(bool open) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = open;
+    changed_.notify_all();
+  }
+  // Waits (up to 5 s) until `n` reads have entered Read.
+  bool WaitEntered(uint64_t n) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, std::chrono::seconds(5), [&] { return entered_ >= n; });
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> reads() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reads_;
+  }
+
+ private:
+  const Image image_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool open_ = true;
+  uint64_t entered_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> reads_;
+};
+
+// Issue "Instant restore reads each chunk from the store once": while a read
+// of a pending block waits for its fetch, reads of filled blocks are served;
+// a second read of the same unit waits for the same fetch (one source read);
+// what the fetch brought fills the volume.
+TEST(HydrationTest, ReadsOfFilledBlocksAreServedWhileAPendingBlockIsFetched) {
+  const uint64_t size = 64 * 4096;
+  auto dev = NewMemoryDevice(64 * kMiB);
+  std::unique_ptr<Pool> pool = MustCreatePool(*dev, PoolOptions{});
+  ASSERT_TRUE(pool->CreateVolume("v", size).ok());
+  ASSERT_TRUE(pool->BeginHydration("v", {{0, size}}).ok());
+  const Image source = PatternBytes(91, size);
+  auto gated = std::make_shared<GatedSource>(source);
+  ASSERT_TRUE(pool->AttachHydrationSource("v", gated).ok());
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_EQ(*pool->HydrateStep("v", GatedSource::kUnitBytes), GatedSource::kUnitBytes);
+
+  const size_t reads_before = gated->reads().size();  // the step's
+  gated->SetOpen(false);
+  struct Pending {
+    VolumeRequest request;
+    Image data = Image(4096);
+    bool done = false;
+    Status status;
+  };
+  auto submit = [&](Pending& p, uint64_t vbn) {
+    p.request.op = VolumeOp::kRead;
+    p.request.offset_bytes = vbn * 4096;
+    p.request.length_bytes = 4096;
+    p.request.data = p.data.data();
+    p.request.on_complete = [&p](VolumeRequest&, const Status& s) {
+      p.done = true;
+      p.status = s;
+    };
+    ASSERT_TRUE(v->Submit(p.request).ok());
+  };
+  auto poll_until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      pool->Poll(0);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    return done();
+  };
+  Pending cold, same_unit, filled;
+  submit(cold, 40);                   // pending: its unit [32, 48) is fetched
+  ASSERT_TRUE(gated->WaitEntered(1)) << "the fetch never started";
+  submit(same_unit, 44);              // the same unit: waits for the same fetch
+  submit(filled, 3);                  // filled by HydrateStep: no source needed
+  ASSERT_TRUE(poll_until([&] { return filled.done; }))
+      << "a read of a filled block waited for another block's fetch";
+  ASSERT_TRUE(filled.status.ok()) << filled.status.ToString();
+  EXPECT_TRUE(std::equal(filled.data.begin(), filled.data.end(), source.begin() + 3 * 4096));
+  EXPECT_FALSE(cold.done);
+  EXPECT_FALSE(same_unit.done);
+
+  gated->SetOpen(true);
+  ASSERT_TRUE(poll_until([&] { return cold.done && same_unit.done; }));
+  ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
+  ASSERT_TRUE(same_unit.status.ok()) << same_unit.status.ToString();
+  EXPECT_TRUE(std::equal(cold.data.begin(), cold.data.end(), source.begin() + 40 * 4096));
+  EXPECT_TRUE(std::equal(same_unit.data.begin(), same_unit.data.end(), source.begin() + 44 * 4096));
+  // The unit was read once, whole, and filled: 16 + 16 blocks are in.
+  const auto reads = gated->reads();
+  EXPECT_EQ(reads.size(), reads_before + 1);
+  if (reads.size() > reads_before) {
+    EXPECT_EQ(reads[reads_before], (std::pair<uint64_t, uint64_t>{32 * 4096, GatedSource::kUnitBytes}));
+  }
+  EXPECT_EQ(pool->GetHydrationInfo("v")->pending_bytes, size - 2 * GatedSource::kUnitBytes);
+  ExpectFsckClean(*pool);
+
+  // Volume::Read (Submit and Poll) of pending blocks goes the same way.
+  Image rest = ReadVolume(*v);
+  EXPECT_EQ(FirstDifference(rest, source), "");
+  EXPECT_FALSE(pool->GetHydrationInfo("v")->hydrating) << "the reads filled every unit";
+  ExpectFsckClean(*pool);
 }
 
 TEST(HydrationTest, PartialBlockWritesKeepTheRestOfThePendingBlock) {

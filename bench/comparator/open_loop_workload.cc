@@ -212,9 +212,11 @@ Status DriveUntil(Pool& pool, OpenLoopWorkload& workload, Clock& clock, const Dr
     if (wait_ns <= 0) continue;
     planned_sleep = clock.NowNs() - now + wait_ns;
     if (options.event_fd >= 0) {
-      pollfd pfd{options.event_fd, POLLIN, 0};
+      // The device's completions, and the pool's work off its thread (its
+      // fd is reset by the Poll that takes the work).
+      pollfd pfd[2] = {{options.event_fd, POLLIN, 0}, {pool.background_event_fd(), POLLIN, 0}};
       const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
-      if (::ppoll(&pfd, 1, &ts, nullptr) > 0) {
+      if (::ppoll(pfd, 2, &ts, nullptr) > 0 && (pfd[0].revents & POLLIN) != 0) {
         uint64_t value;
         (void)!::read(options.event_fd, &value, sizeof value);
       }

@@ -153,7 +153,8 @@ class OpenLoopWorkload {
 // is done, issues the workload's arrivals, polls the pool, and calls
 // `background` (a bounded step of other work on the pool's thread: it returns
 // true once finished, and is not called again). Between rounds it sleeps on
-// `event_fd` (the device's completion eventfd; -1: short sleeps) until the
+// `event_fd` (the device's completion eventfd; -1: short sleeps) and the
+// pool's background_event_fd until the
 // next arrival, at most 200 us while requests are in flight (the pool's QoS
 // timers have no fd). `tick` (when set) runs about every 10 ms (progress,
 // controllers); returning false stops the loop early with Cancelled.

@@ -42,20 +42,6 @@ using Image = std::vector<std::byte>;
 // workload byte-identical (and so their device op sequences identical).
 inline int64_t FixedWallClockNs() { return 1'700'000'000'000'000'000; }
 
-inline bool BuiltWithSanitizers() {
-#if defined(__SANITIZE_ADDRESS__)
-  return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  return true;
-#else
-  return false;
-#endif
-#else
-  return false;
-#endif
-}
-
 inline std::unique_ptr<MemoryDevice> MakeDevice(uint64_t bytes, uint32_t sector_bytes) {
   auto dev = MemoryDevice::Create(bytes, sector_bytes, 256);
   SNAPDISK_CHECK(dev.ok(), dev.status().ToString().c_str());

@@ -136,7 +136,7 @@ struct ExportTarget {
 
 // Tags for epoll_event.data.ptr.
 struct Handler {
-  enum class Kind { kListen, kControl, kSignal, kDeviceEvent, kConnection } kind;
+  enum class Kind { kListen, kControl, kSignal, kDeviceEvent, kPoolEvent, kConnection } kind;
 };
 
 class Server {
@@ -184,6 +184,8 @@ class Server {
   Handler control_tag_{Handler::Kind::kControl};
   Handler signal_tag_{Handler::Kind::kSignal};
   Handler event_tag_{Handler::Kind::kDeviceEvent};
+  // The pool's work off its thread (hydration fetches): Poll takes it.
+  Handler pool_event_tag_{Handler::Kind::kPoolEvent};
   std::vector<std::unique_ptr<Connection>> connections_;
   // Control commands still running as steps (at most cli::kMaxServerJobs).
   std::vector<std::unique_ptr<cli::ControlSession>> control_jobs_;
@@ -1305,6 +1307,7 @@ int Server::Setup() {
   add(control_fd_, &control_tag_);
   add(signal_fd_, &signal_tag_);
   add(event_fd_, &event_tag_);
+  add(pool_->background_event_fd(), &pool_event_tag_);
   const size_t total_slots = size_t{options_.max_clients} * options_.max_requests_per_client;
   completed_.reserve(total_slots);
   processing_.reserve(total_slots);
@@ -1483,6 +1486,9 @@ void Server::Loop() {
           device_event_read_ = true;
           break;
         }
+        case Handler::Kind::kPoolEvent:
+          device_event_read_ = true;  // Poll(0) takes the results (and resets the fd)
+          break;
         case Handler::Kind::kConnection: {
           auto* c = static_cast<Connection*>(h);
           if (c->closed()) break;
