@@ -227,8 +227,8 @@ void EveryCrashPointOfSeededWorkloads(uint64_t shard) {
   const uint64_t scale = testing::TestScale();
   const bool sanitized = testing::BuiltWithSanitizers();
   // Sanitized builds run ~15x slower: fewer workloads (every crash point of
-  // 12, one seed) keep them near two minutes; the release run covers all.
-  const int workloads = static_cast<int>((sanitized ? 12 : 40) * scale);
+  // 20, one seed) keep them under a minute; the release run covers all.
+  const int workloads = static_cast<int>((sanitized ? 20 : 40) * scale);
   const int seeds = sanitized ? 1 : 3;
   const auto start = std::chrono::steady_clock::now();
   CrashStats stats;
