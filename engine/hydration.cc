@@ -460,11 +460,7 @@ Status Pool::ReadFromSource(const HydrationState& h, const Record& volume, uint6
     return Status::IOError(attached.message() + " (offset " + std::to_string(offset) +
                            " is still to come from it)");
   }
-  Status s;
-  {
-    std::lock_guard<std::mutex> source_lock(fetcher_->source_mutex());
-    s = h.source->Read(offset, {dest, length});
-  }
+  Status s = h.source->Read(offset, {dest, length});
   if (!s.ok()) {
     return s.WithContext("volume '" + volume.name + "': hydration source at offset " +
                          std::to_string(offset) + " length " + std::to_string(length));
@@ -567,10 +563,7 @@ Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
     const uint64_t at = needed.front().first;
     // Without a source the request says why.
     if (!EnsureHydrationSource(*h, records_[vol_slot]).ok()) return Status::OK();
-    auto units = [&] {
-      std::lock_guard<std::mutex> source_lock(fetcher_->source_mutex());
-      return h->source->FetchedWith(at * block_bytes_);
-    }();
+    auto units = h->source->FetchedWith(at * block_bytes_);
     if (!units.ok()) return Status::OK();
     for (const auto& [offset, length] : *units) {
       const uint64_t unit_first = offset / block_bytes_;

@@ -41,9 +41,9 @@ namespace snapdisk {
 //    that needs pending blocks calls Read and FetchedWith on a thread of the
 //    pool's own (HydrationFetcher), while the pool's thread serves other
 //    requests; the request waits for that fetch, and what it brought fills
-//    the volume as below. Calls into the source stay one at a time (the pool
-//    serializes them), so the source needs no locking, but it must not
-//    depend on the calling thread.
+//    the volume as below. Calls may then come from two threads at once (the
+//    fetch thread, and the pool's thread filling): such a source is
+//    thread-safe.
 //
 // Fetch units (optional): a source that fetches more than it is asked for (a
 // backup set decodes a whole chunk to serve one block of it) says so through

@@ -81,7 +81,6 @@ HydrationFetcher::Result HydrationFetcher::Fetch(const Task& task) {
       return result;  // fetched already: nothing to bring
     }
   }
-  std::lock_guard<std::mutex> source_lock(source_mutex_);
   auto named = task.source->FetchedWith(task.vbn * block);
   std::vector<std::pair<uint64_t, uint64_t>> units;
   if (named.ok()) units = *std::move(named);

@@ -12,11 +12,10 @@
 // (TakeDone, on the pool's thread) fills the ranges into the volume and
 // starts the parked reads again.
 //
-// Source calls are serialized: the background thread holds source_mutex()
-// while it calls the source, and the pool's thread takes it around its own
-// calls (HydrateStep, partial writes), so a source needs no locking of its
-// own. A fetch reads at most kMaxFetchBytes; what a source names beyond that
-// is left to the fill.
+// The background thread calls the source while the pool's thread may call it
+// too (HydrateStep, partial writes): only sources that say they are
+// thread-safe (HydrationSource::background_fetch) come here. A fetch reads at
+// most kMaxFetchBytes; what a source names beyond that is left to the fill.
 //
 // Cost: one thread, started at the first fetch; memory: the bytes of the
 // fetches not yet taken. event_fd() becomes readable when a result is ready
@@ -83,7 +82,6 @@ class HydrationFetcher {
   // Tasks started whose results were not taken yet.
   size_t in_flight() const { return in_flight_; }
   int event_fd() const { return event_fd_; }
-  std::mutex& source_mutex() { return source_mutex_; }
 
  private:
   void Loop();
@@ -91,7 +89,6 @@ class HydrationFetcher {
 
   int event_fd_ = -1;
   size_t in_flight_ = 0;  // the pool's thread only
-  std::mutex source_mutex_;
   std::mutex mutex_;  // guards what follows
   std::condition_variable wake_;
   std::deque<Task> tasks_;

@@ -292,6 +292,7 @@ Status BackupSetSource::CheckAgainstManifest() {
 }
 
 Result<const RestoreIndexPage*> BackupSetSource::Page(size_t page) {
+  std::lock_guard<std::mutex> lock(mu_);  // a page is read once, under the lock
   if (pages_[page] == nullptr) {
     SNAPDISK_ASSIGN_OR_RETURN(RestoreIndexPage read, ReadRestoreIndexPage(store_, *index_, page));
     pages_[page] = std::make_unique<RestoreIndexPage>(std::move(read));
@@ -299,19 +300,24 @@ Result<const RestoreIndexPage*> BackupSetSource::Page(size_t page) {
   return pages_[page].get();
 }
 
-Result<const std::vector<std::byte>*> BackupSetSource::Chunk(const ChunkInfo& chunk) {
-  for (size_t i = 0; i < cache_.size(); ++i) {
-    if (cache_[i].hash != chunk.hash) continue;
-    std::rotate(cache_.begin() + i, cache_.begin() + i + 1, cache_.end());  // most recent last
-    return &cache_.back().data;
+Result<std::shared_ptr<const std::vector<std::byte>>> BackupSetSource::Chunk(
+    const ChunkInfo& chunk) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < cache_.size(); ++i) {
+      if (cache_[i].hash != chunk.hash) continue;
+      std::rotate(cache_.begin() + i, cache_.begin() + i + 1, cache_.end());  // most recent last
+      return cache_.back().data;
+    }
   }
-  SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> data,
-                            ReadChunk(store_, chunk, "set " + set_id_));
+  SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> read, ReadChunk(store_, chunk, "set " + set_id_));
+  auto data = std::make_shared<const std::vector<std::byte>>(std::move(read));
   chunks_read_.fetch_add(1);
   store_bytes_read_.fetch_add(chunk.stored_bytes);
+  std::lock_guard<std::mutex> lock(mu_);
   if (cache_.size() >= cached_chunks_) cache_.erase(cache_.begin());
-  cache_.push_back(Cached{chunk.hash, std::move(data)});
-  return &cache_.back().data;
+  cache_.push_back(Cached{chunk.hash, data});
+  return data;
 }
 
 Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> BackupSetSource::Locate(
@@ -396,7 +402,7 @@ Status BackupSetSource::Read(uint64_t offset_bytes, std::span<std::byte> out) {
                                });
     for (; it != page->extents.end() && it->offset_bytes < end; ++it) {
       const ChunkInfo& chunk = page->chunks[it->chunk];
-      SNAPDISK_ASSIGN_OR_RETURN(const std::vector<std::byte>* data, Chunk(chunk));
+      SNAPDISK_ASSIGN_OR_RETURN(std::shared_ptr<const std::vector<std::byte>> data, Chunk(chunk));
       const uint64_t a = std::max(offset_bytes, it->offset_bytes);
       const uint64_t b = std::min(end, it->offset_bytes + it->length_bytes);
       const uint64_t in_chunk = it->chunk_offset_bytes + (a - it->offset_bytes);

@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -131,7 +132,8 @@ class BackupSetSource final : public HydrationSource {
   uint64_t fetched_bytes() const override { return store_bytes_read(); }
   uint64_t image_fetch_bytes() const override { return set_stored_bytes().value_or(0); }
   // A chunk fetch costs a store read and a decode: the pool does it off its
-  // thread (Read and FetchedWith may then run on the pool's fetch thread).
+  // thread. Read and FetchedWith are thread-safe (the cache and the pages
+  // read so far are under a lock; store reads are not).
   bool background_fetch() const override { return true; }
 
   const std::string& set_id() const { return set_id_; }
@@ -169,7 +171,9 @@ class BackupSetSource final : public HydrationSource {
   // The page and extent holding `offset_bytes`; a null extent in a hole.
   Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> Locate(
       uint64_t offset_bytes);
-  Result<const std::vector<std::byte>*> Chunk(const ChunkInfo& chunk);
+  // The chunk's decoded bytes, from the cache or the store (read outside the
+  // lock: two threads may fetch the same chunk at once, rarely).
+  Result<std::shared_ptr<const std::vector<std::byte>>> Chunk(const ChunkInfo& chunk);
 
   WormStore& store_;
   const std::string set_id_;
@@ -182,9 +186,10 @@ class BackupSetSource final : public HydrationSource {
   const uint32_t cached_chunks_;
   struct Cached {
     std::string hash;
-    std::vector<std::byte> data;
+    std::shared_ptr<const std::vector<std::byte>> data;
   };
-  std::vector<Cached> cache_;  // most recently used last
+  std::vector<Cached> cache_;  // most recently used last; under mu_
+  std::mutex mu_;              // guards cache_ and pages_ (Read and FetchedWith run on two threads)
   std::atomic<uint64_t> chunks_read_{0};
   std::atomic<uint64_t> store_bytes_read_{0};
   std::atomic<uint64_t> set_stored_bytes_{0};  // 0: not known yet
