@@ -569,30 +569,40 @@ Status Pool::FillFetched(size_t vol_slot, uint64_t first_vbn, uint64_t count) {
       const uint64_t unit_first = offset / block_bytes_;
       const uint64_t unit_end =
           std::min((offset + length + block_bytes_ - 1) / block_bytes_, volume_blocks);
-      for (const auto& [a, b] : h->pending.Overlapping(unit_first, unit_end)) {
-        for (uint64_t x = a; x < b;) {
-          const uint64_t run = std::min(b - x, kMaxFillRunBlocks);
-          const Record& vol = records_[vol_slot];
-          // No room for the fill: the request reads the blocks it needs
-          // from the source instead (a write needs the room more).
-          if (!CheckRoom(run + MetadataNeed(vol.root, run) + HydrationMetadataNeed(*h, run)).ok()) {
-            return Status::OK();
-          }
-          Status filled = FillRun(vol_slot, *h, x, run);
-          // Out of room after all: the request reads from the source.
-          if (filled.IsNoSpace() && CheckHealthy().ok()) return Status::OK();
-          SNAPDISK_RETURN_IF_ERROR(filled);
-          h = FindHydration(vol_id);  // the fill may have ended the hydration
-          if (h == nullptr) return Status::OK();
-          x += run;
-        }
-      }
+      // Stopped (no room, or the hydration ended): the request reads what
+      // is still pending from the source (a write needs the room more).
+      SNAPDISK_ASSIGN_OR_RETURN(bool more, FillPending(vol_slot, unit_first, unit_end, nullptr));
+      if (!more) return Status::OK();
     }
     // Units that did not hold the block asked for (or none): the request
     // reads it as asked; on to the next.
     vbn = at + 1;
   }
   return Status::OK();
+}
+
+Result<bool> Pool::FillPending(size_t vol_slot, uint64_t first_vbn, uint64_t end_vbn,
+                               const std::byte* data) {
+  const uint64_t vol_id = records_[vol_slot].id;
+  HydrationState* h = FindHydration(vol_id);
+  if (h == nullptr) return false;
+  for (const auto& [a, b] : h->pending.Overlapping(first_vbn, end_vbn)) {
+    for (uint64_t x = a; x < b;) {
+      h = FindHydration(vol_id);  // a fill may end the hydration
+      if (h == nullptr) return false;
+      const uint64_t run = std::min(b - x, kMaxFillRunBlocks);
+      const Record& vol = records_[vol_slot];
+      if (!CheckRoom(run + MetadataNeed(vol.root, run) + HydrationMetadataNeed(*h, run)).ok()) {
+        return false;
+      }
+      Status filled = FillRun(vol_slot, *h, x, run,
+                              data == nullptr ? nullptr : data + (x - first_vbn) * block_bytes_);
+      if (filled.IsNoSpace() && CheckHealthy().ok()) return false;  // out of room after all
+      SNAPDISK_RETURN_IF_ERROR(filled);
+      x += run;
+    }
+  }
+  return true;
 }
 
 bool Pool::ParkForFetch(PendingIo* io) {
@@ -620,21 +630,9 @@ void Pool::ProcessFetchResults() {
     auto slot = slot_by_id_.find(result.volume_id);
     for (const HydrationFetcher::Run& run : result.runs) {
       if (slot == slot_by_id_.end() || !CheckHealthy().ok()) break;
-      HydrationState* h = FindHydration(result.volume_id);
-      if (h == nullptr) break;
-      for (const auto& [a, b] : h->pending.Overlapping(run.first_vbn, run.first_vbn + run.blocks)) {
-        for (uint64_t x = a; x < b;) {
-          h = FindHydration(result.volume_id);  // a fill may end the hydration
-          if (h == nullptr) break;
-          const uint64_t n = std::min(b - x, kMaxFillRunBlocks);
-          const Record& vol = records_[slot->second];
-          // No room (or a failure): the parked reads read from the source.
-          if (!CheckRoom(n + MetadataNeed(vol.root, n) + HydrationMetadataNeed(*h, n)).ok()) break;
-          const std::byte* data = run.data.data() + (x - run.first_vbn) * block_bytes_;
-          if (!FillRun(slot->second, *h, x, n, data).ok()) break;
-          x += n;
-        }
-      }
+      Result<bool> more =
+          FillPending(slot->second, run.first_vbn, run.first_vbn + run.blocks, run.data.data());
+      if (!more.ok() || !*more) break;  // the parked reads read the rest from the source
     }
     if (waiting.empty()) continue;
     for (PendingIo* io : waiting.mapped()) StartRead(io, /*may_park=*/false);

@@ -459,6 +459,12 @@ class Pool {
   // source when `data` is null.
   Status FillRun(size_t vol_slot, HydrationState& h, uint64_t first_vbn, uint64_t count,
                  const std::byte* data = nullptr);
+  // Fills the pending blocks of [first_vbn, end_vbn), in runs of at most
+  // kMaxFillRunBlocks, from `data` (the source's bytes from first_vbn on) or,
+  // when null, from the source. False: it stopped early without an error (no
+  // room, or the hydration ended); what is left stays pending.
+  Result<bool> FillPending(size_t vol_slot, uint64_t first_vbn, uint64_t end_vbn,
+                           const std::byte* data);
   // A read that needs pending blocks whose source is attached: hands the
   // fetch to fetcher_ and parks `io` until its result (true), or false when
   // the read goes on at once (nothing pending, no source).

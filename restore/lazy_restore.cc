@@ -302,22 +302,37 @@ Result<const RestoreIndexPage*> BackupSetSource::Page(size_t page) {
 
 Result<std::shared_ptr<const std::vector<std::byte>>> BackupSetSource::Chunk(
     const ChunkInfo& chunk) {
+  std::promise<ChunkResult> fetched;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     for (size_t i = 0; i < cache_.size(); ++i) {
       if (cache_[i].hash != chunk.hash) continue;
       std::rotate(cache_.begin() + i, cache_.begin() + i + 1, cache_.end());  // most recent last
       return cache_.back().data;
     }
+    // Another thread is fetching it: wait for that fetch (once per chunk).
+    if (auto it = fetching_.find(chunk.hash); it != fetching_.end()) {
+      std::shared_future<ChunkResult> other = it->second;
+      lock.unlock();
+      return other.get();
+    }
+    fetching_.emplace(chunk.hash, fetched.get_future().share());
   }
-  SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> read, ReadChunk(store_, chunk, "set " + set_id_));
-  auto data = std::make_shared<const std::vector<std::byte>>(std::move(read));
-  chunks_read_.fetch_add(1);
-  store_bytes_read_.fetch_add(chunk.stored_bytes);
+  ChunkResult result = [&]() -> ChunkResult {
+    SNAPDISK_ASSIGN_OR_RETURN(std::vector<std::byte> read,
+                              ReadChunk(store_, chunk, "set " + set_id_));
+    chunks_read_.fetch_add(1);
+    store_bytes_read_.fetch_add(chunk.stored_bytes);
+    return std::make_shared<const std::vector<std::byte>>(std::move(read));
+  }();
   std::lock_guard<std::mutex> lock(mu_);
-  if (cache_.size() >= cached_chunks_) cache_.erase(cache_.begin());
-  cache_.push_back(Cached{chunk.hash, data});
-  return data;
+  fetching_.erase(chunk.hash);
+  if (result.ok()) {
+    if (cache_.size() >= cached_chunks_) cache_.erase(cache_.begin());
+    cache_.push_back(Cached{chunk.hash, *result});
+  }
+  fetched.set_value(result);
+  return result;
 }
 
 Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> BackupSetSource::Locate(

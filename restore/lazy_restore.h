@@ -52,12 +52,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "disk/clock.h"
@@ -172,8 +174,10 @@ class BackupSetSource final : public HydrationSource {
   Result<std::pair<const RestoreIndexPage*, const RestoreIndexPage::Extent*>> Locate(
       uint64_t offset_bytes);
   // The chunk's decoded bytes, from the cache or the store (read outside the
-  // lock: two threads may fetch the same chunk at once, rarely).
-  Result<std::shared_ptr<const std::vector<std::byte>>> Chunk(const ChunkInfo& chunk);
+  // lock; a thread that asks for a chunk another is fetching waits for that
+  // fetch, so a chunk is read once however many threads want it).
+  using ChunkResult = Result<std::shared_ptr<const std::vector<std::byte>>>;
+  ChunkResult Chunk(const ChunkInfo& chunk);
 
   WormStore& store_;
   const std::string set_id_;
@@ -189,7 +193,8 @@ class BackupSetSource final : public HydrationSource {
     std::shared_ptr<const std::vector<std::byte>> data;
   };
   std::vector<Cached> cache_;  // most recently used last; under mu_
-  std::mutex mu_;              // guards cache_ and pages_ (Read and FetchedWith run on two threads)
+  std::unordered_map<std::string, std::shared_future<ChunkResult>> fetching_;  // under mu_
+  std::mutex mu_;  // guards cache_, fetching_ and pages_ (Read and FetchedWith run on two threads)
   std::atomic<uint64_t> chunks_read_{0};
   std::atomic<uint64_t> store_bytes_read_{0};
   std::atomic<uint64_t> set_stored_bytes_{0};  // 0: not known yet
