@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "bench/comparator/adaptive_rate.h"
+#include "bench/comparator/fio_workload.h"
 #include "bench/comparator/open_loop_workload.h"
 #include "bench/comparator/scenario.h"
 #include "disk/memory_device.h"
@@ -71,7 +73,10 @@ TEST(ScenarioTest, EveryBadInputIsRefusedByName) {
       {"{", "not valid JSON"},
       {R"({"profil": "PL1"})", "unknown key 'profil'"},
       {R"({"foreground": {"iopz": 1}})", "unknown key 'foreground.iopz'"},
-      {R"({"workload": {"fio": "job.fio"}})", "workload.fio"},
+      {R"({"workload": {"fio": ""}})", "workload.fio"},
+      {R"({"workload": {"fio": 3}})", "workload.fio = 3"},
+      {R"({"workload": {"fio": "job.fio"}, "methods": ["full", "full-adaptive"]})",
+       "full-adaptive\": cannot run with workload.fio"},
       {R"({"workload": {"x": 1}})", "unknown key 'workload.x'"},
       {R"({"profile": "PL9"})", "profile = \"PL9\""},
       {R"({"profile": 1})", "profile = 1"},
@@ -104,6 +109,117 @@ TEST(ScenarioTest, EveryBadInputIsRefusedByName) {
     ASSERT_FALSE(s.ok()) << text;
     EXPECT_TRUE(s.status().IsInvalidArgument()) << text;
     EXPECT_NE(s.status().message().find(words), std::string::npos) << text << " -> " << s.status().ToString();
+  }
+}
+
+TEST(ScenarioTest, AFioWorkloadLeavesOutFullAdaptiveUnlessMethodsAreGiven) {
+  auto s = ParseScenario(R"({"workload": {"fio": "jobs/db.fio"}})");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->fio_job, "jobs/db.fio");
+  std::vector<CompareMethod> expected = AllCompareMethods();
+  expected.erase(std::find(expected.begin(), expected.end(), CompareMethod::kFullAdaptive));
+  EXPECT_EQ(s->methods, expected);
+  auto chosen = ParseScenario(R"({"workload": {"fio": "db.fio"}, "methods": ["snapshot", "full-throttled"]})");
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->methods, (std::vector<CompareMethod>{CompareMethod::kSnapshot, CompareMethod::kFullThrottled}));
+}
+
+// ---- The fio workload's parts ------------------------------------------------
+
+TEST(FioWorkloadTest, TheJobGetsTheTargetInFrontAndMayNotOverrideIt) {
+  FioTarget t;
+  t.uri = "nbd+unix:///vol?socket=/tmp/x/nbd.sock";
+  t.size_bytes = 64 * kMiB;
+  t.log_prefix = "/work/fio";
+  t.interval_ms = 100;
+  const std::string job = "; a database\n[db]\nrw=randrw\nbs=8k\n  iodepth = 4\nrate_iops=500\n";
+  auto made = MakeFioJob(job, t);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  for (const char* line : {"[global]\n", "ioengine=nbd\n", "uri=nbd+unix:///vol?socket=/tmp/x/nbd.sock\n",
+                           "size=67108864\n", "time_based=1\n", "write_hist_log=/work/fio\n",
+                           "log_hist_msec=100\n", "log_unix_epoch=1\n"}) {
+    EXPECT_NE(made->find(line), std::string::npos) << line;
+  }
+  // The user's job follows, whole, so its options win over the defaults
+  // (size) but cannot touch the target.
+  EXPECT_GT(made->find(job), made->find("log_unix_epoch=1"));
+
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"[db]\nrw=read\nfilename=/dev/sda\n", "line 3 'filename=/dev/sda' sets 'filename'"},
+      {"[global]\nIOENGINE=libaio\n[db]\nrw=read\n", "sets 'ioengine'"},
+      {"[db]\nruntime=10\n", "sets 'runtime'"},
+      {"[db]\ntime_based\n", "sets 'time_based'"},
+      {"[db]\nwrite_hist_log=x\n", "sets 'write_hist_log'"},
+      {"[global]\nrw=read\n", "no job section"},
+      {"rw=read\n", "no job section"},
+      {"[db\nrw=read\n", "line 1 '[db' is not a [section]"},
+      {"[db]\ninclude other.fio\n", "includes"},
+      {"[db]\n!!!\n", "line 2 '!!!' is not an option"},
+  };
+  for (const auto& [text, words] : refused) {
+    auto r = MakeFioJob(text, t);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_TRUE(r.status().IsInvalidArgument());
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << text << " -> " << r.status().ToString();
+  }
+}
+
+TEST(FioWorkloadTest, HistogramBinsAreFiosLayout) {
+  // The first 128 bins are exact; then 64 per power of two, each reported
+  // at its middle.
+  EXPECT_EQ(FioBinValueNs(0), 0);
+  EXPECT_EQ(FioBinValueNs(127), 127);
+  EXPECT_EQ(FioBinValueNs(128), 129);        // [128, 130)
+  EXPECT_EQ(FioBinValueNs(191), 128 + 127);  // [254, 256)
+  EXPECT_EQ(FioBinValueNs(192), 256 + 2);    // [256, 260)
+  // The last group of 64 starts at 2^33 ns (about 8.6 s).
+  EXPECT_GE(FioBinValueNs(kFioHistBins - 64), int64_t{1} << 33);
+  for (uint32_t i = 1; i < kFioHistBins; ++i) {
+    ASSERT_GT(FioBinValueNs(i), FioBinValueNs(i - 1)) << i;
+    // Neighbouring bins are within fio's 1/64 of each other.
+    if (i >= 128) {
+      ASSERT_LE(FioBinValueNs(i) - FioBinValueNs(i - 1), FioBinValueNs(i - 1) / 64 + 1) << i;
+    }
+  }
+}
+
+std::string HistLine(int64_t ms, int direction, const std::vector<std::pair<uint32_t, uint64_t>>& bins) {
+  std::vector<uint64_t> counts(kFioHistBins, 0);
+  for (const auto& [bin, n] : bins) counts[bin] = n;
+  std::string line = std::to_string(ms) + ", " + std::to_string(direction) + ", 8192";
+  for (uint64_t c : counts) line += ", " + std::to_string(c);
+  return line + "\n";
+}
+
+TEST(FioWorkloadTest, HistLogLinesBecomeHistogramsAndBadLinesAreNamed) {
+  // Bin 1000: error_bits = (1000 >> 6) - 1 = 14, base 2^20, k 40:
+  // 1048576 + 40.5 * 16384 ns, about 1.71 ms.
+  const int64_t slow = FioBinValueNs(1000);
+  EXPECT_EQ(slow, 1048576 + 40 * 16384 + 8192);
+  const std::string text = HistLine(1000, 0, {{100, 98}, {1000, 2}}) + HistLine(1000, 1, {{120, 50}}) +
+                           "\n" + HistLine(1100, 0, {});
+  std::vector<FioInterval> out;
+  ASSERT_TRUE(ParseFioHistLog(text, "fio_clat_hist.1.log", out).ok());
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].end_unix_ms, 1000);
+  EXPECT_EQ(out[0].latency.count(), 100u);
+  EXPECT_EQ(out[0].latency.Percentile(50), 100);
+  EXPECT_NEAR(static_cast<double>(out[0].latency.Percentile(99)), static_cast<double>(slow), slow * 0.01);
+  EXPECT_EQ(out[1].latency.count(), 50u);
+  EXPECT_EQ(out[2].latency.count(), 0u);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"1000, 0, 8192, 1, 2\n", "line 1: 5 fields, not 1859"},
+      {HistLine(1, 0, {}) + "x, 0, 8192\n", "line 2: field 1 'x'"},
+      {"1000, 0, 8192, -1\n", "field 4 '-1'"},
+      {HistLine(1, 0, {}).substr(0, HistLine(1, 0, {}).size() - 1) + ", 7\n", "more than 1856 bins"},
+  };
+  for (const auto& [t, words] : bad) {
+    std::vector<FioInterval> ignored;
+    Status s = ParseFioHistLog(t, "h.log", ignored);
+    ASSERT_TRUE(s.IsCorruption()) << words;
+    EXPECT_NE(s.message().find("h.log line "), std::string::npos) << s.ToString();
+    EXPECT_NE(s.message().find(words), std::string::npos) << s.ToString();
   }
 }
 
@@ -337,6 +453,76 @@ TEST(CompareCliTest, ASecondRunIntoTheSameDirectoryIsRefused) {
   EXPECT_NE(r.err.find("another snapdisk compare is writing to"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(out + "/scratch"));
   ::close(fd);
+}
+
+// A user's fio job as the foreground, over NBD through a `snapdisk serve`
+// child: the backups' phases carry fio's latencies and the physics holds; a
+// job that points elsewhere, or that fio itself refuses, writes no report.
+TEST(CompareCliTest, AFioJobOverNbdIsTheForeground) {
+  testing::ScratchDir dir;
+  {
+    std::ofstream f(dir.File("db.fio"));
+    f << "; 8K random I/O at 800 IOPS\n[db]\nrw=randrw\nbs=8k\niodepth=2\nrate_iops=400,400\n";
+  }
+  {
+    std::ofstream f(dir.File("s.json"));
+    f << R"({"written": ["128M"], "methods": ["snapshot", "full", "log"], "log_frequencies": [],
+             "workload": {"fio": "db.fio"}, "foreground": {"seconds_before": 1.5, "seconds_after": 1}})";
+  }
+  cli::testing::CliOptions slow;
+  slow.timeout_s = 600;
+  const std::string out = dir.File("report");
+  auto r = cli::testing::RunCli({"compare", "--scenario", dir.File("s.json"), "--out", out, "--json"}, slow);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["scenario"]["workload"]["fio"], dir.File("db.fio"));
+  EXPECT_FALSE(std::filesystem::exists(out + "/scratch"));
+  ASSERT_EQ(doc["backups"].size(), 3u);
+  for (const auto& b : doc["backups"]) {
+    for (const char* phase : {"baseline", "during", "after"}) {
+      // fio runs all along: every phase, even a short backup's, has its intervals.
+      EXPECT_GT(b[phase]["requests"].get<uint64_t>(), 0u) << b["method"] << " " << phase;
+      EXPECT_GT(b[phase]["p99_us"].get<double>(), 0) << b["method"] << " " << phase;
+    }
+    EXPECT_FALSE(b["set_id"].get<std::string>().empty()) << b["method"];
+    EXPECT_GT(b["seconds"].get<double>(), 0) << b["method"];
+    EXPECT_GT(b["bytes_read"].get<uint64_t>(), 0u) << b["method"];
+    EXPECT_GT(b["baseline"]["iops"].get<double>(), 400) << b["method"];  // fio's 800, give or take
+  }
+  EXPECT_EQ(doc["backups"][0]["bytes_read"], 128 * kMiB);  // the snapshot backup copies the data
+  EXPECT_FALSE(doc["backups"][0]["through_qos"].get<bool>());
+  EXPECT_TRUE(doc["backups"][1]["through_qos"].get<bool>());
+  if (!testing::BuiltWithSanitizers()) {
+    // The full reads through the QoS budget fio's requests need. fio, closed
+    // loop, waits for its requests before it sends more: it shows that as
+    // fewer IOPS (it went from 800 to ~140 here; 750 during the snapshot's).
+    EXPECT_LT(2 * doc["backups"][1]["during"]["iops"].get<double>(),
+              doc["backups"][0]["during"]["iops"].get<double>());
+  }
+  std::ifstream timeline(out + "/timeline.csv");
+  std::string csv((std::istreambuf_iterator<char>(timeline)), std::istreambuf_iterator<char>());
+  EXPECT_NE(csv.find("snapshot,0,before,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",during,"), std::string::npos) << csv;
+
+  // A job aimed elsewhere is refused before anything runs.
+  {
+    std::ofstream f(dir.File("db.fio"));
+    f << "[db]\nrw=randread\nfilename=/dev/sda\n";
+  }
+  auto aimed = cli::testing::RunCli({"compare", "--scenario", dir.File("s.json"), "--out", dir.File("o2")});
+  EXPECT_EQ(aimed.exit_code, 2) << aimed.err;
+  EXPECT_NE(aimed.err.find("sets 'filename'"), std::string::npos) << aimed.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("o2")));
+  // One fio refuses stops the run with fio's words.
+  {
+    std::ofstream f(dir.File("db.fio"));
+    f << "[db]\nrw=sideways\n";
+  }
+  auto refused = cli::testing::RunCli({"compare", "--scenario", dir.File("s.json"), "--out", dir.File("o3")}, slow);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("fio stopped on its own"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("sideways"), std::string::npos) << refused.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("o3/report.json")));
 }
 
 TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {

@@ -1,13 +1,20 @@
 #include "bench/comparator/compare.h"
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
+#include <thread>
 
 #include "bench/comparator/adaptive_rate.h"
+#include "bench/comparator/child_process.h"
+#include "bench/comparator/fio_workload.h"
 #include "bench/comparator/open_loop_workload.h"
 #include "bench/comparator/policy_simulation.h"
 #include "disk/bytes.h"
@@ -437,6 +444,176 @@ Result<BackupRun> RunBackupExperiment(const Scenario& sc, const EssdProfile& pro
   return run;
 }
 
+// The text of the scenario's fio job, checked before anything runs:
+// InvalidArgument naming workload.fio for a file that cannot be read or a
+// job MakeFioJob refuses; NotFound when fio is not installed.
+Result<std::string> ReadFioJob(const std::string& path, const CompareOptions& options) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("scenario: workload.fio: cannot read the fio job file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  FioTarget probe;
+  probe.uri = "nbd+unix:///probe?socket=/probe";
+  probe.size_bytes = 1;
+  probe.log_prefix = "probe";
+  SNAPDISK_RETURN_IF_ERROR(MakeFioJob(text.str(), probe).status().WithContext(path));
+  SNAPDISK_ASSIGN_OR_RETURN(ChildProcess version, ChildProcess::Start({options.fio_binary, "--version"}, "", ""));
+  SNAPDISK_ASSIGN_OR_RETURN(int status, version.Wait(30'000));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Status::NotFound("'" + options.fio_binary + " --version' " + DescribeWaitStatus(status) +
+                            ": a fio workload needs a working fio (apt-get install fio)");
+  }
+  return text.str();
+}
+
+// The backup experiment with the user's fio job as the foreground
+// (fio_workload.h): the same data and preparation as RunBackupExperiment on
+// a pool file, then `snapdisk serve` and fio for seconds_before, the backup
+// forwarded to the server, seconds_after more. Phases come from the
+// backup's manifest times against fio's per-interval histograms: an
+// interval overlapping the backup is `during`.
+Result<BackupRun> RunFioBackupExperiment(const Scenario& sc, const EssdProfile& profile, CompareMethod m,
+                                         const std::string& dir, const std::string& fio_job,
+                                         const CompareOptions& options, ProgressTracker& progress) {
+  constexpr uint32_t kIntervalMs = 100;
+  const uint64_t written = sc.written.front();
+  SNAPDISK_ASSIGN_OR_RETURN(auto scratch, MakeScratch(dir, sc.volume_size_bytes + written * 6 + (uint64_t{1} << 30),
+                                                      /*in_memory=*/false));
+  {
+    Pool& pool = scratch->pool();
+    SNAPDISK_RETURN_IF_ERROR(pool.CreateVolume(kVolume, sc.volume_size_bytes, sc.profile).status());
+    SNAPDISK_ASSIGN_OR_RETURN(Volume * v, pool.OpenVolume(kVolume));
+    if (!progress.Report(0)) return Status::Cancelled("cancelled");
+    SNAPDISK_RETURN_IF_ERROR(FillVolume(pool, *v, written, sc.seed));
+    SNAPDISK_RETURN_IF_ERROR(Prepare(m, sc, pool, *scratch->store, *v));
+    SNAPDISK_RETURN_IF_ERROR(scratch->pool_file->Close());
+  }
+  // The server opens both.
+  scratch->pool_file.reset();
+  scratch->store.reset();
+
+  BackupRun run;
+  run.method = m;
+  run.through_qos = BackupMethodOf(m) != BackupMethod::kSnapshot && BackupMethodOf(m) != BackupMethod::kLog;
+  run.headroom_mb_per_s = HeadroomMbPerS(sc, profile);
+  if (m == CompareMethod::kFullThrottled) run.rate_cap_mb_per_s = sc.rate_mb_per_s;
+
+  FioForegroundOptions fo;
+  fo.snapdisk_binary = options.snapdisk_binary;
+  fo.fio_binary = options.fio_binary;
+  fo.pool_path = dir + "/pool";
+  fo.volume = kVolume;
+  fo.job_text = fio_job;
+  fo.size_bytes = written;
+  fo.work_dir = dir;
+  fo.interval_ms = kIntervalMs;
+  SNAPDISK_ASSIGN_OR_RETURN(std::unique_ptr<FioForeground> fio, FioForeground::Start(fo));
+  const double planned_s = sc.foreground.seconds_before + sc.foreground.seconds_after + 5;
+  const int64_t fio_start = SystemClock::Get().NowNs();
+  // Sleeps until `until_ns` (steady clock), watching fio and the server.
+  auto wait_until = [&](int64_t until_ns) -> Status {
+    for (;;) {
+      const int64_t now = SystemClock::Get().NowNs();
+      if (now >= until_ns) return Status::OK();
+      // First: a Ctrl-C on the terminal stops fio and the server as well.
+      if (!progress.Report(Seconds(now - fio_start) / planned_s)) return Status::Cancelled("cancelled");
+      SNAPDISK_RETURN_IF_ERROR(fio->Check());
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(50, (until_ns - now) / 1'000'000 + 1)));
+    }
+  };
+  // fio takes ~0.3 s to connect and start its jobs: the `before` phase is
+  // what fio logged before the backup started, whatever that took.
+  SNAPDISK_RETURN_IF_ERROR(wait_until(fio_start + static_cast<int64_t>((sc.foreground.seconds_before + 0.5) * 1e9)));
+  const double rate = m == CompareMethod::kFullThrottled ? sc.rate_mb_per_s : 0;
+  Result<ServedBackup> backup =
+      RunServedBackup(*fio, dir + "/store", BackupMethodName(BackupMethodOf(m)), rate, [&] {
+        return progress.Report(Seconds(SystemClock::Get().NowNs() - fio_start) / planned_s);
+      });
+  int64_t backup_start_ms = 0;
+  int64_t backup_end_ms = 0;
+  if (backup.ok()) {
+    backup_start_ms = backup->started_unix_ns / 1'000'000;
+    backup_end_ms = backup->finished_unix_ns / 1'000'000;
+    run.set_id = backup->id;
+    run.seconds = static_cast<double>(backup->finished_unix_ns - backup->started_unix_ns) / 1e9;
+    run.bytes_to_copy = backup->data_bytes;
+    run.bytes_read = backup->data_bytes;  // each byte copied is read once
+    run.bytes_stored = backup->stored_bytes;
+    run.read_mb_per_s = run.seconds > 0 ? static_cast<double>(run.bytes_read) / 1e6 / run.seconds : 0;
+  } else if (IsNothingToShip(backup.status())) {
+    run.nothing_to_ship = true;
+    backup_start_ms = backup_end_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count();
+  } else {
+    return backup.status().WithContext(std::string(CompareMethodName(m)) + " backup");
+  }
+  const int64_t backup_done = SystemClock::Get().NowNs();
+  SNAPDISK_RETURN_IF_ERROR(wait_until(backup_done + static_cast<int64_t>(sc.foreground.seconds_after * 1e9)));
+  SNAPDISK_ASSIGN_OR_RETURN(std::vector<FioInterval> intervals, fio->Stop());
+
+  // Phases, per-phase figures and the timeline, from the intervals.
+  const int64_t first_ms = intervals.front().end_unix_ms - kIntervalMs;
+  LatencyHistogram phase_latency[3];
+  uint64_t phase_requests[3] = {0, 0, 0};
+  int64_t phase_from[3] = {INT64_MAX, INT64_MAX, INT64_MAX};
+  int64_t phase_to[3] = {0, 0, 0};
+  std::vector<LatencyHistogram> second_latency;
+  std::vector<int> second_phase;
+  for (const FioInterval& x : intervals) {
+    const int64_t from = x.end_unix_ms - kIntervalMs;
+    const int phase = x.end_unix_ms <= backup_start_ms ? kBefore : from < backup_end_ms ? kDuring : kAfter;
+    phase_latency[phase].Merge(x.latency);
+    phase_requests[phase] += x.latency.count();
+    phase_from[phase] = std::min(phase_from[phase], from);
+    phase_to[phase] = std::max(phase_to[phase], x.end_unix_ms);
+    const size_t second = static_cast<size_t>((from - first_ms) / 1000);
+    if (second >= second_latency.size()) {
+      second_latency.resize(second + 1);
+      second_phase.resize(second + 1, kBefore);
+    }
+    second_latency[second].Merge(x.latency);
+    second_phase[second] = std::max(second_phase[second], phase);
+  }
+  auto figures = [&](int phase) {
+    PhaseFigures f;
+    f.seconds = phase_to[phase] > phase_from[phase] ? static_cast<double>(phase_to[phase] - phase_from[phase]) / 1e3 : 0;
+    f.requests = phase_requests[phase];
+    f.iops = f.seconds > 0 ? static_cast<double>(f.requests) / f.seconds : 0;
+    const LatencyHistogram& h = phase_latency[phase];
+    f.p50_us = Us(h.Percentile(50));
+    f.p99_us = Us(h.Percentile(99));
+    f.p999_us = Us(h.Percentile(99.9));
+    f.max_us = Us(h.max_ns());
+    return f;
+  };
+  run.baseline = figures(kBefore);
+  run.during = figures(kDuring);
+  run.after = figures(kAfter);
+  if (run.baseline.requests == 0) {
+    return Status::IOError("fio logged no latencies before the " + std::string(CompareMethodName(m)) +
+                           " backup started: raise foreground.seconds_before");
+  }
+  if (run.during.requests > 0) {
+    run.p99_impact_pct = ImpactPct(run.during.p99_us, run.baseline.p99_us);
+    run.iops_impact_pct = ImpactPct(run.during.iops, run.baseline.iops);
+  }
+  run.backup_start_s = static_cast<double>(backup_start_ms - first_ms) / 1e3;
+  run.backup_end_s = static_cast<double>(backup_end_ms - first_ms) / 1e3;
+  static const char* const kPhaseNames[] = {"before", "during", "after"};
+  for (size_t i = 0; i < second_latency.size(); ++i) {
+    TimelinePoint p;
+    p.second = static_cast<int>(i);
+    p.phase = kPhaseNames[second_phase[i]];
+    p.completed = second_latency[i].count();
+    p.p50_us = Us(second_latency[i].Percentile(50));
+    p.p99_us = Us(second_latency[i].Percentile(99));
+    p.p999_us = Us(second_latency[i].Percentile(99.9));
+    run.timeline.push_back(p);
+  }
+  return run;
+}
+
 // Runs the restores of one size; appends them to `out`.
 Status RunRestoreExperiment(const Scenario& sc, uint64_t written, const std::string& dir,
                             ProgressTracker& progress, std::vector<RestoreRun>& out) {
@@ -711,6 +888,10 @@ Result<ComparisonReport> RunComparison(const Scenario& sc, const CompareOptions&
   if (sc.written.empty()) return Status::InvalidArgument("scenario: written is empty");
   SNAPDISK_RETURN_IF_ERROR(ValidateForeground(ForegroundFor(sc, sc.written.front(), sc.seed)));
   if (options.scratch_dir.empty()) return Status::InvalidArgument("compare: no scratch directory");
+  std::string fio_job;
+  if (!sc.fio_job.empty()) {
+    SNAPDISK_ASSIGN_OR_RETURN(fio_job, ReadFioJob(sc.fio_job, options));
+  }
 
   // Planned seconds per stage, for the progress fraction and ETA.
   const double phase_s = sc.foreground.seconds_before + sc.foreground.seconds_after + 4;
@@ -721,9 +902,11 @@ Result<ComparisonReport> RunComparison(const Scenario& sc, const CompareOptions&
 
   for (CompareMethod m : sc.methods) {
     progress.Begin(std::string("backup: ") + CompareMethodName(m), phase_s);
-    SNAPDISK_ASSIGN_OR_RETURN(BackupRun run, RunBackupExperiment(sc, report.profile, m,
-                                                                 options.scratch_dir + "/backup-" + CompareMethodName(m),
-                                                                 progress));
+    const std::string dir = options.scratch_dir + "/backup-" + CompareMethodName(m);
+    SNAPDISK_ASSIGN_OR_RETURN(BackupRun run,
+                              fio_job.empty()
+                                  ? RunBackupExperiment(sc, report.profile, m, dir, progress)
+                                  : RunFioBackupExperiment(sc, report.profile, m, dir, fio_job, options, progress));
     report.backups.push_back(std::move(run));
   }
   std::vector<std::pair<double, double>> physical_points;
@@ -761,6 +944,16 @@ Result<ComparisonReport> RunComparison(const Scenario& sc, const CompareOptions&
       "only I/O thread for its two device flushes (start_seconds in report.json): requests due "
       "meanwhile wait. On ESSD the snapshot is taken in the storage backend without that stall.",
   };
+  if (!sc.fio_job.empty()) {
+    report.assumptions.push_back(
+        "The backups' foreground is the fio job " + sc.fio_job + ", over NBD to a `snapdisk serve` of a pool "
+        "file opened with O_DIRECT, the backup forwarded to that server. Its figures are fio's completion "
+        "latency (clat, from submission): fio sends at its own pace and waits for what it has in flight, "
+        "so a stalled disk shows partly as fewer IOPS and the time a request waited to be sent is not in "
+        "the figures (the built-in workload measures from the intended start). Phases are 100 ms "
+        "intervals of fio's histogram log; an interval overlapping the backup counts as during. The "
+        "restore sweep's reads are the built-in workload's.");
+  }
   report.real_seconds = Seconds(SystemClock::Get().NowNs() - started);
   return report;
 }

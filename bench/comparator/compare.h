@@ -22,6 +22,12 @@
 // so, and the figures show what it costs.
 // full-adaptive paces a physical full with AdaptiveRateController, every
 // 250 ms, on the foreground's p99 of the last interval.
+// With workload.fio the foreground is the user's fio job instead
+// (fio_workload.h): the same data and preparation on a pool file served by
+// a child `snapdisk serve`, fio against the volume over NBD, the backup
+// forwarded to the server; phases by the backup's manifest times against
+// fio's per-interval histograms (100 ms). The restore sweep keeps the
+// built-in workload's reads.
 //
 // Restores (for each size in `written`, on one fresh pool and store per
 // size): the data is written to a source volume and backed up twice, a
@@ -174,6 +180,10 @@ struct CompareOptions {
   // fraction of the run done (by planned time) and the seconds left at the
   // rate so far. Return false to cancel (Cancelled).
   std::function<bool(const std::string& stage, double fraction, double eta_s)> progress;
+  // A scenario with workload.fio: the `snapdisk` binary that serves the
+  // experiment's pool (the CLI passes itself), and fio (searched in PATH).
+  std::string snapdisk_binary;
+  std::string fio_binary = "fio";
 };
 
 // Runs the scenario. InvalidArgument for a scenario ParseScenario would

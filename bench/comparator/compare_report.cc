@@ -44,6 +44,16 @@ std::string Esc(const std::string& s) {
   return out;
 }
 
+// What drove the backup experiments.
+std::string ForegroundDescription(const Scenario& s) {
+  if (!s.fio_job.empty()) {
+    return "the fio job " + std::filesystem::path(s.fio_job).filename().string() +
+           " over NBD (fio's completion latency, from its histogram log)";
+  }
+  return "open-loop Poisson " + F(s.foreground.iops, 0) + " IOPS, " + F(s.foreground.read_pct, 0) +
+         "% reads, " + HumanBytes(s.foreground.block_bytes) + " blocks";
+}
+
 Json PhaseJson(const PhaseFigures& p) {
   return Json{{"iops", R(p.iops, 1)},         {"p50_us", R(p.p50_us, 1)}, {"p99_us", R(p.p99_us, 1)},
               {"p999_us", R(p.p999_us, 1)},   {"max_us", R(p.max_us, 1)}, {"requests", p.requests},
@@ -72,7 +82,8 @@ Json ScenarioJson(const Scenario& s) {
               {"log_frequencies", freqs},
               {"rpo_hours", s.rpo_hours},
               {"rpo_failures", s.rpo_failures},
-              {"seed", s.seed}};
+              {"seed", s.seed},
+              {"workload", s.fio_job.empty() ? Json(nullptr) : Json{{"fio", s.fio_job}}}};
 }
 
 // ---- SVG charts ------------------------------------------------------------
@@ -511,9 +522,8 @@ std::string ReportHtml(const ComparisonReport& r) {
        "text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.holds{color:#1a7f37;"
        "font-weight:bold}.fails{color:#c62828;font-weight:bold}.grid{display:flex;flex-wrap:wrap;gap:8px}"
        "h2{margin-top:1.6em;border-bottom:1px solid #ddd}small{color:#666}</style></head><body>\n";
-  o << "<h1>snapdisk compare</h1>\n<p>" << Esc(r.profile.Describe()) << "; foreground: open-loop Poisson "
-    << F(r.scenario.foreground.iops, 0) << " IOPS, " << F(r.scenario.foreground.read_pct, 0) << "% reads, "
-    << HumanBytes(r.scenario.foreground.block_bytes) << " blocks; data for the backups: "
+  o << "<h1>snapdisk compare</h1>\n<p>" << Esc(r.profile.Describe()) << "; foreground: "
+    << Esc(ForegroundDescription(r.scenario)) << "; data for the backups: "
     << HumanBytes(r.scenario.written.front()) << "; seed " << r.scenario.seed << ". Run "
     << Esc(FormatRfc3339(r.started_unix_ns / 1'000'000'000 * 1'000'000'000)) << ", " << F(r.real_seconds, 0) << " s.</p>\n";
 
@@ -583,9 +593,8 @@ std::string ReportHtml(const ComparisonReport& r) {
 std::string ReportText(const ComparisonReport& r) {
   std::ostringstream o;
   char line[512];
-  o << r.profile.Describe() << "; foreground " << F(r.scenario.foreground.iops, 0) << " IOPS open-loop, "
-    << F(r.scenario.foreground.read_pct, 0) << "% reads, " << HumanBytes(r.scenario.foreground.block_bytes)
-    << "; data " << HumanBytes(r.scenario.written.front()) << "\n\n";
+  o << r.profile.Describe() << "; foreground: " << ForegroundDescription(r.scenario) << "; data "
+    << HumanBytes(r.scenario.written.front()) << "\n\n";
   if (!r.backups.empty()) {
     std::snprintf(line, sizeof line, "%-15s %8s %10s %10s %4s | %9s %9s %8s | %9s %9s %8s\n", "backup", "seconds",
                   "read", "stored", "QoS", "p99 before", "during", "impact", "IOPS bef.", "during", "impact");

@@ -1,5 +1,6 @@
 #include "bench/comparator/scenario.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -192,9 +193,10 @@ Result<Scenario> ParseScenario(std::string_view json_text, const Scenario& base)
     if (!v.is_object()) return Bad("workload", v, "must be an object");
     SNAPDISK_RETURN_IF_ERROR(OnlyKnownKeys("workload.", v, {"fio"}));
     if (v.contains("fio")) {
-      return Bad("workload.fio", v["fio"],
-                 "a fio job over NBD as the foreground is not built yet; the built-in open-loop "
-                 "workload (foreground) is the only one");
+      if (!v["fio"].is_string() || v["fio"].get<std::string>().empty()) {
+        return Bad("workload.fio", v["fio"], "must be the path of a fio job file");
+      }
+      s.fio_job = v["fio"].get<std::string>();
     }
   }
   if (doc.contains("methods")) {
@@ -210,6 +212,17 @@ Result<Scenario> ParseScenario(std::string_view json_text, const Scenario& base)
       }
       s.methods.push_back(*m);
     }
+  }
+  if (!s.fio_job.empty()) {
+    // full-adaptive paces by the foreground's p99 every 250 ms; fio's
+    // latencies are known only when fio ends.
+    auto adaptive = std::find(s.methods.begin(), s.methods.end(), CompareMethod::kFullAdaptive);
+    if (adaptive != s.methods.end() && doc.contains("methods")) {
+      return Bad("methods", Json("full-adaptive"),
+                 "cannot run with workload.fio: it paces the backup by the foreground's latencies "
+                 "as they happen, and fio reports them only when it ends (full-throttled runs)");
+    }
+    if (adaptive != s.methods.end()) s.methods.erase(adaptive);
   }
   if (doc.contains("rate")) {
     SNAPDISK_ASSIGN_OR_RETURN(s.rate_mb_per_s, Number("rate", doc["rate"], 0.1, 1e5));

@@ -19,7 +19,11 @@
 //   rpo_hours        simulated hours per RPO run (> 0)
 //   rpo_failures     disk failures per RPO run (1-100)
 //   seed             unsigned integer                     workload, data, failures
-//   workload         {"fio": "job.fio"}                   reserved: refused (not built)
+//   workload         {"fio": "job.fio"}                   the backup experiments' foreground:
+//                                                         this fio job over NBD instead of
+//                                                         the built-in workload (fio_workload.h);
+//                                                         without `methods`, full-adaptive is
+//                                                         left out, and listing it is refused
 //
 // ParseScenario refuses an unknown key, a value of the wrong type or out of
 // range with InvalidArgument naming the key (e.g. "foreground.iops") and the
@@ -77,6 +81,10 @@ struct Scenario {
   double rpo_hours = 72;
   uint32_t rpo_failures = 4;
   uint64_t seed = 1;
+  // workload.fio: a fio job file run over NBD as the backups' foreground
+  // (empty: the built-in open-loop workload). The path as the file gives it;
+  // `snapdisk compare` resolves it against the scenario file's folder.
+  std::string fio_job;
 
   // The --quick run: smaller sizes, shorter phases, fewer simulated hours.
   static Scenario Quick();

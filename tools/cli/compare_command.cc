@@ -50,6 +50,10 @@ int RunCompare(CommandContext& ctx, const CompareArgs& args) {
     auto parsed = ParseScenario(text.str(), scenario);
     if (!parsed.ok()) return ctx.Fail(parsed.status().WithContext(path + ": no report written"));
     scenario = *parsed;
+    // A fio job named relative to the scenario file is found beside it.
+    if (!scenario.fio_job.empty() && scenario.fio_job.front() != '/') {
+      scenario.fio_job = (std::filesystem::path(path).parent_path() / scenario.fio_job).lexically_normal().string();
+    }
   }
   if (args.seed) scenario.seed = *args.seed;
   const std::string out = ctx.ResolvePath(args.out.empty() ? DefaultOutDir() : args.out);
@@ -68,6 +72,8 @@ int RunCompare(CommandContext& ctx, const CompareArgs& args) {
   }
   CompareOptions options;
   options.scratch_dir = out + "/scratch";
+  std::error_code self_ec;
+  options.snapdisk_binary = std::filesystem::read_symlink("/proc/self/exe", self_ec).string();
   // The line: the stage, seconds so far of the seconds the whole run should
   // take at its pace so far, and the ETA.
   const auto started = std::chrono::steady_clock::now();
@@ -128,7 +134,14 @@ void AddCompareCommand(CLI::App& app, int& exit_code, Executor& executor) {
       "  rpo_hours        simulated hours per RPO run (default 72; --quick 24)\n"
       "  rpo_failures     disk failures per RPO run (default 4; --quick 3)\n"
       "  seed             the workload's, the data's and the failures' seed (1)\n"
-      "  workload         {\"fio\": FILE}: reserved, refused (not built yet)\n"
+      "  workload         {\"fio\": FILE}: the backups' foreground is this fio job\n"
+      "                   (path relative to the scenario file), run over NBD against\n"
+      "                   the volume by a `snapdisk serve` child; the backup goes\n"
+      "                   through the server. The job sets rw, bs, iodepth, rate_iops,\n"
+      "                   size...; the comparator sets ioengine, uri, runtime and the\n"
+      "                   latency log (a job setting them is refused). Figures are\n"
+      "                   fio's clat. Leaves out full-adaptive (fio's latencies come\n"
+      "                   only at its end); the restore sweep keeps the built-in reads\n"
       "\n"
       "The default run takes about 5 minutes on 2 cores; --quick about a minute.");
   cmd->add_option("--scenario", args->scenario, "The scenario file (JSON, see above)")
