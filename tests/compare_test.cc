@@ -503,6 +503,10 @@ TEST(CompareCliTest, AFioJobOverNbdIsTheForeground) {
   std::string csv((std::istreambuf_iterator<char>(timeline)), std::istreambuf_iterator<char>());
   EXPECT_NE(csv.find("snapshot,0,before,"), std::string::npos) << csv;
   EXPECT_NE(csv.find(",during,"), std::string::npos) << csv;
+  // fio's own report of each experiment is kept beside ours.
+  std::ifstream fio_report(out + "/fio-full.txt");
+  std::string fio_text((std::istreambuf_iterator<char>(fio_report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(fio_text.find("db: (groupid=0"), std::string::npos) << fio_text;
 
   // A job aimed elsewhere is refused before anything runs.
   {

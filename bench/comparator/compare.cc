@@ -551,6 +551,7 @@ Result<BackupRun> RunFioBackupExperiment(const Scenario& sc, const EssdProfile& 
   const int64_t backup_done = SystemClock::Get().NowNs();
   SNAPDISK_RETURN_IF_ERROR(wait_until(backup_done + static_cast<int64_t>(sc.foreground.seconds_after * 1e9)));
   SNAPDISK_ASSIGN_OR_RETURN(std::vector<FioInterval> intervals, fio->Stop());
+  run.fio_output = fio->FioOutput();
 
   // Phases, per-phase figures and the timeline, from the intervals.
   const int64_t first_ms = intervals.front().end_unix_ms - kIntervalMs;

@@ -118,6 +118,9 @@ struct BackupRun {
   double rate_cap_mb_per_s = 0;
   double p99_target_us = 0;
   double headroom_mb_per_s = 0;
+  // workload.fio: fio's own output of the experiment (its summary over the
+  // whole run, all phases together); WriteReport keeps it as fio-METHOD.txt.
+  std::string fio_output;
 };
 
 struct RestoreRun {

@@ -639,11 +639,15 @@ Status WriteReport(const ComparisonReport& r, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::IOError("cannot make the report directory " + dir + ": " + ec.message());
-  const std::pair<const char*, std::string> files[] = {
+  std::vector<std::pair<std::string, std::string>> files = {
       {"report.json", ReportJson(r).dump(2) + "\n"},
       {"timeline.csv", TimelineCsv(r)},
       {"report.html", ReportHtml(r)},
   };
+  // A fio workload's own report of each experiment, to hold ours against.
+  for (const BackupRun& b : r.backups) {
+    if (!b.fio_output.empty()) files.emplace_back(std::string("fio-") + CompareMethodName(b.method) + ".txt", b.fio_output);
+  }
   for (const auto& [name, text] : files) {
     const std::string path = dir + "/" + name;
     const std::string tmp = path + ".tmp";

@@ -221,6 +221,8 @@ FioForeground::~FioForeground() {
   }
 }
 
+std::string FioForeground::FioOutput() const { return ReadFile(options_.work_dir + "/fio.out"); }
+
 Status FioForeground::Check() {
   if (!server_.Running()) {
     return Status::IOError("snapdisk serve stopped during the experiment: " +

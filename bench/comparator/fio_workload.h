@@ -93,6 +93,8 @@ class FioForeground {
   // and then the server (SIGTERM: it commits the pool and exits 0), and
   // returns fio's intervals. An error when either failed to stop cleanly.
   Result<std::vector<FioInterval>> Stop();
+  // fio's output so far (after Stop: its whole report).
+  std::string FioOutput() const;
   // `snapdisk` and the pool, for commands forwarded to the server.
   const FioForegroundOptions& options() const { return options_; }
   ~FioForeground();
