@@ -651,12 +651,12 @@ void BackupJob::Impl::SubmitReads() {
   const uint64_t chunk_bytes = store.config().chunk_bytes;
   const double rate_bytes_per_ns = rate_mb_per_s * 1e6 / 1e9;
   pool_busy = false;
+  const int64_t step_end = clock.NowNs() + kBackupStepBudgetNs;
+  bool submitted = false;
   while (reads_in_flight < slots.size() && copy_index < to_copy.size()) {
-    int64_t now = 0;
-    if (rate_bytes_per_ns > 0) {
-      now = clock.NowNs();
-      if (now < next_read_ns) break;
-    }
+    int64_t now = clock.NowNs();
+    if (submitted && now >= step_end) break;  // the rest at the next step
+    if (rate_bytes_per_ns > 0 && now < next_read_ns) break;
     const Extent& e = to_copy[copy_index];
     const uint64_t offset = e.offset_bytes + copy_offset;
     // Cut at multiples of the chunk size (so unchanged data cuts the same way
@@ -709,6 +709,7 @@ void BackupJob::Impl::SubmitReads() {
     chunk.pieces.push_back(Piece{offset, length, chunk.used_bytes});
     chunk.used_bytes += length;
     ++chunk.reads_pending;
+    submitted = true;
     slot.busy = true;
     ++reads_in_flight;
     copy_offset += length;

@@ -15,7 +15,8 @@ namespace snapdisk {
 
 namespace {
 
-// Records read from the pool per ReadLog call, and stream bytes per Step.
+// Records read from the pool per ReadLog call, and stream bytes per Step (which
+// also stops at kBackupStepBudgetNs).
 constexpr size_t kRecordsPerRead = 1024;
 constexpr uint64_t kBytesPerStep = uint64_t{8} << 20;
 
@@ -300,6 +301,7 @@ bool LogBackupJob::Impl::Step() {
   TakeOutputs();
   if (!error.ok()) return Fail();
   uint64_t budget = kBytesPerStep;
+  const int64_t step_end = clock.NowNs() + kBackupStepBudgetNs;
   while (budget > 0) {
     if (phase == Phase::kSeal) {
       if (buffer != nullptr) {
@@ -411,6 +413,7 @@ bool LogBackupJob::Impl::Step() {
     ++next_index;
     budget -= std::min<uint64_t>(budget, record_bytes.size());
     if (!CopyRecordBytes()) return false;
+    if (clock.NowNs() >= step_end) break;  // the rest at the next step
   }
   return false;
 }

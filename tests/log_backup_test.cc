@@ -3,6 +3,8 @@
 // the pool, lineages get their own segments.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <random>
 
 #include "engine/fsck.h"
@@ -202,6 +204,71 @@ TEST_F(LogBackupTest, CancelShipsNothing) {
   ASSERT_TRUE(sets.ok());
   EXPECT_TRUE(sets->empty()) << "a cancelled segment leaves no set";
   EXPECT_EQ(pool_->GetLogInfo("v")->records, 200u);
+}
+
+// A clock that moves `step_ns` every time it is read: a step that reads it
+// per record sees time pass as if each record took that long.
+class TickingClock final : public Clock {
+ public:
+  explicit TickingClock(int64_t step_ns) : step_ns_(step_ns) {}
+  int64_t NowNs() const override { return now_.fetch_add(step_ns_) + step_ns_; }
+  void SleepUntilNs(int64_t deadline_ns) override {
+    int64_t now = now_.load();
+    while (now < deadline_ns && !now_.compare_exchange_weak(now, deadline_ns)) {
+    }
+  }
+
+ private:
+  const int64_t step_ns_;
+  mutable std::atomic<int64_t> now_{0};
+};
+
+// A step stops taking records once it has held the pool's thread for
+// kBackupStepBudgetNs, so a big log does not stall the pool's requests for
+// the whole of an 8 MiB step; with time standing still, the byte budget is
+// the only limit.
+TEST_F(LogBackupTest, AStepStopsAtItsTimeBudget) {
+  std::mt19937_64 rng(5);
+  std::vector<std::byte> model(kSize);
+  RandomWrites(rng, 300, model);  // ~3 MiB of records
+  // Bytes read by Start (it steps until the first segment opens) and by
+  // the first Step after it.
+  auto first_steps_read = [&](Clock& clock) -> std::pair<uint64_t, uint64_t> {
+    BackupOptions o;
+    o.method = BackupMethod::kLog;
+    o.clock = &clock;
+    auto job = LogBackupJob::Start(*pool_, *store_, "v", o);
+    EXPECT_TRUE(job.ok()) << job.status().ToString();
+    if (!job.ok()) return {0, 0};
+    const uint64_t at_start = (*job)->progress().read_bytes;
+    (void)(*job)->Step();
+    const uint64_t step = (*job)->progress().read_bytes - at_start;
+    (*job)->Cancel();
+    while (!(*job)->Step()) {
+    }
+    return {at_start, step};
+  };
+  // A third of the budget per clock read: a step takes a few records
+  // (each at most 20000 bytes).
+  TickingClock ticking(kBackupStepBudgetNs / 3);
+  const auto [ticked_start, ticked_step] = first_steps_read(ticking);
+  EXPECT_GT(ticked_start, 0u);
+  EXPECT_LE(ticked_start, 4u * 20000);
+  EXPECT_GT(ticked_step, 0u);
+  EXPECT_LE(ticked_step, 4u * 20000);
+  // Time standing still, the first step reads until the job's chunk
+  // buffers are all full (20 of 64 KiB here), far beyond.
+  ManualClock still;
+  const auto [still_start, still_step] = first_steps_read(still);
+  EXPECT_GT(still_start, 10u * 4 * 20000);
+  (void)still_step;
+  // Both jobs were cancelled: the records are all still there to ship, whole.
+  auto shipped = Ship();
+  ASSERT_TRUE(shipped.ok()) << shipped.status().ToString();
+  std::vector<std::byte> image(kSize);
+  uint64_t last_lsn = 0;
+  Replay(*shipped, image, &last_lsn);
+  EXPECT_EQ(image, model);
 }
 
 }  // namespace
