@@ -101,7 +101,10 @@ struct LogBackupJob::Impl {
   Impl(Pool& p, WormStore& s, const BackupOptions& o)
       : pool(p), store(s), options(o), clock(o.clock ? *o.clock : SystemClock::Get()) {}
 
-  enum class Phase { kRead, kSeal, kDone };
+  // kSeal: the segment's last chunks are stored, then its manifest is put
+  // by a worker (kManifest: the pool's thread does not wait for the store's
+  // fsyncs), then the pool drops the records and commits.
+  enum class Phase { kRead, kSeal, kManifest, kDone };
 
   Pool& pool;
   WormStore& store;
@@ -130,6 +133,7 @@ struct LogBackupJob::Impl {
   std::vector<std::byte> record_bytes;           // header + data of the record being copied
   uint64_t record_copied = 0;
   Status pending_gap;  // a gap found inside the cut: reported after the segment ships
+  bool manifest_pending = false;  // its put is queued or running
 
   Status error;
   bool finished = false;
@@ -151,7 +155,11 @@ struct LogBackupJob::Impl {
   // Copies record_bytes into chunk buffers; false when no buffer is free.
   bool CopyRecordBytes();
   void TakeOutputs();
-  Status Seal();
+  // Fills in the segment's figures and queues its manifest's put; false
+  // when the pipeline has no room yet.
+  bool SubmitManifest();
+  // After the put: the segment is shipped, the pool drops its records.
+  Status FinishSeal();
   bool Fail();
   // The last LSN already in the store for `lineage` (0 if none) and the
   // segment that holds it.
@@ -242,17 +250,18 @@ void LogBackupJob::Impl::TakeOutputs() {
   std::vector<ChunkPipeline::Output> outputs;
   pipeline->TakeOutputs(outputs);
   for (ChunkPipeline::Output& o : outputs) {
+    if (!o.is_chunk) manifest_pending = false;
     if (!o.status.ok()) {
       if (error.ok()) error = o.status.WithContext("log backup " + set.id);
       continue;
     }
-    if (!o.is_chunk) continue;
+    if (!o.is_chunk) continue;  // the manifest's put (the only other task)
     chunks[o.tag] = o.chunk;
     ++chunks_done;
   }
 }
 
-Status LogBackupJob::Impl::Seal() {
+bool LogBackupJob::Impl::SubmitManifest() {
   set.finished_unix_ns = store.NowUnixNs();
   set.consistent_unix_ns = set.last_record_unix_ns;
   set.data_bytes = 0;
@@ -263,8 +272,14 @@ Status LogBackupJob::Impl::Seal() {
     if (c->new_in_set) set.stored_bytes += c->stored_bytes;
     set.chunks.push_back(*c);
   }
-  // Manifest last: the segment exists once it is in.
-  SNAPDISK_RETURN_IF_ERROR(PutManifest(store, set));
+  // Manifest last: the segment exists once it is in. `set` is not touched
+  // until the put's output is taken.
+  if (!pipeline->TrySubmitTask([this] { return PutManifest(store, set); }, 0)) return false;
+  manifest_pending = true;
+  return true;
+}
+
+Status LogBackupJob::Impl::FinishSeal() {
   ReleaseBackupSequence(store, volume.name, set.sequence);
   reserved = false;
   shipped.push_back(set);
@@ -295,7 +310,9 @@ bool LogBackupJob::Impl::Fail() {
 
 bool LogBackupJob::Impl::Step() {
   if (finished) return true;
-  if (cancel_requested.load() && error.ok()) {
+  // Once the manifest is being put, the segment ships: a cancel then ends
+  // the job after it (at the next record).
+  if (cancel_requested.load() && error.ok() && phase != Phase::kManifest) {
     error = Status::Cancelled("log backup of '" + volume.name + "' was cancelled");
   }
   TakeOutputs();
@@ -310,7 +327,13 @@ bool LogBackupJob::Impl::Step() {
         buffer = nullptr;
       }
       if (chunks_done < chunks_submitted) return false;  // workers still at it
-      if (error = Seal(); !error.ok()) return Fail();
+      if (!SubmitManifest()) return false;
+      phase = Phase::kManifest;
+      return false;
+    }
+    if (phase == Phase::kManifest) {
+      if (manifest_pending) return false;  // a worker is putting it
+      if (error = FinishSeal(); !error.ok()) return Fail();
       if (!pending_gap.ok()) {
         error = pending_gap;
         return Fail();
