@@ -21,7 +21,9 @@
 // lowest CPU priority (ESSD's backend copies on other hardware): the report says
 // so, and the figures show what it costs.
 // full-adaptive paces a physical full with AdaptiveRateController, every
-// 250 ms, on the foreground's p99 of the last interval.
+// 250 ms, on the foreground's p99 of the last interval, between the rate
+// that reads the data in 60 s and the throughput the profile leaves beside
+// the workload.
 // With workload.fio the foreground is the user's fio job instead
 // (fio_workload.h): the same data and preparation on a pool file served by
 // a child `snapdisk serve`, fio against the volume over NBD, the backup
