@@ -36,9 +36,9 @@ namespace {
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 constexpr int64_t kControlIntervalNs = 250'000'000;  // full-adaptive
 constexpr const char* kVolume = "db";
-// The workload's phases in a backup experiment.
 // full-adaptive's slowest: the rate that reads written[0] in this long.
 constexpr double kAdaptiveMaxSeconds = 60;
+// The workload's phases in a backup experiment.
 constexpr int kBefore = 0;
 constexpr int kDuring = 1;
 constexpr int kAfter = 2;
