@@ -36,6 +36,7 @@
 #include "engine/memory_worm_store.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
+#include "support/ticking_clock.h"
 
 namespace snapdisk {
 namespace {
@@ -388,6 +389,37 @@ TEST_F(BackupTest, SnapshotBackupsAreIncrementalForeverAndEachRestoresAlone) {
   Result<WormVerifyReport> verify = store_->Verify();
   ASSERT_TRUE(verify.ok());
   EXPECT_TRUE(verify->ok());
+}
+
+// A step submits no new read once it has held the pool's thread for
+// kBackupStepBudgetNs (the in-memory device copies inside Submit); with time
+// standing still it fills every read slot. The set restores the same.
+TEST_F(BackupTest, AStepStopsSubmittingReadsAtItsTimeBudget) {
+  Volume* v = NewVolume("vol", 8 * kMiB);
+  Write(v, 0, 8 * kMiB, 11);
+  const std::string oracle = Oracle("vol");
+  auto first_step_reads = [&](Clock& clock) -> uint64_t {
+    BackupOptions o;
+    o.method = BackupMethod::kFull;
+    o.max_reads_in_flight = 4;
+    o.clock = &clock;
+    auto job = BackupJob::Start(*pool_, *store_, "vol", o);
+    EXPECT_TRUE(job.ok()) << job.status().ToString();
+    if (!job.ok()) return 0;
+    (void)(*job)->Step();
+    pool_->Poll(0);  // the reads' completions (the copies were made at Submit)
+    const uint64_t read = (*job)->progress().read_bytes;
+    Result<BackupSet> set = (*job)->Run();
+    EXPECT_TRUE(set.ok()) << set.status().ToString();
+    if (set.ok()) ExpectRestores(set->id, "vol", oracle);
+    return read;
+  };
+  const uint64_t chunk = store_->config().chunk_bytes;
+  // More than the budget per clock read: one read, then the step ends.
+  testing::TickingClock ticking(kBackupStepBudgetNs * 2);
+  EXPECT_EQ(first_step_reads(ticking), chunk);
+  ManualClock still;
+  EXPECT_EQ(first_step_reads(still), 4 * chunk);
 }
 
 TEST_F(BackupTest, SnapshotBackupReadsOnlyTheChangedBlocks) {

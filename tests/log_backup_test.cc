@@ -3,7 +3,6 @@
 // the pool, lineages get their own segments.
 #include <gtest/gtest.h>
 
-#include <atomic>
 
 #include <random>
 
@@ -11,6 +10,7 @@
 #include "snapshot/log_backup.h"
 #include "support/pool_fixture.h"
 #include "support/test_env.h"
+#include "support/ticking_clock.h"
 
 namespace snapdisk {
 namespace {
@@ -206,23 +206,6 @@ TEST_F(LogBackupTest, CancelShipsNothing) {
   EXPECT_EQ(pool_->GetLogInfo("v")->records, 200u);
 }
 
-// A clock that moves `step_ns` every time it is read: a step that reads it
-// per record sees time pass as if each record took that long.
-class TickingClock final : public Clock {
- public:
-  explicit TickingClock(int64_t step_ns) : step_ns_(step_ns) {}
-  int64_t NowNs() const override { return now_.fetch_add(step_ns_) + step_ns_; }
-  void SleepUntilNs(int64_t deadline_ns) override {
-    int64_t now = now_.load();
-    while (now < deadline_ns && !now_.compare_exchange_weak(now, deadline_ns)) {
-    }
-  }
-
- private:
-  const int64_t step_ns_;
-  mutable std::atomic<int64_t> now_{0};
-};
-
 // A step stops taking records once it has held the pool's thread for
 // kBackupStepBudgetNs, so a big log does not stall the pool's requests for
 // the whole of an 8 MiB step; with time standing still, the byte budget is
@@ -250,7 +233,7 @@ TEST_F(LogBackupTest, AStepStopsAtItsTimeBudget) {
   };
   // A third of the budget per clock read: a step takes a few records
   // (each at most 20000 bytes).
-  TickingClock ticking(kBackupStepBudgetNs / 3);
+  testing::TickingClock ticking(kBackupStepBudgetNs / 3);
   const auto [ticked_start, ticked_step] = first_steps_read(ticking);
   EXPECT_GT(ticked_start, 0u);
   EXPECT_LE(ticked_start, 4u * 20000);
