@@ -535,10 +535,21 @@ bool HydrationJob::Step() {
   if (!info.ok()) return fail(info.status());
   pending_bytes_.store(info->pending_bytes);
   if (!info->hydrating) {
-    // The map went with the last pending block; the attribute goes in the
-    // same commit.
+    // The map went with the last pending block; the source attribute goes,
+    // and what the fill read comes, in the same commit.
     Status s = pool_.RemoveAttribute(volume_, kHydrationSourceAttribute);
     if (s.IsNotFound()) s = Status::OK();
+    if (s.ok()) {
+      const HydrationProgress p = progress();
+      const nlohmann::ordered_json result = {{"set", set_id_},
+                                             {"finished_unix_ns",
+                                              std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                  std::chrono::system_clock::now().time_since_epoch())
+                                                  .count()},
+                                             {"store_bytes_read", p.store_bytes_read},
+                                             {"set_stored_bytes", p.set_stored_bytes}};
+      s = pool_.SetAttribute(volume_, kHydrationResultAttribute, result.dump());
+    }
     if (s.ok()) s = pool_.Commit();
     if (!s.ok()) return fail(s);
     hydrated_ns_.store(clock_.NowNs());
@@ -646,6 +657,22 @@ Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_v
   SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationSourceAttribute));
   SNAPDISK_ASSIGN_OR_RETURN(SourceAttribute a, DecodeAttribute(text, volume));
   return HydrationSourceRecord{a.store, a.set, a.rate_mb_per_s};
+}
+
+Result<HydrationResult> GetHydrationResult(Pool& pool, std::string_view volume) {
+  SNAPDISK_ASSIGN_OR_RETURN(std::string text, pool.GetAttribute(volume, kHydrationResultAttribute));
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    HydrationResult r;
+    r.set_id = j.at("set").get<std::string>();
+    r.finished_unix_ns = j.at("finished_unix_ns").get<int64_t>();
+    r.store_bytes_read = j.at("store_bytes_read").get<uint64_t>();
+    r.set_stored_bytes = j.at("set_stored_bytes").get<uint64_t>();
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corruption("volume '" + std::string(volume) + "': attribute " +
+                              kHydrationResultAttribute + " does not decode: " + e.what());
+  }
 }
 
 // ---- Starting and resuming --------------------------------------------------------------

@@ -75,6 +75,10 @@ namespace snapdisk {
 
 // The volume attribute naming a lazily restored volume's source.
 inline constexpr const char* kHydrationSourceAttribute = "hydration-source";
+// The volume attribute a fill that completes leaves in its place, in the
+// same commit (JSON; HydrationResult): what the hydration read from the
+// store, for `restore status` after the fill is gone.
+inline constexpr const char* kHydrationResultAttribute = "hydration-result";
 
 struct LazyRestoreOptions {
   // The new volume's profile (StartLazyRestore only).
@@ -314,6 +318,20 @@ struct HydrationSourceRecord {
   double rate_mb_per_s = 0;  // the fill's cap when it was started; 0: none
 };
 Result<HydrationSourceRecord> GetHydrationSourceRecord(Pool& pool, std::string_view volume);
+
+// What the job that completed a volume's hydration measured (the
+// "hydration-result" attribute). Its figures count from when that job's
+// source was attached: after a crash or a restart, from the resume on.
+struct HydrationResult {
+  std::string set_id;
+  int64_t finished_unix_ns = 0;   // the system clock
+  uint64_t store_bytes_read = 0;  // chunk objects fetched, for the fill and for reads
+  uint64_t set_stored_bytes = 0;  // the set's distinct chunks (0: not known)
+};
+// NotFound when the volume has none (never instantly restored, still
+// hydrating, or filled by a build that did not record it); Corruption for
+// an attribute that does not decode.
+Result<HydrationResult> GetHydrationResult(Pool& pool, std::string_view volume);
 
 // Opens the store a volume's restore recorded (HydrationSourceRecord::
 // store_locator). For the CLI and the server: the directory store there.

@@ -879,7 +879,20 @@ TEST_F(CliBackupTest, SnapshotSetsRestoreInstantly) {
   EXPECT_NEAR(r["read_amplification"].get<double>(), 1.0, 0.01) << r.dump();
   EXPECT_LE(r["rto_usable_seconds"].get<double>(), r["complete_seconds"].get<double>());
   EXPECT_EQ(CompareInPool(pool_, "fast", "db"), "");
-  EXPECT_EQ(RunJson({"restore", "status", pool_, "fast"})["hydrating"], false);
+  // Filled, the status still tells what the fill read (its job left a
+  // record in the commit that ended the hydration), as JSON and as text.
+  const json after = RunJson({"restore", "status", pool_, "fast"});
+  EXPECT_EQ(after["hydrating"], false);
+  EXPECT_EQ(after["hydrated"]["set"], snap["id"]) << after.dump();
+  EXPECT_EQ(after["hydration_read_bytes"], r["read_bytes"]) << after.dump();
+  EXPECT_EQ(after["hydration_set_stored_bytes"], r["set_stored_bytes"]) << after.dump();
+  EXPECT_NEAR(after["hydration_read_amplification"].get<double>(), 1.0, 0.01) << after.dump();
+  CliResult after_text = RunCli({"restore", "status", pool_, "fast"});
+  EXPECT_TRUE(Contains(after_text.out, "hydrated from set " + snap["id"].get<std::string>()))
+      << after_text.out;
+  EXPECT_TRUE(Contains(after_text.out, "(1.00x the set's")) << after_text.out;
+  // A volume filled by reads, with no job to see the end, has no record.
+  EXPECT_TRUE(RunJson({"restore", "status", pool_, "lazy"})["hydrated"].is_null());
   // A pool without room for the whole fill is refused up front.
   // (a pool of 70 MiB holding a 64 MiB volume's data has less than the
   // set's 7 MiB free).

@@ -698,6 +698,18 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
   auto state = GetRestoreState(ctx.pool(), args.volume);
   if (!state.ok()) return ctx.Fail(state.status());
   const HydrationInfo& h = *hydration;
+  // Once filled: what the fill that finished read (its job left it).
+  std::optional<HydrationResult> filled;
+  if (!h.hydrating) {
+    auto r = GetHydrationResult(ctx.pool(), args.volume);
+    if (r.ok()) {
+      filled = *r;
+    } else if (!r.status().IsNotFound()) {
+      return ctx.Fail(r.status());
+    }
+  }
+  const uint64_t read_bytes = filled ? filled->store_bytes_read : h.source_fetched_bytes;
+  const uint64_t set_stored_bytes = filled ? filled->set_stored_bytes : h.source_image_bytes;
   // ---- Fill job (tools/cli/hydration_resume.h) ----
   // Whether a job of this process fills the volume: inside `snapdisk serve`,
   // the server's own fill resumed at its start, or a forwarded restore/resume.
@@ -720,14 +732,18 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
     o["hydration_fill_running"] = fill_job.has_value();  // fill job (hydration_resume.h)
     o["hydration_fill_job"] =
         fill_job ? nlohmann::ordered_json(*fill_job) : nlohmann::ordered_json();
-    // Since the source was attached (this process): chunk bytes read from the
-    // store, and that over what reading each of the set's chunks once costs.
-    o["hydration_read_bytes"] = h.source_fetched_bytes;
-    o["hydration_set_stored_bytes"] = h.source_image_bytes > 0
-                                          ? nlohmann::ordered_json(h.source_image_bytes)
+    // Chunk bytes read from the store since the source was attached (by
+    // this process; once filled, by the fill that finished), and that over
+    // what reading each of the set's chunks once costs.
+    o["hydration_read_bytes"] = read_bytes;
+    o["hydration_set_stored_bytes"] = set_stored_bytes > 0
+                                          ? nlohmann::ordered_json(set_stored_bytes)
                                           : nlohmann::ordered_json();
-    o["hydration_read_amplification"] =
-        ReadAmplification(h.source_fetched_bytes, h.source_image_bytes);
+    o["hydration_read_amplification"] = ReadAmplification(read_bytes, set_stored_bytes);
+    o["hydrated"] = filled ? nlohmann::ordered_json{{"set", filled->set_id},
+                                                    {"finished", FormatRfc3339(filled->finished_unix_ns)},
+                                                    {"finished_unix_ns", filled->finished_unix_ns}}
+                           : nlohmann::ordered_json();
     ctx.PrintJson(o);
     return kExitOk;
   }
@@ -744,8 +760,14 @@ int RunStatus(CommandContext& ctx, const RestoreArgs& args) {
                 AmplificationText(h.source_fetched_bytes, h.source_image_bytes) + "\n");
     }
   }
+  if (filled) {
+    ctx.Print("volume '" + args.volume + "': hydrated from set " + filled->set_id + " at " +
+              FormatRfc3339(filled->finished_unix_ns) + "; " + HumanBytes(filled->store_bytes_read) +
+              " read from the store" +
+              AmplificationText(filled->store_bytes_read, filled->set_stored_bytes) + "\n");
+  }
   if (!*state) {
-    if (!h.hydrating) ctx.Print("volume '" + args.volume + "' is not being restored\n");
+    if (!h.hydrating && !filled) ctx.Print("volume '" + args.volume + "' is not being restored\n");
   } else {
     std::string text = "volume '" + args.volume + "': " + StateText(**state) + "\n";
     if ((*state)->check) {
