@@ -141,7 +141,8 @@ void AddCompareCommand(CLI::App& app, int& exit_code, Executor& executor) {
       "                   size...; the comparator sets ioengine, uri, runtime and the\n"
       "                   latency log (a job setting them is refused). Figures are\n"
       "                   fio's clat. Leaves out full-adaptive (fio's latencies come\n"
-      "                   only at its end); the restore sweep keeps the built-in reads\n"
+      "                   only at its end); the restore sweep keeps the built-in reads.\n"
+      "                   fio's own report of each backup goes to OUT/fio-METHOD.txt\n"
       "\n"
       "The default run takes about 5 minutes on 2 cores; --quick about a minute.");
   cmd->add_option("--scenario", args->scenario, "The scenario file (JSON, see above)")
