@@ -150,6 +150,8 @@ TEST(FioWorkloadTest, TheJobGetsTheTargetInFrontAndMayNotOverrideIt) {
       {"[db]\nruntime=10\n", "sets 'runtime'"},
       {"[db]\ntime_based\n", "sets 'time_based'"},
       {"[db]\nwrite_hist_log=x\n", "sets 'write_hist_log'"},
+      {"[db]\nnumber_ios=100\n", "sets 'number_ios', which would end, delay or serialize"},
+      {"[db]\nstartdelay=5\n", "sets 'startdelay'"},
       {"[global]\nrw=read\n", "no job section"},
       {"rw=read\n", "no job section"},
       {"[db\nrw=read\n", "line 1 '[db' is not a [section]"},

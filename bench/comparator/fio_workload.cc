@@ -38,17 +38,21 @@ std::string ReadFile(const std::string& path) {
 
 }  // namespace
 
-const std::vector<std::string_view>& FioReservedOptions() {
-  static const std::vector<std::string_view> kReserved = {
-      "ioengine",      "filename",       "filename_format", "directory",     "uri",
-      "runtime",       "time_based",     "write_hist_log",  "log_hist_msec", "log_hist_coarseness",
-      "log_unix_epoch", "log_alternate_epoch", "loops",     "number_ios",    "io_size",
-      "io_limit",      "stonewall",      "wait_for",        "startdelay",    "exitall"};
-  return kReserved;
-}
+namespace {
+
+// What MakeFioJob sets: the target, the run until stopped, the latency log.
+constexpr std::string_view kSetByComparator[] = {
+    "ioengine",       "filename",           "filename_format", "directory",
+    "uri",            "runtime",            "time_based",      "write_hist_log",
+    "log_hist_msec",  "log_hist_coarseness", "log_unix_epoch", "log_alternate_epoch"};
+// What would end, hold back or serialize a job on its own, so that the
+// phases would not all see it run.
+constexpr std::string_view kStopsOrDelays[] = {"loops",     "number_ios", "io_size",    "io_limit",
+                                               "stonewall", "wait_for",   "startdelay", "exitall"};
+
+}  // namespace
 
 Result<std::string> MakeFioJob(std::string_view user_job, const FioTarget& target) {
-  const auto& reserved = FioReservedOptions();
   bool has_job_section = false;
   int line_number = 0;
   size_t pos = 0;
@@ -76,11 +80,18 @@ Result<std::string> MakeFioJob(std::string_view user_job, const FioTarget& targe
         !std::all_of(key.begin(), key.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; })) {
       return Status::InvalidArgument("workload.fio: " + where + " is not an option (key=value)");
     }
-    if (std::find(reserved.begin(), reserved.end(), key) != reserved.end()) {
+    if (std::find(std::begin(kSetByComparator), std::end(kSetByComparator), key) !=
+        std::end(kSetByComparator)) {
       return Status::InvalidArgument(
           "workload.fio: " + where + " sets '" + key +
           "', which the comparator sets (the job runs against the experiment's volume over NBD, "
           "until the comparator stops it, logging latency histograms); remove it");
+    }
+    if (std::find(std::begin(kStopsOrDelays), std::end(kStopsOrDelays), key) !=
+        std::end(kStopsOrDelays)) {
+      return Status::InvalidArgument("workload.fio: " + where + " sets '" + key +
+                                     "', which would end, delay or serialize a job on its own: the "
+                                     "foreground must run through every phase; remove it");
     }
   }
   if (!has_job_section) {

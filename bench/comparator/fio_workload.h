@@ -38,10 +38,6 @@
 
 namespace snapdisk {
 
-// The options MakeFioJob sets and a job file may not (they would point fio
-// elsewhere, stop it on its own, or change the log the comparator reads).
-const std::vector<std::string_view>& FioReservedOptions();
-
 struct FioTarget {
   std::string uri;          // nbd+unix:///VOL?socket=PATH
   uint64_t size_bytes = 0;  // the span fio works over unless the job sets size
@@ -50,9 +46,12 @@ struct FioTarget {
 };
 
 // The job text fio runs: a [global] section for `target`, then the user's
-// job. InvalidArgument, naming the line, for a reserved option (or an
-// include, which could set one unseen) or a line that is not an option or
-// a section; a job without a section of its own.
+// job. InvalidArgument, naming the line, for an option the comparator sets
+// (ioengine, filename, uri, runtime, time_based, the histogram log...) or
+// one that would end, delay or serialize a job on its own (number_ios,
+// io_size, loops, startdelay, stonewall...), an include (it could set one
+// unseen), or a line that is not an option or a section; for a job without
+// a section of its own.
 Result<std::string> MakeFioJob(std::string_view user_job, const FioTarget& target);
 
 // fio 3.x's latency histogram: 1856 bins, 64 per power of two beyond the
