@@ -471,15 +471,31 @@ Status HydrationJob::Begin() {
   const int64_t now = clock_.NowNs();
   usable_ns_.store(now);
   next_fill_ns_ = now;
-  if (!info.hydrating) {
-    // Nothing to copy (an all-zeros set, or hydrated before a crash).
-    Status s = pool_.RemoveAttribute(volume_, kHydrationSourceAttribute);
-    if (s.IsNotFound()) s = Status::OK();
-    if (s.ok()) s = pool_.Commit();
-    SNAPDISK_RETURN_IF_ERROR(s);
-    hydrated_ns_.store(now);
-    Finish(HydrationJobState::kDone, Status::OK());
+  // Nothing to copy (an all-zeros set, or hydrated before a crash).
+  if (!info.hydrating) SNAPDISK_RETURN_IF_ERROR(EndHydration());
+  return Status::OK();
+}
+
+Status HydrationJob::EndHydration() {
+  // The map went with the last pending block; the source attribute goes,
+  // and what the hydration read comes, in one commit.
+  Status s = pool_.RemoveAttribute(volume_, kHydrationSourceAttribute);
+  if (s.IsNotFound()) s = Status::OK();
+  if (s.ok()) {
+    const HydrationProgress p = progress();
+    const int64_t now_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    const nlohmann::ordered_json result = {{"set", set_id_},
+                                           {"finished_unix_ns", now_unix_ns},
+                                           {"store_bytes_read", p.store_bytes_read},
+                                           {"set_stored_bytes", p.set_stored_bytes}};
+    s = pool_.SetAttribute(volume_, kHydrationResultAttribute, result.dump());
   }
+  if (s.ok()) s = pool_.Commit();
+  SNAPDISK_RETURN_IF_ERROR(s);
+  hydrated_ns_.store(clock_.NowNs());
+  Finish(HydrationJobState::kDone, Status::OK());
   return Status::OK();
 }
 
@@ -535,25 +551,7 @@ bool HydrationJob::Step() {
   if (!info.ok()) return fail(info.status());
   pending_bytes_.store(info->pending_bytes);
   if (!info->hydrating) {
-    // The map went with the last pending block; the source attribute goes,
-    // and what the fill read comes, in the same commit.
-    Status s = pool_.RemoveAttribute(volume_, kHydrationSourceAttribute);
-    if (s.IsNotFound()) s = Status::OK();
-    if (s.ok()) {
-      const HydrationProgress p = progress();
-      const nlohmann::ordered_json result = {{"set", set_id_},
-                                             {"finished_unix_ns",
-                                              std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                  std::chrono::system_clock::now().time_since_epoch())
-                                                  .count()},
-                                             {"store_bytes_read", p.store_bytes_read},
-                                             {"set_stored_bytes", p.set_stored_bytes}};
-      s = pool_.SetAttribute(volume_, kHydrationResultAttribute, result.dump());
-    }
-    if (s.ok()) s = pool_.Commit();
-    if (!s.ok()) return fail(s);
-    hydrated_ns_.store(clock_.NowNs());
-    Finish(HydrationJobState::kDone, Status::OK());
+    if (Status s = EndHydration(); !s.ok()) return fail(s);
     return true;
   }
   if (Status s = CommitIfDue(info->pending_bytes); !s.ok()) return fail(s);

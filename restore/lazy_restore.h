@@ -267,6 +267,9 @@ class HydrationJob {
   // takes the map's figures (or finishes at once when nothing is pending).
   Status Begin();
   void Finish(HydrationJobState state, Status status);
+  // Nothing is pending any more: removes the source attribute, records what
+  // the hydration read (kHydrationResultAttribute), commits, and finishes.
+  Status EndHydration();
   // Commits when commit_every_bytes left the map since the last commit.
   Status CommitIfDue(uint64_t pending_bytes);
   Status UpdatePending();
@@ -329,8 +332,9 @@ struct HydrationResult {
   uint64_t set_stored_bytes = 0;  // the set's distinct chunks (0: not known)
 };
 // NotFound when the volume has none (never instantly restored, still
-// hydrating, or filled by a build that did not record it); Corruption for
-// an attribute that does not decode.
+// hydrating, its last blocks filled by reads with no job running, a copy
+// restore since replaced its data, or filled by a build that did not record
+// it); Corruption for an attribute that does not decode.
 Result<HydrationResult> GetHydrationResult(Pool& pool, std::string_view volume);
 
 // Opens the store a volume's restore recorded (HydrationSourceRecord::

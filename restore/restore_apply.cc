@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "disk/bytes.h"
+#include "restore/lazy_restore.h"
 #include "restore/restore_io.h"
 #include "snapshot/log_backup.h"
 
@@ -263,6 +264,9 @@ Result<RestoreState> Restorer::RunStep(const std::optional<RestoreState>& state,
   pending.pending_set = set.id;
   pending.undo_snapshot = undo;
   Status begun = WriteState(pool_, volume_, pending);
+  // A chain starting over replaces the data an instant restore's fill may
+  // have described (restore status would show it for the new data).
+  if (begun.ok() && (!state || replace)) begun = RemoveIfSet(pool_, volume_, kHydrationResultAttribute);
   if (begun.ok()) begun = pool_.Commit();
   if (!begun.ok()) {
     if (pool_.health().ok()) {

@@ -893,6 +893,12 @@ TEST_F(CliBackupTest, SnapshotSetsRestoreInstantly) {
   EXPECT_TRUE(Contains(after_text.out, "(1.00x the set's")) << after_text.out;
   // A volume filled by reads, with no job to see the end, has no record.
   EXPECT_TRUE(RunJson({"restore", "status", pool_, "lazy"})["hydrated"].is_null());
+  // A copy restore onto it replaces the data the record described.
+  const json full_set = Backup("full");
+  RunJson({"restore", "--store", store_, full_set["id"], "--onto", pool_, "fast", "--replace"});
+  const json replaced = RunJson({"restore", "status", pool_, "fast"});
+  EXPECT_TRUE(replaced["hydrated"].is_null()) << replaced.dump();
+  EXPECT_EQ(replaced["hydration_read_bytes"], 0) << replaced.dump();
   // A pool without room for the whole fill is refused up front.
   // (a pool of 70 MiB holding a 64 MiB volume's data has less than the
   // set's 7 MiB free).

@@ -29,6 +29,19 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
+// The pieces of `text` between `separator`s ("a,b," is "a", "b", "").
+std::vector<std::string_view> Split(std::string_view text, char separator) {
+  std::vector<std::string_view> pieces;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find(separator, pos), text.size());
+    pieces.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (!text.empty() && text.back() == separator) pieces.emplace_back();
+  return pieces;
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -55,11 +68,8 @@ constexpr std::string_view kStopsOrDelays[] = {"loops",     "number_ios", "io_si
 Result<std::string> MakeFioJob(std::string_view user_job, const FioTarget& target) {
   bool has_job_section = false;
   int line_number = 0;
-  size_t pos = 0;
-  while (pos <= user_job.size()) {
-    const size_t end = std::min(user_job.find('\n', pos), user_job.size());
-    const std::string_view line = Trim(user_job.substr(pos, end - pos));
-    pos = end + 1;
+  for (const std::string_view raw : Split(user_job, '\n')) {
+    const std::string_view line = Trim(raw);
     ++line_number;
     if (line.empty() || line.front() == '#' || line.front() == ';') continue;
     const std::string where = "line " + std::to_string(line_number) + " '" + std::string(line) + "'";
@@ -128,11 +138,7 @@ int64_t FioBinValueNs(uint32_t index) {
 
 Status ParseFioHistLog(std::string_view text, const std::string& name, std::vector<FioInterval>& out) {
   int line_number = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    const size_t end = std::min(text.find('\n', pos), text.size());
-    const std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
+  for (const std::string_view line : Split(text, '\n')) {
     ++line_number;
     if (Trim(line).empty()) continue;
     auto bad = [&](const std::string& why) {
@@ -140,11 +146,8 @@ Status ParseFioHistLog(std::string_view text, const std::string& name, std::vect
     };
     FioInterval interval;
     uint32_t field = 0;
-    size_t p = 0;
-    while (p <= line.size()) {
-      const size_t comma = std::min(line.find(',', p), line.size());
-      const std::string_view token = Trim(line.substr(p, comma - p));
-      p = comma + 1;
+    for (const std::string_view piece : Split(line, ',')) {
+      const std::string_view token = Trim(piece);
       int64_t value = 0;
       const auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
       if (ec != std::errc() || ptr != token.data() + token.size() || value < 0) {
