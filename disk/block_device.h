@@ -92,10 +92,22 @@ class BlockDevice {
   // `request.on_complete` is replaced.
   Status SubmitAndWait(IoRequest& request);
 
+  // Reads beside the driving thread: a synchronous read that any thread may
+  // call at any time, concurrently with Submit and Poll on the driving
+  // thread, for a range that no request in flight writes or discards (the
+  // caller guarantees it, e.g. blocks a snapshot holds). It neither waits
+  // for nor counts in the device's queue. Same alignment rules as Submit.
+  // Devices that cannot (the default) return Unsupported: read through
+  // Submit. Cost: one copy (memory) or pread (file) per call.
+  virtual bool SupportsConcurrentReads() const { return false; }
+  virtual Status ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out);
+
  protected:
   // The alignment and range checks described above, with a message naming
   // the device, op, offset and length. For implementations' Submit().
   Status ValidateRequest(const IoRequest& request) const;
+  // The same without the callback check (ReadConcurrent has none).
+  Status ValidateExtent(const IoRequest& request) const;
 };
 
 // True when `value` is a multiple of `alignment` (a power of two).

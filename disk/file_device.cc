@@ -251,8 +251,7 @@ void FileDevice::DrainRing() {
 
 // ---- Submission -------------------------------------------------------------
 
-Status FileDevice::Submit(IoRequest& request) {
-  SNAPDISK_RETURN_IF_ERROR(ValidateRequest(request));
+Status FileDevice::CheckBuffer(const IoRequest& request) const {
   if (options_.direct_io && (request.op == IoOp::kRead || request.op == IoOp::kWrite) &&
       !IsAligned(reinterpret_cast<uintptr_t>(request.data), kDirectIoAlignmentBytes)) {
     return Status::InvalidArgument(path_ + ": " + IoOpName(request.op) + " at offset " +
@@ -260,6 +259,23 @@ Status FileDevice::Submit(IoRequest& request) {
                                    Num(request.length_bytes) + ": buffer is not aligned to " +
                                    Num(kDirectIoAlignmentBytes) + " bytes (O_DIRECT)");
   }
+  return Status::OK();
+}
+
+Status FileDevice::ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) {
+  IoRequest request{
+      .op = IoOp::kRead, .offset_bytes = offset_bytes, .length_bytes = out.size(), .data = out.data()};
+  SNAPDISK_RETURN_IF_ERROR(ValidateExtent(request));
+  SNAPDISK_RETURN_IF_ERROR(CheckBuffer(request));
+  // The fallback path's pread loop: it touches only fd_ and the options.
+  Slot slot;
+  slot.request = &request;
+  return ExecuteSync(slot);
+}
+
+Status FileDevice::Submit(IoRequest& request) {
+  SNAPDISK_RETURN_IF_ERROR(ValidateRequest(request));
+  SNAPDISK_RETURN_IF_ERROR(CheckBuffer(request));
   if (in_flight_ >= options_.queue_depth) {
     return Status::Busy(path_ + ": queue full (" + Num(options_.queue_depth) + " requests)");
   }

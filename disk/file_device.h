@@ -111,6 +111,9 @@ class FileDevice final : public BlockDevice {
   Status Submit(IoRequest& request) override;
   uint32_t Poll(uint32_t min_completions) override;
   IoStats& stats() override { return stats_; }
+  // pread on the file (thread-safe; not counted in stats()).
+  bool SupportsConcurrentReads() const override { return true; }
+  Status ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) override;
 
   const std::string& path() const { return path_; }
   bool direct_io() const { return options_.direct_io; }
@@ -141,6 +144,8 @@ class FileDevice final : public BlockDevice {
   };
 
   FileDevice(std::string path, int fd, uint64_t size_bytes, const FileDeviceOptions& options);
+  // InvalidArgument for a misaligned buffer with direct_io.
+  Status CheckBuffer(const IoRequest& request) const;
   static Result<std::unique_ptr<FileDevice>> Finish(std::string path, int fd,
                                                     uint64_t size_bytes,
                                                     const FileDeviceOptions& options);

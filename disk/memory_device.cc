@@ -24,21 +24,37 @@ Result<std::unique_ptr<MemoryDevice>> MemoryDevice::Create(uint64_t size_bytes,
 }
 
 MemoryDevice::MemoryDevice(uint64_t size_bytes, uint32_t sector_size_bytes, uint32_t queue_depth)
-    : size_bytes_(size_bytes), sector_size_bytes_(sector_size_bytes), queue_depth_(queue_depth) {
+    : size_bytes_(size_bytes),
+      sector_size_bytes_(sector_size_bytes),
+      queue_depth_(queue_depth),
+      leaves_((size_bytes + kPageBytes * kLeafPages - 1) / (kPageBytes * kLeafPages)) {
   completions_.reserve(queue_depth_);
   running_.reserve(queue_depth_);
 }
 
+MemoryDevice::~MemoryDevice() {
+  for (std::atomic<Leaf*>& slot : leaves_) {
+    Leaf* leaf = slot.load();
+    if (leaf == nullptr) continue;
+    for (std::atomic<std::byte*>& page : leaf->pages) delete[] page.load();
+    delete leaf;
+  }
+}
+
+std::byte* MemoryDevice::PageAt(uint64_t index) const {
+  const Leaf* leaf = leaves_[index / kLeafPages].load(std::memory_order_acquire);
+  return leaf == nullptr ? nullptr : leaf->pages[index % kLeafPages].load(std::memory_order_acquire);
+}
+
 void MemoryDevice::ReadBytes(uint64_t offset, uint64_t length, std::byte* out) const {
   while (length > 0) {
-    uint64_t page = offset / kPageBytes;
-    uint64_t in_page = offset % kPageBytes;
-    uint64_t n = std::min(length, kPageBytes - in_page);
-    auto it = pages_.find(page);
-    if (it == pages_.end()) {
+    const uint64_t in_page = offset % kPageBytes;
+    const uint64_t n = std::min(length, kPageBytes - in_page);
+    const std::byte* page = PageAt(offset / kPageBytes);
+    if (page == nullptr) {
       std::memset(out, 0, n);
     } else {
-      std::memcpy(out, it->second.get() + in_page, n);
+      std::memcpy(out, page + in_page, n);
     }
     out += n;
     offset += n;
@@ -48,14 +64,22 @@ void MemoryDevice::ReadBytes(uint64_t offset, uint64_t length, std::byte* out) c
 
 void MemoryDevice::WriteBytes(uint64_t offset, uint64_t length, const std::byte* in) {
   while (length > 0) {
-    uint64_t page = offset / kPageBytes;
-    uint64_t in_page = offset % kPageBytes;
-    uint64_t n = std::min(length, kPageBytes - in_page);
-    auto& slot = pages_[page];
-    if (!slot) {
-      slot = std::make_unique<std::byte[]>(kPageBytes);  // value-initialized: zeros
+    const uint64_t index = offset / kPageBytes;
+    const uint64_t in_page = offset % kPageBytes;
+    const uint64_t n = std::min(length, kPageBytes - in_page);
+    std::byte* page = PageAt(index);
+    if (page == nullptr) {
+      std::atomic<Leaf*>& slot = leaves_[index / kLeafPages];
+      Leaf* leaf = slot.load(std::memory_order_relaxed);
+      if (leaf == nullptr) {
+        leaf = new Leaf;
+        slot.store(leaf, std::memory_order_release);
+      }
+      page = new std::byte[kPageBytes]();  // zeros
+      leaf->pages[index % kLeafPages].store(page, std::memory_order_release);
+      ++allocated_pages_;
     }
-    std::memcpy(slot.get() + in_page, in, n);
+    std::memcpy(page + in_page, in, n);
     in += n;
     offset += n;
     length -= n;
@@ -64,20 +88,30 @@ void MemoryDevice::WriteBytes(uint64_t offset, uint64_t length, const std::byte*
 
 void MemoryDevice::ZeroBytes(uint64_t offset, uint64_t length) {
   while (length > 0) {
-    uint64_t page = offset / kPageBytes;
-    uint64_t in_page = offset % kPageBytes;
-    uint64_t n = std::min(length, kPageBytes - in_page);
-    auto it = pages_.find(page);
-    if (it != pages_.end()) {
+    const uint64_t index = offset / kPageBytes;
+    const uint64_t in_page = offset % kPageBytes;
+    const uint64_t n = std::min(length, kPageBytes - in_page);
+    if (std::byte* page = PageAt(index); page != nullptr) {
       if (n == kPageBytes) {
-        pages_.erase(it);  // a whole page: give the memory back, like a punched hole
+        // A whole page: give the memory back, like a punched hole.
+        leaves_[index / kLeafPages].load()->pages[index % kLeafPages].store(nullptr);
+        delete[] page;
+        --allocated_pages_;
       } else {
-        std::memset(it->second.get() + in_page, 0, n);
+        std::memset(page + in_page, 0, n);
       }
     }
     offset += n;
     length -= n;
   }
+}
+
+Status MemoryDevice::ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) {
+  const IoRequest check{
+      .op = IoOp::kRead, .offset_bytes = offset_bytes, .length_bytes = out.size(), .data = out.data()};
+  SNAPDISK_RETURN_IF_ERROR(ValidateExtent(check));
+  ReadBytes(offset_bytes, out.size(), out.data());
+  return Status::OK();
 }
 
 Status MemoryDevice::Submit(IoRequest& request) {
@@ -126,10 +160,14 @@ uint32_t MemoryDevice::Poll(uint32_t /*min_completions*/) {
 std::unique_ptr<MemoryDevice> MemoryDevice::Clone() const {
   auto copy = std::unique_ptr<MemoryDevice>(
       new MemoryDevice(size_bytes_, sector_size_bytes_, queue_depth_));
-  for (const auto& [index, page] : pages_) {
-    auto p = std::make_unique<std::byte[]>(kPageBytes);
-    std::memcpy(p.get(), page.get(), kPageBytes);
-    copy->pages_.emplace(index, std::move(p));
+  for (uint64_t index = 0; index < leaves_.size() * kLeafPages; ++index) {
+    if (leaves_[index / kLeafPages].load() == nullptr) {
+      index += kLeafPages - 1;
+      continue;
+    }
+    if (const std::byte* page = PageAt(index); page != nullptr) {
+      copy->WriteBytes(index * kPageBytes, kPageBytes, page);
+    }
   }
   return copy;
 }

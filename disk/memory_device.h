@@ -1,17 +1,20 @@
 // MemoryDevice: a sparse in-memory BlockDevice for fast tests.
 //
 // Storage is allocated a page (4 KiB) at a time on first write, so a 1 TiB
-// device costs nothing until written; never-written and discarded ranges read
-// as zeros. Requests execute at Submit; their callbacks run at the next Poll.
+// device costs little until written (a table of 8 bytes per 2 MiB of device
+// up front: 4 MiB for 1 TiB); never-written and discarded ranges read as
+// zeros. Requests execute at Submit; their callbacks run at the next Poll.
 // Flush is a no-op (memory is "durable" for as long as the object lives): use
 // FaultDevice on top to model power loss.
 //
-// Thread safety: as BlockDevice (one driving thread at a time).
+// Thread safety: as BlockDevice (one driving thread at a time); ReadConcurrent
+// from any thread, without a lock: pages are found through a two-level table
+// of atomic pointers that only the driving thread changes.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
+#include <atomic>
 #include <vector>
 
 #include "disk/block_device.h"
@@ -35,9 +38,12 @@ class MemoryDevice final : public BlockDevice {
   Status Submit(IoRequest& request) override;
   uint32_t Poll(uint32_t min_completions) override;
   IoStats& stats() override { return stats_; }
+  bool SupportsConcurrentReads() const override { return true; }
+  Status ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) override;
 
+  ~MemoryDevice() override;
   // Bytes of pages currently holding data (what a sparse file would occupy).
-  uint64_t allocated_bytes() const { return pages_.size() * kPageBytes; }
+  uint64_t allocated_bytes() const { return allocated_pages_ * kPageBytes; }
   // An independent copy of the contents (same size, sector size, queue depth).
   std::unique_ptr<MemoryDevice> Clone() const;
 
@@ -55,7 +61,17 @@ class MemoryDevice final : public BlockDevice {
   const uint64_t size_bytes_;
   const uint32_t sector_size_bytes_;
   const uint32_t queue_depth_;
-  std::unordered_map<uint64_t, std::unique_ptr<std::byte[]>> pages_;  // page index -> page
+  // Page index -> page: leaves_[index / kLeafPages]->pages[index % kLeafPages]
+  // (null: zeros). Only the driving thread stores (release); readers load
+  // (acquire). A page is freed only when its whole range is discarded, which
+  // a concurrent reader's range never is (ReadConcurrent's contract).
+  static constexpr uint64_t kLeafPages = 512;
+  struct Leaf {
+    std::atomic<std::byte*> pages[kLeafPages] = {};
+  };
+  std::byte* PageAt(uint64_t index) const;
+  std::vector<std::atomic<Leaf*>> leaves_;
+  uint64_t allocated_pages_ = 0;
   std::vector<Completion> completions_;  // capacity queue_depth_, reserved at creation
   std::vector<Completion> running_;      // swapped with completions_ while callbacks run
   uint32_t in_flight_ = 0;

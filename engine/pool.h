@@ -197,6 +197,29 @@ class Pool {
   Result<std::vector<Extent>> Diff(std::string_view volume, std::string_view from,
                                    std::string_view to);
 
+  // ---- Snapshot reads off the pool's thread (engine/volume.cc) ----
+  // For a backup whose workers copy a snapshot while this thread serves the
+  // volume — the ESSD backend copying a snapshot outside the disk's I/O
+  // path: the pool's thread resolves where the blocks lie, any thread reads
+  // them. Sound because a snapshot's blocks never change and are not freed
+  // while it exists, and a snapshot marked in use (Volume::SetInUse) cannot
+  // be deleted: the caller keeps it marked until its reads are done.
+  //
+  // One map entry per block of [first_vbn, first_vbn + count) of the open
+  // snapshot handle `snapshot` (pbn 0: a hole). InvalidArgument for a volume
+  // handle, a snapshot not marked in use or a range beyond its end;
+  // Unsupported when the device cannot be read beside its driving thread
+  // (BlockDevice::SupportsConcurrentReads). Cost: O(mapped blocks in the
+  // range) on the pool's cached map nodes.
+  Result<std::vector<format::MapEntry>> ResolveSnapshotBlocks(const Volume& snapshot,
+                                                              uint64_t first_vbn, uint64_t count);
+  // Reads resolved blocks into `dest` (entries.size() blocks), zero-filling
+  // holes and verifying every block's checksum (Corruption "checksum
+  // mismatch at offset O (block P)", O from `first_vbn`, the first entry's
+  // block). Thread-safe: any thread, concurrently with the pool's own.
+  Status ReadResolvedBlocks(std::span<const format::MapEntry> entries, uint64_t first_vbn,
+                            std::byte* dest);
+
   // ---- Restore inside the pool (restore/clone.cc) ----
   // A new volume sharing the snapshot's map: O(1), independent afterwards.
   Result<VolumeInfo> Clone(std::string_view volume, std::string_view snapshot,

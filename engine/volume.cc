@@ -462,16 +462,70 @@ Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::
   return Status::OK();
 }
 
+namespace {
+
+Status ChecksumMismatch(uint64_t vbn, uint32_t block_bytes, uint64_t pbn) {
+  return Status::Corruption("checksum mismatch at offset " + std::to_string(vbn * block_bytes) +
+                            " (block " + std::to_string(pbn) + ")");
+}
+
+}  // namespace
+
 Status Pool::VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const std::byte* data) {
   for (uint64_t i = 0; i < count; ++i) {
     const MapEntry& e = io->entries[first_vbn + i - io->first_vbn];
     if (e.pbn == 0) continue;
     if (format::Checksum({data + i * block_bytes_, block_bytes_}) != e.checksum) {
-      return Status::Corruption("volume '" + records_[io->volume->slot_].name +
-                                "': checksum mismatch at offset " +
-                                std::to_string((first_vbn + i) * block_bytes_) + " (block " +
-                                std::to_string(e.pbn) + ")");
+      return ChecksumMismatch(first_vbn + i, block_bytes_, e.pbn)
+          .WithContext("volume '" + records_[io->volume->slot_].name + "'");
     }
+  }
+  return Status::OK();
+}
+
+Result<std::vector<MapEntry>> Pool::ResolveSnapshotBlocks(const Volume& snapshot, uint64_t first_vbn,
+                                                          uint64_t count) {
+  SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
+  const Record& record = records_[snapshot.slot_];
+  if (record.kind != Kind::kSnapshot || !snapshot.in_use()) {
+    return Status::InvalidArgument("'" + record.name +
+                                   "': only a snapshot marked in use can be read off the pool's thread");
+  }
+  if (first_vbn > record.size_bytes / block_bytes_ || count > record.size_bytes / block_bytes_ - first_vbn) {
+    return Status::InvalidArgument("'" + record.name + "': blocks " + std::to_string(first_vbn) + "+" +
+                                   std::to_string(count) + " are beyond its end");
+  }
+  if (!device_.SupportsConcurrentReads()) {
+    return Status::Unsupported(device_.name() + " cannot be read off the pool's thread");
+  }
+  std::vector<MapEntry> entries(count);
+  SNAPDISK_RETURN_IF_ERROR(map_->ForEachDataIn(record.root, first_vbn, first_vbn + count,
+                                               [&](uint64_t vbn, const MapEntry& e) {
+                                                 entries[vbn - first_vbn] = e;
+                                                 return Status::OK();
+                                               }));
+  return entries;
+}
+
+Status Pool::ReadResolvedBlocks(std::span<const MapEntry> entries, uint64_t first_vbn, std::byte* dest) {
+  // Runs of consecutive blocks are one read each.
+  for (size_t i = 0; i < entries.size();) {
+    std::byte* at = dest + i * block_bytes_;
+    if (entries[i].pbn == 0) {
+      std::memset(at, 0, block_bytes_);
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < entries.size() && entries[j].pbn == entries[j - 1].pbn + 1) ++j;
+    SNAPDISK_RETURN_IF_ERROR(
+        device_.ReadConcurrent(entries[i].pbn * block_bytes_, {at, (j - i) * block_bytes_}));
+    for (size_t k = i; k < j; ++k) {
+      if (format::Checksum({dest + k * block_bytes_, block_bytes_}) != entries[k].checksum) {
+        return ChecksumMismatch(first_vbn + k, block_bytes_, entries[k].pbn);
+      }
+    }
+    i = j;
   }
   return Status::OK();
 }

@@ -84,10 +84,10 @@ struct BackupOptions {
   // Who asked, for the task history (snapshot/backup_history.h): "manual"
   // or "policy".
   std::string trigger = "manual";
-  // Snapshot backups: the worker threads (hashing, compression, puts) run at
-  // the lowest CPU and I/O priority (nice 19, best-effort I/O level 7), so
-  // they use mostly what the workload leaves — and still progress under full
-  // load (SCHED_IDLE would starve them). This models ESSD, whose backend
+  // Snapshot backups: the worker threads (reading the snapshot, hashing,
+  // compression, puts) run at the lowest CPU and I/O priority (SCHED_IDLE,
+  // best-effort I/O level 7), so they use mostly what the workload leaves —
+  // and still progress, slowly, under full load. This models ESSD, whose backend
   // copies a snapshot on other hardware; on one machine the copy would
   // otherwise take CPU from the workload it is meant not to disturb. Best
   // effort: where the system refuses, the workers run at normal priority.
@@ -140,8 +140,10 @@ class BackupJob {
   // is nothing to ship, Corruption for a gap). PermissionDenied, with the
   // fence's reason, for a volume under a write fence (being restored:
   // restore/restore_apply.h). auto falls back to full when the
-  // recent full's snapshot is gone. The snapshot is committed before Start
-  // returns (so it is usable at once and survives a crash).
+  // recent full's snapshot is gone. The snapshot is usable at once; it is
+  // committed by the job's last step (a crash before that loses it with the
+  // job, which has put no set yet). Start commits nothing: a commit holds
+  // the pool's thread.
   static Result<std::unique_ptr<BackupJob>> Start(Pool& pool, WormStore& store,
                                                   std::string_view volume,
                                                   const BackupOptions& options);

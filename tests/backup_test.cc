@@ -747,6 +747,55 @@ TEST_F(BackupTest, PhysicalBackupReadsThroughTheVolumeQosAndSnapshotBackupDoesNo
   ExpectRestores(s.id, "db", oracle);
 }
 
+TEST_F(BackupTest, ASnapshotBackupReadsItsSnapshotOffThePoolsThread) {
+  Volume* v = NewVolume("vol", 16 * kMiB);
+  Write(v, 0, 6 * kMiB, 1);
+  Write(v, 9 * kMiB, 4096, 2);
+  ASSERT_TRUE(pool_->Commit().ok());
+  const std::string oracle = Oracle("vol");
+  auto device_read_bytes = [&] { return device_->stats().Snapshot().of(IoOp::kRead).bytes; };
+
+  // The workers read the blocks beside the pool's thread: nothing of the
+  // data goes through the device's queue (which the workload shares).
+  uint64_t before = device_read_bytes();
+  BackupSet s = MustBackup("vol", BackupMethod::kSnapshot);
+  EXPECT_LT(device_read_bytes() - before, 1 * kMiB);
+  EXPECT_EQ(s.data_bytes, 6 * kMiB + 4096);
+  ExpectRestores(s.id, "vol", oracle);
+
+  // A physical backup reads through the pool, as the workload does.
+  before = device_read_bytes();
+  BackupSet f = MustBackup("vol", BackupMethod::kFull);
+  EXPECT_GE(device_read_bytes() - before, 6 * kMiB + 4096);
+  ExpectRestores(f.id, "vol", oracle);
+}
+
+TEST_F(BackupTest, ASnapshotBackupNamesACorruptBlockItReadOffThePoolsThread) {
+  Volume* v = NewVolume("vol", 8 * kMiB);
+  Write(v, 0, 2 * kMiB, 1);
+  ASSERT_TRUE(pool_->Commit().ok());
+  // Where block 5 lies, then garbage written there behind the pool's back.
+  ASSERT_TRUE(pool_->CreateSnapshot("vol", "probe").ok());
+  Volume* probe = *pool_->OpenSnapshot("vol", "probe");
+  probe->SetInUse(true);
+  auto entries = pool_->ResolveSnapshotBlocks(*probe, 5, 1);
+  ASSERT_TRUE(entries.ok()) << entries.status().ToString();
+  probe->SetInUse(false);
+  std::vector<std::byte> garbage(kBlock, std::byte{0x77});
+  ASSERT_TRUE(device_->Write((*entries)[0].pbn * kBlock, garbage).ok());
+
+  Result<BackupSet> r = Backup("vol", BackupMethod::kSnapshot);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("reading 'vol@backup-"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find("checksum mismatch at offset " + std::to_string(5 * kBlock)),
+            std::string::npos)
+      << r.status().ToString();
+  EXPECT_TRUE(ListBackupSets(*store_, "vol")->empty());
+  EXPECT_TRUE(BackupSnapshots("vol").empty());  // the job's snapshot is gone
+}
+
 TEST_F(BackupTest, RateCapPacesThePhysicalBackup) {
   Volume* v = NewVolume("vol", 8 * kMiB);
   Write(v, 0, 4 * kMiB, 1);
@@ -1129,6 +1178,52 @@ TEST(ChunkPipelineTest, StoresDedupsAndCountsBytes) {
   EXPECT_EQ(done.load(), 40 * 64 * kKiB);
   EXPECT_EQ(stored.load(), store.stored_bytes());
   EXPECT_EQ(pipeline.pending(), 0u);
+}
+
+TEST(ChunkPipelineTest, AWorkerFillsAChunkBeforeStoringItAndReportsAFailedFill) {
+  MemoryWormStore store(SmallChunks());
+  ChunkPipeline::Options o;
+  o.worker_threads = 2;
+  o.buffers = 2;
+  o.chunk_bytes = 64 * kKiB;
+  o.retain_until_unix_ns = store.NowUnixNs() + kDayNs;
+  ChunkPipeline pipeline(store, o);
+  const std::vector<std::byte> raw = testing::PatternBytes(3, 64 * kKiB);
+  std::byte* good = pipeline.AcquireBuffer();
+  std::byte* bad = pipeline.AcquireBuffer();
+  ASSERT_NE(good, nullptr);
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(pipeline.AcquireBuffer(), nullptr);
+  pipeline.SubmitChunk(good, raw.size(), 1, [&](std::byte* into) {
+    std::copy(raw.begin(), raw.end(), into);
+    return Status::OK();
+  });
+  pipeline.SubmitChunk(bad, raw.size(), 2, [](std::byte*) { return Status::IOError("disk gone"); });
+  EXPECT_EQ(pipeline.pending(), 2u);
+  std::vector<ChunkPipeline::Output> outputs;
+  while (outputs.size() < 2) {
+    pipeline.WaitForOutput(1'000'000);
+    pipeline.TakeOutputs(outputs);
+  }
+  EXPECT_EQ(pipeline.pending(), 0u);
+  std::sort(outputs.begin(), outputs.end(), [](const auto& a, const auto& b) { return a.tag < b.tag; });
+  ASSERT_TRUE(outputs[0].status.ok()) << outputs[0].status.ToString();
+  ChunkInfo expected;
+  std::vector<std::byte> scratch;
+  MemoryWormStore other(SmallChunks());
+  ASSERT_TRUE(ChunkPipeline::StoreChunk(other, raw, 1, other.NowUnixNs() + kDayNs, scratch, &expected).ok());
+  EXPECT_EQ(outputs[0].chunk.hash, expected.hash);  // the filled bytes were stored
+  EXPECT_TRUE(outputs[1].status.IsIOError()) << outputs[1].status.ToString();
+  EXPECT_EQ(store.object_count(), 1u);
+  // Both buffers came back.
+  std::byte* a = nullptr;
+  std::byte* b = nullptr;
+  for (int i = 0; i < 1000 && (a == nullptr || b == nullptr); ++i) {
+    if (a == nullptr) a = pipeline.AcquireBuffer();
+    if (b == nullptr) b = pipeline.AcquireBuffer();
+  }
+  EXPECT_NE(a, nullptr);
+  EXPECT_NE(b, nullptr);
 }
 
 }  // namespace

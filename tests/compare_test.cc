@@ -497,9 +497,12 @@ TEST(CompareCliTest, AFioJobOverNbdIsTheForeground) {
   if (!testing::BuiltWithSanitizers()) {
     // The full reads through the QoS budget fio's requests need. fio, closed
     // loop, waits for its requests before it sends more: it shows that as
-    // fewer IOPS (it went from 800 to ~140 here; 750 during the snapshot's).
-    EXPECT_LT(2 * doc["backups"][1]["during"]["iops"].get<double>(),
-              doc["backups"][0]["during"]["iops"].get<double>());
+    // fewer IOPS (from 800 to 390-450 here, 800 during the snapshot's; ~140
+    // in builds whose backups committed at their start) and as latency.
+    EXPECT_LT(doc["backups"][1]["during"]["iops"].get<double>(),
+              0.75 * doc["backups"][0]["during"]["iops"].get<double>());
+    EXPECT_GT(doc["backups"][1]["during"]["p99_us"].get<double>(),
+              2 * doc["backups"][0]["during"]["p99_us"].get<double>());
   }
   std::ifstream timeline(out + "/timeline.csv");
   std::string csv((std::istreambuf_iterator<char>(timeline)), std::istreambuf_iterator<char>());

@@ -494,6 +494,14 @@ TEST(FileDeviceTest, DirectIoRoundTrip) {
   ASSERT_TRUE(dev->Read(8192, in.span()).ok());
   EXPECT_TRUE(std::equal(data.begin(), data.end(), in.data()));
   ASSERT_TRUE(dev->Flush().ok());
+  // Reads beside the driving thread: the same bytes, and the same buffer rule.
+  ASSERT_TRUE(dev->SupportsConcurrentReads());
+  AlignedBuffer beside(64 * 1024);
+  ASSERT_TRUE(dev->ReadConcurrent(8192, beside.span()).ok());
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), beside.data()));
+  Status misaligned = dev->ReadConcurrent(0, beside.span().subspan(512, 4096));
+  EXPECT_TRUE(misaligned.IsInvalidArgument()) << misaligned.ToString();
+  EXPECT_NE(misaligned.message().find("O_DIRECT"), std::string::npos) << misaligned.ToString();
 
   // A buffer that is sector-sized but not 4096-aligned is refused up front.
   AlignedBuffer big(3 * 4096);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "engine/fsck.h"
 #include "engine/volume.h"
 #include "support/pool_fixture.h"
@@ -119,6 +121,47 @@ TEST(PoolTest, SnapshotIsolationCloneRollbackDiff) {
   auto snaps = pool->ListSnapshots("v");
   ASSERT_TRUE(snaps.ok());
   EXPECT_TRUE(snaps->empty());
+}
+
+TEST(PoolTest, SnapshotBlocksResolveOnThePoolsThreadAndReadFromAnother) {
+  auto dev = NewMemoryDevice(128 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 16 * kMiB).ok());
+  Volume* v = *pool->OpenVolume("v");
+  const auto data = PatternBytes(20, 64 * 4096);
+  ASSERT_TRUE(v->Write(8 * 4096, data).ok());  // blocks 8-71; the rest are holes
+  ASSERT_TRUE(pool->CreateSnapshot("v", "s").ok());
+  ASSERT_TRUE(v->Write(8 * 4096, PatternBytes(21, 4096)).ok());  // after: not in the snapshot
+  Volume* snap = *pool->OpenSnapshot("v", "s");
+
+  // Only a snapshot held in use, inside its size.
+  EXPECT_TRUE(pool->ResolveSnapshotBlocks(*v, 0, 1).status().IsInvalidArgument());
+  EXPECT_TRUE(pool->ResolveSnapshotBlocks(*snap, 0, 1).status().IsInvalidArgument());
+  snap->SetInUse(true);
+  EXPECT_TRUE(pool->ResolveSnapshotBlocks(*snap, 4095, 2).status().IsInvalidArgument());
+
+  auto entries = pool->ResolveSnapshotBlocks(*snap, 0, 80);
+  ASSERT_TRUE(entries.ok()) << entries.status().ToString();
+  ASSERT_EQ(entries->size(), 80u);
+  EXPECT_EQ((*entries)[0].pbn, 0u);   // a hole
+  EXPECT_NE((*entries)[8].pbn, 0u);   // data
+  EXPECT_EQ((*entries)[72].pbn, 0u);
+  std::vector<std::byte> got(80 * 4096, std::byte{0xff});
+  Status read;
+  std::thread([&] { read = pool->ReadResolvedBlocks(*entries, 0, got.data()); }).join();
+  ASSERT_TRUE(read.ok()) << read.ToString();
+  std::vector<std::byte> want(80 * 4096);
+  std::copy(data.begin(), data.end(), want.begin() + 8 * 4096);
+  EXPECT_EQ(got, want);
+
+  // A block changed behind the pool's back is named, by its offset.
+  std::vector<std::byte> garbage(4096, std::byte{0x5a});
+  ASSERT_TRUE(dev->Write((*entries)[10].pbn * 4096, garbage).ok());
+  Status bad = pool->ReadResolvedBlocks(*entries, 0, got.data());
+  EXPECT_TRUE(bad.IsCorruption()) << bad.ToString();
+  EXPECT_NE(bad.message().find("checksum mismatch at offset 40960"), std::string::npos)
+      << bad.ToString();
+  snap->SetInUse(false);
 }
 
 TEST(PoolTest, ErrorsAreClear) {
