@@ -348,7 +348,7 @@ int RunHydration(CommandContext& ctx, std::shared_ptr<WormStore> store,
                 "The fill goes on when `snapdisk serve " +
                 ctx.pool_path() + "` runs, or now with `snapdisk restore resume --store " +
                 store_dir + " " + ctx.pool_path() + " " + volume +
-                "` (--wait fills before returning).\n";
+                "`, which fills it before it returns.\n";
       }
       ctx.Print(text);
       return kExitOk;
