@@ -263,8 +263,10 @@ Status FileDevice::CheckBuffer(const IoRequest& request) const {
 }
 
 Status FileDevice::ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) {
-  IoRequest request{
-      .op = IoOp::kRead, .offset_bytes = offset_bytes, .length_bytes = out.size(), .data = out.data()};
+  IoRequest request{.op = IoOp::kRead,
+                    .offset_bytes = offset_bytes,
+                    .length_bytes = out.size(),
+                    .data = out.data()};
   SNAPDISK_RETURN_IF_ERROR(ValidateExtent(request));
   SNAPDISK_RETURN_IF_ERROR(CheckBuffer(request));
   // The fallback path's pread loop: it touches only fd_ and the options.

@@ -43,7 +43,8 @@ MemoryDevice::~MemoryDevice() {
 
 std::byte* MemoryDevice::PageAt(uint64_t index) const {
   const Leaf* leaf = leaves_[index / kLeafPages].load(std::memory_order_acquire);
-  return leaf == nullptr ? nullptr : leaf->pages[index % kLeafPages].load(std::memory_order_acquire);
+  return leaf == nullptr ? nullptr
+                         : leaf->pages[index % kLeafPages].load(std::memory_order_acquire);
 }
 
 void MemoryDevice::ReadBytes(uint64_t offset, uint64_t length, std::byte* out) const {
@@ -107,8 +108,10 @@ void MemoryDevice::ZeroBytes(uint64_t offset, uint64_t length) {
 }
 
 Status MemoryDevice::ReadConcurrent(uint64_t offset_bytes, std::span<std::byte> out) {
-  const IoRequest check{
-      .op = IoOp::kRead, .offset_bytes = offset_bytes, .length_bytes = out.size(), .data = out.data()};
+  const IoRequest check{.op = IoOp::kRead,
+                        .offset_bytes = offset_bytes,
+                        .length_bytes = out.size(),
+                        .data = out.data()};
   SNAPDISK_RETURN_IF_ERROR(ValidateExtent(check));
   ReadBytes(offset_bytes, out.size(), out.data());
   return Status::OK();

@@ -12,9 +12,9 @@
 // of atomic pointers that only the driving thread changes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <atomic>
 #include <vector>
 
 #include "disk/block_device.h"

@@ -483,17 +483,18 @@ Status Pool::VerifyRead(PendingIo* io, uint64_t first_vbn, uint64_t count, const
   return Status::OK();
 }
 
-Result<std::vector<MapEntry>> Pool::ResolveSnapshotBlocks(const Volume& snapshot, uint64_t first_vbn,
-                                                          uint64_t count) {
+Result<std::vector<MapEntry>> Pool::ResolveSnapshotBlocks(const Volume& snapshot,
+                                                          uint64_t first_vbn, uint64_t count) {
   SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
   const Record& record = records_[snapshot.slot_];
   if (record.kind != Kind::kSnapshot || !snapshot.in_use()) {
-    return Status::InvalidArgument("'" + record.name +
-                                   "': only a snapshot marked in use can be read off the pool's thread");
+    return Status::InvalidArgument(
+        "'" + record.name + "': only a snapshot marked in use can be read off the pool's thread");
   }
-  if (first_vbn > record.size_bytes / block_bytes_ || count > record.size_bytes / block_bytes_ - first_vbn) {
-    return Status::InvalidArgument("'" + record.name + "': blocks " + std::to_string(first_vbn) + "+" +
-                                   std::to_string(count) + " are beyond its end");
+  if (first_vbn > record.size_bytes / block_bytes_ ||
+      count > record.size_bytes / block_bytes_ - first_vbn) {
+    return Status::InvalidArgument("'" + record.name + "': blocks " + std::to_string(first_vbn) +
+                                   "+" + std::to_string(count) + " are beyond its end");
   }
   if (!device_.SupportsConcurrentReads()) {
     return Status::Unsupported(device_.name() + " cannot be read off the pool's thread");
@@ -507,7 +508,8 @@ Result<std::vector<MapEntry>> Pool::ResolveSnapshotBlocks(const Volume& snapshot
   return entries;
 }
 
-Status Pool::ReadResolvedBlocks(std::span<const MapEntry> entries, uint64_t first_vbn, std::byte* dest) {
+Status Pool::ReadResolvedBlocks(std::span<const MapEntry> entries, uint64_t first_vbn,
+                                std::byte* dest) {
   // Runs of consecutive blocks are one read each.
   for (size_t i = 0; i < entries.size();) {
     std::byte* at = dest + i * block_bytes_;

@@ -374,7 +374,8 @@ Status BackupJob::Impl::TakeSnapshotAndPlan() {
   } else {
     // Whole blocks only: a volume whose size ends inside a block reads its
     // last piece through the pool.
-    read_off_thread = pool.device().SupportsConcurrentReads() && snap->size_bytes % pool.block_bytes() == 0;
+    read_off_thread =
+        pool.device().SupportsConcurrentReads() && snap->size_bytes % pool.block_bytes() == 0;
   }
 
   std::string from;
@@ -790,7 +791,8 @@ void BackupJob::Impl::MaybeSubmitChunk(uint64_t index) {
       const format::MapEntry* next = blocks.data();
       for (const Piece& p : pieces) {
         const uint64_t n = p.length_bytes / block;
-        Status s = pool.ReadResolvedBlocks({next, n}, p.offset_bytes / block, into + p.buffer_offset);
+        Status s =
+            pool.ReadResolvedBlocks({next, n}, p.offset_bytes / block, into + p.buffer_offset);
         if (!s.ok()) return s.WithContext("reading '" + volume.name + "@" + snapshot_name + "'");
         next += n;
         read_bytes.fetch_add(p.length_bytes);

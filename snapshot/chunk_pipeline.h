@@ -5,9 +5,9 @@
 // chunk (XXH3-128); a chunk this pipeline stored before (or another worker
 // is storing: it waits) is shared at once; else it looks the object up in
 // the store — an existing object is shared: only its retention is extended
-// to the set's retain-until — and otherwise compresses it and puts it. Other store work of a job (extending
-// the retention of objects a set depends on, the manifest put) runs on the
-// same workers as generic tasks, so the pool thread never waits on the store.
+// to the set's retain-until — and otherwise compresses it and puts it. Other store work of a job
+// (extending the retention of objects a set depends on, the manifest put) runs on the same workers
+// as generic tasks, so the pool thread never waits on the store.
 //
 // Memory is fixed at construction: `buffers` chunk buffers of chunk_bytes,
 // and per worker one compression buffer, grown once to the largest chunk.
@@ -130,10 +130,10 @@ class ChunkPipeline {
   std::vector<AlignedBuffer> buffer_storage_;  // 4 KiB-aligned: pools may use O_DIRECT
 
   // The owner's side (owner only, no lock).
-  std::vector<Task> outbox_;              // submitted, not yet queued
+  std::vector<Task> outbox_;               // submitted, not yet queued
   std::vector<std::byte*> spare_buffers_;  // free buffers the owner holds
   std::vector<Output> inbox_;              // outputs taken, not yet returned
-  size_t pending_ = 0;       // submitted tasks whose output was not returned (or dropped)
+  size_t pending_ = 0;        // submitted tasks whose output was not returned (or dropped)
   uint32_t other_tasks_ = 0;  // of those, other tasks
   bool cancelled_ = false;
 

@@ -1206,12 +1206,15 @@ TEST(ChunkPipelineTest, AWorkerFillsAChunkBeforeStoringItAndReportsAFailedFill) 
     pipeline.TakeOutputs(outputs);
   }
   EXPECT_EQ(pipeline.pending(), 0u);
-  std::sort(outputs.begin(), outputs.end(), [](const auto& a, const auto& b) { return a.tag < b.tag; });
+  std::sort(outputs.begin(), outputs.end(),
+            [](const auto& a, const auto& b) { return a.tag < b.tag; });
   ASSERT_TRUE(outputs[0].status.ok()) << outputs[0].status.ToString();
   ChunkInfo expected;
   std::vector<std::byte> scratch;
   MemoryWormStore other(SmallChunks());
-  ASSERT_TRUE(ChunkPipeline::StoreChunk(other, raw, 1, other.NowUnixNs() + kDayNs, scratch, &expected).ok());
+  ASSERT_TRUE(
+      ChunkPipeline::StoreChunk(other, raw, 1, other.NowUnixNs() + kDayNs, scratch, &expected)
+          .ok());
   EXPECT_EQ(outputs[0].chunk.hash, expected.hash);  // the filled bytes were stored
   EXPECT_TRUE(outputs[1].status.IsIOError()) << outputs[1].status.ToString();
   EXPECT_EQ(store.object_count(), 1u);

@@ -143,8 +143,8 @@ TEST(PoolTest, SnapshotBlocksResolveOnThePoolsThreadAndReadFromAnother) {
   auto entries = pool->ResolveSnapshotBlocks(*snap, 0, 80);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 80u);
-  EXPECT_EQ((*entries)[0].pbn, 0u);   // a hole
-  EXPECT_NE((*entries)[8].pbn, 0u);   // data
+  EXPECT_EQ((*entries)[0].pbn, 0u);  // a hole
+  EXPECT_NE((*entries)[8].pbn, 0u);  // data
   EXPECT_EQ((*entries)[72].pbn, 0u);
   std::vector<std::byte> got(80 * 4096, std::byte{0xff});
   Status read;
