@@ -1,7 +1,9 @@
 // ChunkPipeline: the worker threads of a backup job (internal to snapshot/).
 //
 // The pool thread takes a buffer (AcquireBuffer), reads one chunk of the
-// volume into it and hands it over (SubmitChunk). A worker then hashes the
+// volume into it and hands it over (SubmitChunk) — or hands it over with a
+// fill that the worker runs to read it (a snapshot read off the pool's
+// thread, Pool::ReadResolvedBlocks). A worker then hashes the
 // chunk (XXH3-128); a chunk this pipeline stored before (or another worker
 // is storing: it waits) is shared at once; else it looks the object up in
 // the store — an existing object is shared: only its retention is extended
