@@ -97,6 +97,9 @@
 // any thread. Rules, failure settings, the event log and FlipBitAtRest/Crash
 // belong to the driving thread and may be changed between ops, or from a
 // completion callback (except Crash, which must not run from a callback).
+// No reads beside the driving thread (ReadConcurrent is Unsupported): they
+// would bypass the rules, the unflushed-write model and the event log, so
+// callers read through Submit and every read meets the faults.
 #pragma once
 
 #include <cstdint>

@@ -39,7 +39,8 @@
 //
 // Thread safety: as BlockDevice (one driving thread at a time); stats() and
 // the limiter may be read from any thread. The inner device must not be
-// driven by another thread meanwhile.
+// driven by another thread meanwhile. No reads beside the driving thread
+// (ReadConcurrent is Unsupported): they would bypass the throttle.
 #pragma once
 
 #include <cstdint>

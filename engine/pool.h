@@ -207,7 +207,8 @@ class Pool {
   //
   // One map entry per block of [first_vbn, first_vbn + count) of the open
   // snapshot handle `snapshot` (pbn 0: a hole). InvalidArgument for a volume
-  // handle, a snapshot not marked in use or a range beyond its end;
+  // handle, a snapshot not marked in use or a range beyond its last block
+  // (a size that ends inside a block has that block whole);
   // Unsupported when the device cannot be read beside its driving thread
   // (BlockDevice::SupportsConcurrentReads). Cost: O(mapped blocks in the
   // range) on the pool's cached map nodes.

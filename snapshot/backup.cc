@@ -17,12 +17,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "engine/aligned_buffer.h"
 #include "snapshot/backup_history.h"
 #include "snapshot/chunk_pipeline.h"
 #include "snapshot/log_backup.h"
@@ -264,6 +266,10 @@ struct BackupJob::Impl {
   // its blocks resolved for the worker.
   Status SubmitRead(uint64_t chunk_index, ChunkFill& chunk, uint64_t offset, uint64_t length);
   Status ResolvePiece(ChunkFill& chunk, uint64_t offset, uint64_t length);
+  // A worker's fill: reads the pieces' resolved blocks (in piece order) into
+  // the chunk buffer `into`.
+  Status ReadResolvedPieces(const std::vector<Piece>& pieces,
+                            const std::vector<format::MapEntry>& blocks, std::byte* into);
   void SealGather();
   void MaybeSubmitChunk(uint64_t index);
   void OnReadDone(VolumeRequest& request, const Status& status);
@@ -372,10 +378,7 @@ Status BackupJob::Impl::TakeSnapshotAndPlan() {
     SNAPDISK_ASSIGN_OR_RETURN(live, pool.OpenVolume(volume.name));
     snapshot->ChargeQosTo(live);
   } else {
-    // Whole blocks only: a volume whose size ends inside a block reads its
-    // last piece through the pool.
-    read_off_thread =
-        pool.device().SupportsConcurrentReads() && snap->size_bytes % pool.block_bytes() == 0;
+    read_off_thread = pool.device().SupportsConcurrentReads();
   }
 
   std::string from;
@@ -758,9 +761,12 @@ Status BackupJob::Impl::SubmitRead(uint64_t chunk_index, ChunkFill& chunk, uint6
 
 Status BackupJob::Impl::ResolvePiece(ChunkFill& chunk, uint64_t offset, uint64_t length) {
   const uint32_t block = pool.block_bytes();
-  SNAPDISK_CHECK(offset % block == 0 && length % block == 0, "a piece of partial blocks");
-  SNAPDISK_ASSIGN_OR_RETURN(std::vector<format::MapEntry> blocks,
-                            pool.ResolveSnapshotBlocks(*snapshot, offset / block, length / block));
+  SNAPDISK_CHECK(offset % block == 0, "a piece that starts inside a block");
+  // A piece ends on a block boundary or at the volume's end, which may be
+  // inside its last block: that block whole.
+  SNAPDISK_ASSIGN_OR_RETURN(
+      std::vector<format::MapEntry> blocks,
+      pool.ResolveSnapshotBlocks(*snapshot, offset / block, (length + block - 1) / block));
   chunk.blocks.insert(chunk.blocks.end(), blocks.begin(), blocks.end());
   return Status::OK();
 }
@@ -787,20 +793,33 @@ void BackupJob::Impl::MaybeSubmitChunk(uint64_t index) {
   ChunkPipeline::Fill fill;
   if (read_off_thread) {
     fill = [this, pieces = chunk.pieces, blocks = std::move(chunk.blocks)](std::byte* into) {
-      const uint32_t block = pool.block_bytes();
-      const format::MapEntry* next = blocks.data();
-      for (const Piece& p : pieces) {
-        const uint64_t n = p.length_bytes / block;
-        Status s =
-            pool.ReadResolvedBlocks({next, n}, p.offset_bytes / block, into + p.buffer_offset);
-        if (!s.ok()) return s.WithContext("reading '" + volume.name + "@" + snapshot_name + "'");
-        next += n;
-        read_bytes.fetch_add(p.length_bytes);
-      }
-      return Status::OK();
+      Status s = ReadResolvedPieces(pieces, blocks, into);
+      return s.WithContext("reading '" + volume.name + "@" + snapshot_name + "'");
     };
   }
   pipeline->SubmitChunk(buffer, chunk.used_bytes, index, std::move(fill));
+}
+
+Status BackupJob::Impl::ReadResolvedPieces(const std::vector<Piece>& pieces,
+                                           const std::vector<format::MapEntry>& blocks,
+                                           std::byte* into) {
+  const uint32_t block = pool.block_bytes();
+  const format::MapEntry* next = blocks.data();
+  for (const Piece& p : pieces) {
+    const uint64_t whole = p.length_bytes / block;
+    const uint64_t tail = p.length_bytes % block;  // of the volume's last, partial block
+    std::byte* at = into + p.buffer_offset;
+    const uint64_t first_vbn = p.offset_bytes / block;
+    SNAPDISK_RETURN_IF_ERROR(pool.ReadResolvedBlocks({next, whole}, first_vbn, at));
+    if (tail > 0) {
+      AlignedBuffer last(block);  // the block is read and checked whole
+      SNAPDISK_RETURN_IF_ERROR(pool.ReadResolvedBlocks({next + whole, 1}, first_vbn + whole, last.data()));
+      std::memcpy(at + whole * block, last.data(), tail);
+    }
+    next += whole + (tail > 0 ? 1 : 0);
+    read_bytes.fetch_add(p.length_bytes);
+  }
+  return Status::OK();
 }
 
 void BackupJob::Impl::OnReadDone(VolumeRequest& request, const Status& status) {

@@ -770,6 +770,28 @@ TEST_F(BackupTest, ASnapshotBackupReadsItsSnapshotOffThePoolsThread) {
   ExpectRestores(f.id, "vol", oracle);
 }
 
+TEST_F(BackupTest, AVolumeThatEndsInsideABlockIsReadOffThePoolsThreadToTheLastByte) {
+  // 8 MiB + 1536 bytes: the last block holds three sectors of the volume.
+  const uint64_t size = 8 * kMiB + 1536;
+  Volume* v = NewVolume("odd", size);
+  Write(v, 0, 2 * kMiB, 1);
+  std::vector<std::byte> tail = testing::PatternBytes(2, 1536 + 4096);
+  ASSERT_TRUE(v->Write(size - tail.size(), tail).ok());
+  ASSERT_TRUE(pool_->Commit().ok());
+  const std::string oracle = Oracle("odd");
+  const uint64_t before = device_->stats().Snapshot().of(IoOp::kRead).bytes;
+  BackupSet s = MustBackup("odd", BackupMethod::kSnapshot);
+  EXPECT_LT(device_->stats().Snapshot().of(IoOp::kRead).bytes - before, 1 * kMiB);  // off the thread
+  EXPECT_EQ(s.data_bytes, 2 * kMiB + tail.size());
+  ExpectRestores(s.id, "odd", oracle);
+  // A following one whose only change is in the partial block.
+  std::vector<std::byte> last = testing::PatternBytes(3, 512);
+  ASSERT_TRUE(v->Write(size - 512, last).ok());
+  const std::string oracle2 = Oracle("odd");
+  BackupSet next = MustBackup("odd", BackupMethod::kSnapshot);
+  ExpectRestores(next.id, "odd", oracle2);
+}
+
 TEST_F(BackupTest, ASnapshotBackupNamesACorruptBlockItReadOffThePoolsThread) {
   Volume* v = NewVolume("vol", 8 * kMiB);
   Write(v, 0, 2 * kMiB, 1);

@@ -49,10 +49,6 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-}  // namespace
-
-namespace {
-
 // What MakeFioJob sets: the target, the run until stopped, the latency log.
 constexpr std::string_view kSetByComparator[] = {
     "ioengine",       "filename",           "filename_format", "directory",
