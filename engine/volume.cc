@@ -491,7 +491,8 @@ Result<std::vector<MapEntry>> Pool::ResolveSnapshotBlocks(const Volume& snapshot
     return Status::InvalidArgument(
         "'" + record.name + "': only a snapshot marked in use can be read off the pool's thread");
   }
-  const uint64_t blocks = (record.size_bytes + block_bytes_ - 1) / block_bytes_;  // a partial last one too
+  const uint64_t blocks =
+      (record.size_bytes + block_bytes_ - 1) / block_bytes_;  // a partial last one too
   if (first_vbn > blocks || count > blocks - first_vbn) {
     return Status::InvalidArgument("'" + record.name + "': blocks " + std::to_string(first_vbn) +
                                    "+" + std::to_string(count) + " are beyond its end");

@@ -813,7 +813,8 @@ Status BackupJob::Impl::ReadResolvedPieces(const std::vector<Piece>& pieces,
     SNAPDISK_RETURN_IF_ERROR(pool.ReadResolvedBlocks({next, whole}, first_vbn, at));
     if (tail > 0) {
       AlignedBuffer last(block);  // the block is read and checked whole
-      SNAPDISK_RETURN_IF_ERROR(pool.ReadResolvedBlocks({next + whole, 1}, first_vbn + whole, last.data()));
+      SNAPDISK_RETURN_IF_ERROR(
+          pool.ReadResolvedBlocks({next + whole, 1}, first_vbn + whole, last.data()));
       std::memcpy(at + whole * block, last.data(), tail);
     }
     next += whole + (tail > 0 ? 1 : 0);

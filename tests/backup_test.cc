@@ -781,7 +781,8 @@ TEST_F(BackupTest, AVolumeThatEndsInsideABlockIsReadOffThePoolsThreadToTheLastBy
   const std::string oracle = Oracle("odd");
   const uint64_t before = device_->stats().Snapshot().of(IoOp::kRead).bytes;
   BackupSet s = MustBackup("odd", BackupMethod::kSnapshot);
-  EXPECT_LT(device_->stats().Snapshot().of(IoOp::kRead).bytes - before, 1 * kMiB);  // off the thread
+  EXPECT_LT(device_->stats().Snapshot().of(IoOp::kRead).bytes - before,
+            1 * kMiB);  // off the thread
   EXPECT_EQ(s.data_bytes, 2 * kMiB + tail.size());
   ExpectRestores(s.id, "odd", oracle);
   // A following one whose only change is in the partial block.
