@@ -159,6 +159,8 @@ class Pool {
   PoolInfo Info() const;
   uint32_t block_bytes() const { return block_bytes_; }
   BlockDevice& device() { return device_; }
+  // The time source of QoS pacing and latencies (PoolOptions::clock).
+  Clock& clock() const { return options_.clock ? *options_.clock : SystemClock::Get(); }
   // OK, or the error that failed the pool.
   const Status& health() const { return failure_; }
 
@@ -525,7 +527,6 @@ class Pool {
   void PumpBacklog();
   // Moves due QoS timers on; returns the next pending timer (INT64_MAX: none).
   int64_t RunTimers();
-  Clock& clock() const { return options_.clock ? *options_.clock : SystemClock::Get(); }
   uint32_t AsyncDeviceLimit() const;
   IoRequest* GetDeviceRequest();
   PendingIo* GetIo();

@@ -1,13 +1,15 @@
 // Backup jobs: snapshot and physical backups of a volume into a WormStore
 // (the contract is in snapshot/backup.h).
 //
-// A job's shape: Start() picks the type and base, takes and commits the
-// snapshot "backup-<id>" and asks the pool which ranges to copy (Diff: cost
+// A job's shape: Start() picks the type and base, takes the snapshot
+// "backup-<id>" and asks the pool which ranges to copy (Diff: cost
 // O(changed)). Step() then runs on the pool's thread: it submits chunk-sized
 // reads of the snapshot (at most max_reads_in_flight, and only into free
 // pipeline buffers, so memory stays fixed), and each read's completion hands
 // its buffer to the ChunkPipeline's workers, which hash, dedup, compress and
-// put. When every chunk is in, the manifest is built (for snapshot sets: the
+// put. On a device readable beside the pool's thread, the pool's thread only
+// resolves a chunk's blocks (and for a physical backup takes its QoS grant)
+// and the worker reads them before hashing. When every chunk is in, the manifest is built (for snapshot sets: the
 // previous image overlaid with the new chunks), the retention of everything
 // the set depends on is extended, and the manifest is put — last, so a failed
 // job leaves no set. Finally the backup snapshots the set makes unnecessary
@@ -203,11 +205,18 @@ struct BackupJob::Impl {
   std::string snapshot_name;
   Volume* snapshot = nullptr;
   Volume* live = nullptr;  // physical backups: the volume whose QoS is charged
-  // Snapshot sets on a device that can be read beside the pool's thread: the
-  // pool's thread only resolves where a chunk's blocks lie, a worker reads
-  // them (the ESSD backend copies a snapshot outside the disk's I/O path).
-  // Physical backups read through the volume's QoS, on the pool's thread.
+  // On a device that can be read beside the pool's thread, the pool's thread
+  // only resolves where a chunk's blocks lie and a worker reads them: for a
+  // snapshot set, the ESSD backend copying outside the disk's I/O path; for a
+  // physical one, the device's DMA, with the volume's QoS still charged on
+  // the pool's thread (read_qos). Else reads go through the pool.
   bool read_off_thread = false;
+  // Physical backups read off the pool's thread: the volume's limiter (null:
+  // unlimited profile), and when each read it granted completes — such a
+  // read counts against max_reads_in_flight until then, as one waiting in the
+  // pool's admission queue would, and the copy ends only once all have.
+  QosLimiter* read_qos = nullptr;
+  std::vector<int64_t> qos_completions;
   bool reserved = false;
   bool snapshot_created = false;
   std::vector<BackupSet> volume_sets;     // the volume's sets at Start, by sequence
@@ -262,6 +271,9 @@ struct BackupJob::Impl {
   void AbortStart();
   bool Step();
   void SubmitReads();
+  // Drops the granted reads (read_qos) that are complete; true when at most
+  // `n` are still pending.
+  bool QosReadsPendingAtMost(size_t n);
   // One piece of a chunk: a read submitted to the pool, or (read_off_thread)
   // its blocks resolved for the worker.
   Status SubmitRead(uint64_t chunk_index, ChunkFill& chunk, uint64_t offset, uint64_t length);
@@ -374,11 +386,14 @@ Status BackupJob::Impl::TakeSnapshotAndPlan() {
   snapshot_created = true;
   SNAPDISK_ASSIGN_OR_RETURN(snapshot, pool.OpenSnapshot(volume.name, snapshot_name));
   snapshot->SetInUse(true);  // nobody deletes it under the job
+  read_off_thread = pool.device().SupportsConcurrentReads();
   if (IsPhysical(set.type)) {
     SNAPDISK_ASSIGN_OR_RETURN(live, pool.OpenVolume(volume.name));
-    snapshot->ChargeQosTo(live);
-  } else {
-    read_off_thread = pool.device().SupportsConcurrentReads();
+    if (read_off_thread) {
+      read_qos = live->qos();
+    } else {
+      snapshot->ChargeQosTo(live);
+    }
   }
 
   std::string from;
@@ -503,7 +518,7 @@ Result<std::unique_ptr<BackupJob>> BackupJob::Start(Pool& pool, WormStore& store
 
   ChunkPipeline::Options po;
   po.worker_threads = options.worker_threads;
-  po.lowest_priority = options.lowest_priority && impl->set.type == BackupType::kSnapshot;
+  po.lowest_priority = options.lowest_priority.value_or(impl->set.type == BackupType::kSnapshot);
   po.buffers = options.max_reads_in_flight + 2 * options.worker_threads;
   po.chunk_bytes = config.chunk_bytes;
   po.zstd_level = config.zstd_level;
@@ -633,7 +648,7 @@ bool BackupJob::Impl::Step() {
     case Phase::kCopy:
       SubmitReads();
       if (error.ok() && copy_index == to_copy.size() && reads_in_flight == 0 &&
-          chunks_outstanding == 0) {
+          chunks_outstanding == 0 && QosReadsPendingAtMost(0)) {
         BuildManifest();
         phase = Phase::kExtend;
       }
@@ -681,6 +696,7 @@ void BackupJob::Impl::SubmitReads() {
     int64_t now = clock.NowNs();
     if (submitted && now >= step_end) break;  // the rest at the next step
     if (rate_bytes_per_ns > 0 && now < next_read_ns) break;
+    if (!QosReadsPendingAtMost(slots.size() - 1)) break;
     const Extent& e = to_copy[copy_index];
     const uint64_t offset = e.offset_bytes + copy_offset;
     // Cut at multiples of the chunk size (so unchanged data cuts the same way
@@ -720,6 +736,10 @@ void BackupJob::Impl::SubmitReads() {
       }
       break;
     }
+    if (read_qos != nullptr) {
+      qos_completions.push_back(
+          read_qos->Reserve(IoOp::kRead, length, pool.clock().NowNs()).complete_ns);
+    }
     chunk.pieces.push_back(Piece{offset, length, chunk.used_bytes});
     chunk.used_bytes += length;
     submitted = true;
@@ -737,6 +757,13 @@ void BackupJob::Impl::SubmitReads() {
   }
   // Everything is read or reading: the open gather chunk is complete.
   if (copy_index == to_copy.size() && gathering) SealGather();
+}
+
+bool BackupJob::Impl::QosReadsPendingAtMost(size_t at_most) {
+  if (qos_completions.empty()) return true;
+  const int64_t now = pool.clock().NowNs();
+  std::erase_if(qos_completions, [now](int64_t complete_ns) { return complete_ns <= now; });
+  return qos_completions.size() <= at_most;
 }
 
 Status BackupJob::Impl::SubmitRead(uint64_t chunk_index, ChunkFill& chunk, uint64_t offset,
@@ -1037,8 +1064,18 @@ void BackupJob::Impl::Wait() {
     pool.Poll(1);
     return;
   }
+  int64_t timeout_ns = 5'000'000;
+  int64_t qos_next_ns = 0;
+  if (!qos_completions.empty()) {
+    qos_next_ns = *std::min_element(qos_completions.begin(), qos_completions.end());
+    timeout_ns = std::clamp<int64_t>(qos_next_ns - pool.clock().NowNs(), 0, timeout_ns);
+  }
   if (pipeline->pending() > 0) {
-    pipeline->WaitForOutput(5'000'000);
+    pipeline->WaitForOutput(timeout_ns);
+    return;
+  }
+  if (qos_next_ns > 0) {
+    pool.clock().SleepUntilNs(qos_next_ns);  // a granted read completes
     return;
   }
   if (rate_mb_per_s > 0 && phase == Phase::kCopy && copy_index < to_copy.size()) {

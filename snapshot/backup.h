@@ -39,6 +39,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -84,15 +85,17 @@ struct BackupOptions {
   // Who asked, for the task history (snapshot/backup_history.h): "manual"
   // or "policy".
   std::string trigger = "manual";
-  // Snapshot backups: the worker threads (reading the snapshot, hashing,
-  // compression, puts) run at the lowest CPU and I/O priority (SCHED_IDLE,
-  // best-effort I/O level 7), so they use mostly what the workload leaves —
-  // and still progress, slowly, under full load. This models ESSD, whose backend
-  // copies a snapshot on other hardware; on one machine the copy would
-  // otherwise take CPU from the workload it is meant not to disturb. Best
-  // effort: where the system refuses, the workers run at normal priority.
-  // Physical backups run in the customer's own process and never use it.
-  bool lowest_priority = true;
+  // Whether the worker threads (reading, hashing, compression, puts) run at
+  // the lowest CPU and I/O priority (SCHED_IDLE, best-effort I/O level 7), so
+  // that they use mostly what the workload leaves — and still progress,
+  // slowly, under full load. Best effort: where the system refuses, they run
+  // at normal priority. Unset: snapshot backups yes — ESSD's backend copies a
+  // snapshot on other hardware, and on one machine the copy would otherwise
+  // take CPU from the workload it is meant not to disturb; physical backups
+  // no — they run in the customer's own process. The comparator sets it for
+  // every method: it measures the disk's latency, and the backups' CPU is
+  // another machine's (the host's, the backend's) everywhere but here.
+  std::optional<bool> lowest_priority;
 };
 
 // When a set started at `started_unix_ns` with `options` expires.

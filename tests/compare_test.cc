@@ -38,6 +38,10 @@ TEST(ScenarioTest, EmptyObjectIsTheDefaultAndKeysReplaceIt) {
   EXPECT_EQ(d->profile, EssdLevel::kPL1);
   EXPECT_EQ(d->methods.size(), 8u);
   EXPECT_EQ(d->written.size(), 3u);
+  EXPECT_EQ(d->backup_store, BackupStoreChoice::kMemory);
+  EXPECT_EQ(ParseScenario(R"({"store": "directory"})")->backup_store, BackupStoreChoice::kDirectory);
+  // The server a fio job talks to puts into a directory.
+  EXPECT_EQ(ParseScenario(R"({"workload": {"fio": "j.fio"}})")->backup_store, BackupStoreChoice::kDirectory);
 
   auto s = ParseScenario(R"({"profile": "pl0", "volume_size": "40G", "written": ["16M", 33554432],
       "foreground": {"iops": 500, "read_pct": 70, "block_size": "4K", "seconds_before": 2},
@@ -103,6 +107,9 @@ TEST(ScenarioTest, EveryBadInputIsRefusedByName) {
       {R"({"rpo_failures": 0})", "rpo_failures = 0"},
       {R"({"rpo_failures": 1.5})", "rpo_failures = 1.5"},
       {R"({"seed": -1})", "seed = -1"},
+      {R"({"store": "s3"})", "store = \"s3\""},
+      {R"({"store": 1})", "store = 1"},
+      {R"({"workload": {"fio": "job.fio"}, "store": "memory"})", "store = \"memory\": cannot run with workload.fio"},
   };
   for (const auto& [text, words] : cases) {
     auto s = ParseScenario(text);
@@ -358,6 +365,15 @@ double SimulatedP99(double rate, double knee) {
   return rate <= knee ? 200 : 200 * (1 + 4 * (rate - knee) / knee);
 }
 
+// One control interval of `n` latencies: `late` of them at `late_us`, the
+// rest at `us`.
+LatencyHistogram Interval(double us, uint64_t n = 500, uint64_t late = 0, double late_us = 0) {
+  LatencyHistogram h;
+  h.RecordN(static_cast<int64_t>(us * 1e3), n - late);
+  if (late > 0) h.RecordN(static_cast<int64_t>(late_us * 1e3), late);
+  return h;
+}
+
 TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
   for (double knee : {20.0, 100.0, 140.0}) {
     AdaptiveRateOptions o;
@@ -375,7 +391,7 @@ TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
         sum += rate;
         over += p99 > 240 ? 1 : 0;  // beyond 1.2x the baseline
       }
-      c->Update(p99, 500);
+      c->Update(Interval(p99));
     }
     const double mean = sum / (kIntervals / 2);
     EXPECT_GE(mean, 0.7 * std::min(knee, 146.0)) << "knee " << knee;
@@ -383,6 +399,45 @@ TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
     EXPECT_LE(over, kIntervals / 2 / 4) << "knee " << knee << ": too many intervals over 1.2x";
     EXPECT_GT(c->decreases(), 0u);
   }
+}
+
+// A backup lasts a few dozen intervals: the average over the whole of it,
+// from the first interval, is what the comparator's bar measures.
+TEST(AdaptiveRateTest, ABackupOfAFewSecondsAveragesMostOfTheKnee) {
+  for (double knee : {60.0, 100.0, 130.0}) {
+    AdaptiveRateOptions o;
+    o.target_p99_us = 230;
+    o.max_mb_per_s = 146;
+    auto c = AdaptiveRateController::Make(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    double sum = 0;
+    constexpr int kIntervals = 12;  // 3 s of 250 ms intervals
+    for (int i = 0; i < kIntervals; ++i) {
+      sum += c->rate_mb_per_s();
+      c->Update(Interval(SimulatedP99(c->rate_mb_per_s(), knee)));
+    }
+    EXPECT_GE(sum / kIntervals, 0.7 * knee) << "knee " << knee;
+  }
+}
+
+// A noisy machine: one interval in five has a stall in it whatever the rate
+// (8 of its 500 requests 1 ms late: its own p99 is 5x the baseline). Those
+// single intervals must not hold the rate far below the knee.
+TEST(AdaptiveRateTest, SingleNoisyIntervalsDoNotHoldTheRateDown) {
+  const double knee = 100;
+  AdaptiveRateOptions o;
+  o.target_p99_us = 230;
+  o.max_mb_per_s = 146;
+  auto c = AdaptiveRateController::Make(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  double sum = 0;
+  constexpr int kIntervals = 40;
+  for (int i = 0; i < kIntervals; ++i) {
+    sum += c->rate_mb_per_s();
+    const double us = SimulatedP99(c->rate_mb_per_s(), knee);
+    c->Update(i % 5 == 2 ? Interval(us, 500, 8, 1000) : Interval(us));
+  }
+  EXPECT_GE(sum / kIntervals, 0.7 * knee);
 }
 
 TEST(AdaptiveRateTest, FewSamplesChangeNothingAndBadOptionsAreRefused) {
@@ -393,15 +448,26 @@ TEST(AdaptiveRateTest, FewSamplesChangeNothingAndBadOptionsAreRefused) {
   ASSERT_TRUE(c.ok());
   const double r = c->rate_mb_per_s();
   EXPECT_EQ(r, 25);  // max / 4
-  EXPECT_EQ(c->Update(50, 100), 25 * 1.05);
-  EXPECT_EQ(c->Update(1e6, 100), 25 * 1.05 * 0.8);
-  EXPECT_EQ(c->Update(1e6, 3), 25 * 1.05 * 0.8);
+  EXPECT_EQ(c->Update(Interval(50, 10)), 25);  // too few samples: changes nothing
+  EXPECT_EQ(c->Update(Interval(50, 100)), 50);  // slow start: doubles until the first decrease
+  // A few late requests in one interval: over the 1% there, not in the window.
+  EXPECT_EQ(c->Update(Interval(50, 100, 2, 1000)), 100);
+  EXPECT_NEAR(c->window_p99_us(), 50, 1);
+  EXPECT_EQ(c->Update(Interval(50, 100, 10, 1000)), 80);  // over the target in the window: decreases
+  EXPECT_EQ(c->decreases(), 1u);
+  EXPECT_EQ(c->Update(Interval(50, 100)), 80 * 1.05);  // then 5% a time
   o.target_p99_us = 0;
   EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("target_p99_us"), std::string::npos);
   o.target_p99_us = 100;
   o.decrease_factor = 1;
   EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("decrease_factor"), std::string::npos);
   o.decrease_factor = 0.7;
+  o.slow_start_factor = 0.5;
+  EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("slow_start_factor"), std::string::npos);
+  o.slow_start_factor = 2;
+  o.window_intervals = 0;
+  EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("window_intervals"), std::string::npos);
+  o.window_intervals = 2;
   o.min_mb_per_s = 200;
   EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("min_mb_per_s"), std::string::npos);
 }
@@ -618,7 +684,18 @@ TEST(CompareCliTest, QuickRunKeepsTheContractAndThePhysics) {
   // itself is the bottleneck (a snapshot backup's p50 reached 30 ms there).
   const bool timed = !testing::BuiltWithSanitizers();
   if (!timed) std::printf("[ note ] sanitized build: latency and RTO timing checks not made\n");
-  if (timed) {
+  // The queueing needs the full at full speed. Its workers run at the lowest
+  // CPU priority (as in every comparator backup) and only a read they have a
+  // buffer for takes QoS tokens: on a machine busy with other tests they
+  // crawl, and so does the full (seen: p50 202 us during it, its reads too
+  // slow to queue anything).
+  const double full_share =
+      backup("full")["read_mb_per_s"].get<double>() / backup("full")["headroom_mb_per_s"].get<double>();
+  if (timed && full_share < 0.8) {
+    std::printf("[ note ] the full read at %.2fx the headroom (other load): queueing check not made\n",
+                full_share);
+  }
+  if (timed && full_share >= 0.8) {
     EXPECT_LT(2 * backup("snapshot")["during"]["p50_us"].get<double>(),
               backup("full")["during"]["p50_us"].get<double>());
   }

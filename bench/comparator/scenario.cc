@@ -115,6 +115,10 @@ Result<CompareMethod> ParseCompareMethod(std::string_view name) {
 
 std::vector<CompareMethod> AllCompareMethods() { return {std::begin(kMethods), std::end(kMethods)}; }
 
+const char* BackupStoreChoiceName(BackupStoreChoice c) {
+  return c == BackupStoreChoice::kMemory ? "memory" : "directory";
+}
+
 const char* LogFrequencyChoiceName(LogFrequencyChoice f) {
   switch (f) {
     case LogFrequencyChoice::k5m: return "5m";
@@ -145,7 +149,7 @@ Result<Scenario> ParseScenario(std::string_view json_text, const Scenario& base)
   SNAPDISK_RETURN_IF_ERROR(OnlyKnownKeys(
       "", doc,
       {"profile", "volume_size", "written", "foreground", "workload", "methods", "rate",
-       "p99_target", "log_frequencies", "rpo_hours", "rpo_failures", "seed"}));
+       "p99_target", "log_frequencies", "rpo_hours", "rpo_failures", "seed", "store"}));
   Scenario s = base;
   if (doc.contains("profile")) {
     const Json& v = doc["profile"];
@@ -213,7 +217,24 @@ Result<Scenario> ParseScenario(std::string_view json_text, const Scenario& base)
       s.methods.push_back(*m);
     }
   }
+  if (doc.contains("store")) {
+    const Json& v = doc["store"];
+    if (v == "memory") {
+      s.backup_store = BackupStoreChoice::kMemory;
+    } else if (v == "directory") {
+      s.backup_store = BackupStoreChoice::kDirectory;
+    } else {
+      return Bad("store", v, "must be \"memory\" or \"directory\"");
+    }
+  }
   if (!s.fio_job.empty()) {
+    // The server the fio job talks to puts the sets into a directory.
+    if (doc.contains("store") && s.backup_store != BackupStoreChoice::kDirectory) {
+      return Bad("store", doc["store"],
+                 "cannot run with workload.fio: the server the job talks to puts its backups "
+                 "into a directory store (\"directory\")");
+    }
+    s.backup_store = BackupStoreChoice::kDirectory;
     // full-adaptive paces by the foreground's p99 every 250 ms; fio's
     // latencies are known only when fio ends.
     auto adaptive = std::find(s.methods.begin(), s.methods.end(), CompareMethod::kFullAdaptive);

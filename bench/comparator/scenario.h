@@ -19,6 +19,11 @@
 //   rpo_hours        simulated hours per RPO run (> 0)
 //   rpo_failures     disk failures per RPO run (1-100)
 //   seed             unsigned integer                     workload, data, failures
+//   store            "memory" or "directory"              where the backup experiments'
+//                                                         sets go (default memory: kept
+//                                                         out of the host's file system,
+//                                                         like the in-memory pool;
+//                                                         directory with workload.fio)
 //   workload         {"fio": "job.fio"}                   the backup experiments' foreground:
 //                                                         this fio job over NBD instead of
 //                                                         the built-in workload (fio_workload.h);
@@ -63,6 +68,14 @@ struct ForegroundSpec {
   double seconds_after = 4;
 };
 
+// Where the backup experiments put their sets: a MemoryWormStore (the store's
+// work is the worker threads' CPU only: OSS is other machines) or a directory
+// store in the run's scratch folder (fsync per object: the host's kernel
+// work, journal commits and writeback, shares the cores with the disk's
+// engine and shows in the foreground's latency).
+enum class BackupStoreChoice : uint8_t { kMemory, kDirectory };
+const char* BackupStoreChoiceName(BackupStoreChoice c);
+
 // RPO log frequencies: every 5 or 30 minutes, or only with data backups.
 enum class LogFrequencyChoice : uint8_t { k5m, k30m, kData };
 const char* LogFrequencyChoiceName(LogFrequencyChoice f);
@@ -81,6 +94,7 @@ struct Scenario {
   double rpo_hours = 72;
   uint32_t rpo_failures = 4;
   uint64_t seed = 1;
+  BackupStoreChoice backup_store = BackupStoreChoice::kMemory;
   // workload.fio: a fio job file run over NBD as the backups' foreground
   // (empty: the built-in open-loop workload). The path as the file gives it;
   // `snapdisk compare` resolves it against the scenario file's folder.
