@@ -9,8 +9,9 @@
 // its buffer to the ChunkPipeline's workers, which hash, dedup, compress and
 // put. On a device readable beside the pool's thread, the pool's thread only
 // resolves a chunk's blocks (and for a physical backup takes its QoS grant)
-// and the worker reads them before hashing. When every chunk is in, the manifest is built (for snapshot sets: the
-// previous image overlaid with the new chunks), the retention of everything
+// and the worker reads them before hashing. When every chunk is in, the
+// manifest is built (for snapshot sets: the previous image overlaid with the
+// new chunks), the retention of everything
 // the set depends on is extended, and the manifest is put — last, so a failed
 // job leaves no set. Finally the backup snapshots the set makes unnecessary
 // are deleted and the pool committed.

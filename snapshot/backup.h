@@ -8,8 +8,12 @@
 //    time) straight from the pool, NOT through the volume's QoS limiter. The
 //    previous backup snapshot is deleted once the new set is durable.
 //  - Physical backup: takes a snapshot for a consistent image, then reads it
-//    through the volume's own QoS limiter (Volume::ChargeQosTo), competing with
-//    the workload like a real physical backup; `rate_mb_per_s` caps it further.
+//    through the volume's own QoS limiter, competing with the workload like a
+//    real physical backup; `rate_mb_per_s` caps it further. On a device that
+//    workers can read beside the pool's thread (BlockDevice::ReadConcurrent)
+//    the pool's thread takes each read's grant from the limiter and a worker
+//    copies the blocks (as the device's DMA would); else the reads go through
+//    the pool charged to the volume (Volume::ChargeQosTo).
 //    full: every allocated block; diff: blocks changed since the last full;
 //    incr: changed since the last backup of any kind; auto: diff when a full
 //    of this lineage finished within the last 3 days, else full. The snapshot
