@@ -76,7 +76,14 @@ void MemoryDevice::WriteBytes(uint64_t offset, uint64_t length, const std::byte*
         leaf = new Leaf;
         slot.store(leaf, std::memory_order_release);
       }
-      page = new std::byte[kPageBytes]();  // zeros
+      if (spare_pages_.empty()) {
+        page = new std::byte[kPageBytes]();  // zeros
+      } else {
+        page = spare_pages_.back().release();
+        spare_pages_.pop_back();
+        // What the write does not cover reads as zeros.
+        if (n < kPageBytes) std::memset(page, 0, kPageBytes);
+      }
       leaf->pages[index % kLeafPages].store(page, std::memory_order_release);
       ++allocated_pages_;
     }
@@ -94,9 +101,13 @@ void MemoryDevice::ZeroBytes(uint64_t offset, uint64_t length) {
     const uint64_t n = std::min(length, kPageBytes - in_page);
     if (std::byte* page = PageAt(index); page != nullptr) {
       if (n == kPageBytes) {
-        // A whole page: give the memory back, like a punched hole.
+        // A whole page: unmapped, like a punched hole (its memory kept for reuse).
         leaves_[index / kLeafPages].load()->pages[index % kLeafPages].store(nullptr);
-        delete[] page;
+        if (spare_pages_.size() < kSparePagesMax) {
+          spare_pages_.emplace_back(page);
+        } else {
+          delete[] page;
+        }
         --allocated_pages_;
       } else {
         std::memset(page + in_page, 0, n);

@@ -455,7 +455,23 @@ TEST(AdaptiveRateTest, FewSamplesChangeNothingAndBadOptionsAreRefused) {
   EXPECT_NEAR(c->window_p99_us(), 50, 1);
   EXPECT_EQ(c->Update(Interval(50, 100, 10, 1000)), 80);  // over the target in the window: decreases
   EXPECT_EQ(c->decreases(), 1u);
-  EXPECT_EQ(c->Update(Interval(50, 100)), 80 * 1.05);  // then 5% a time
+  EXPECT_EQ(c->Update(Interval(50, 100)), 90);  // then half the way back to 100
+  EXPECT_EQ(c->Update(Interval(50, 100)), 95);
+  EXPECT_EQ(c->Update(Interval(50, 100)), 97.5);
+  int more = 0;  // steps of at least max / 200 reach it
+  while (c->rate_mb_per_s() < 100 && more < 10) c->Update(Interval(50, 100)), ++more;
+  EXPECT_LE(more, 4);
+  EXPECT_EQ(c->rate_mb_per_s(), 100);  // at most max_mb_per_s
+  // Beyond the rate of the last decrease: 5% a time.
+  AdaptiveRateOptions roomy = o;
+  roomy.max_mb_per_s = 1000;
+  roomy.start_mb_per_s = 100;
+  auto probing = AdaptiveRateController::Make(roomy);
+  ASSERT_TRUE(probing.ok());
+  EXPECT_EQ(probing->Update(Interval(1000, 100)), 80);
+  while (probing->rate_mb_per_s() < 100) probing->Update(Interval(50, 100));
+  const double at = probing->rate_mb_per_s();
+  EXPECT_DOUBLE_EQ(probing->Update(Interval(50, 100)), at * 1.05);
   o.target_p99_us = 0;
   EXPECT_NE(AdaptiveRateController::Make(o).status().message().find("target_p99_us"), std::string::npos);
   o.target_p99_us = 100;

@@ -59,6 +59,35 @@ TEST(MemoryDeviceTest, DiscardOfWholePagesFreesThem) {
   EXPECT_EQ(dev->allocated_bytes(), 32u << 10);
 }
 
+// A discarded page's memory is reused by later writes: what a write does not
+// cover of a page reads as zeros, never as the page's old contents.
+TEST(MemoryDeviceTest, AReusedPageReadsAsZerosBesideWhatIsWritten) {
+  auto dev = NewDevice(1 << 20, 512);
+  const auto old = PatternBytes(3, 64 << 10);
+  ASSERT_TRUE(dev->Write(0, old).ok());
+  ASSERT_TRUE(dev->Discard(0, 64 << 10).ok());  // 16 pages to the free list
+  EXPECT_EQ(dev->allocated_bytes(), 0u);
+  const auto small = PatternBytes(4, 512);
+  for (uint64_t page = 100; page < 116; ++page) {  // each takes a spare page
+    ASSERT_TRUE(dev->Write(page * 4096 + 1024, small).ok());
+  }
+  const auto whole = PatternBytes(5, 4096);
+  ASSERT_TRUE(dev->Write(200 * 4096, whole).ok());  // a spare page again, or a new one
+  std::vector<std::byte> back(4096);
+  for (uint64_t page = 100; page < 116; ++page) {
+    ASSERT_TRUE(dev->Read(page * 4096, back).ok());
+    for (size_t i = 0; i < 4096; ++i) {
+      const std::byte want = i >= 1024 && i < 1536 ? small[i - 1024] : std::byte{0};
+      ASSERT_EQ(back[i], want) << "page " << page << " byte " << i;
+    }
+  }
+  ASSERT_TRUE(dev->Read(200 * 4096, back).ok());
+  EXPECT_EQ(back, whole);
+  EXPECT_EQ(dev->allocated_bytes(), 17u * 4096);
+  ASSERT_TRUE(dev->Read(0, back).ok());  // the discarded range stays zeros
+  for (std::byte b : back) ASSERT_EQ(b, std::byte{0});
+}
+
 TEST(MemoryDeviceTest, BadRequestsAreInvalidArgumentWithoutCallback) {
   auto dev = NewDevice(1 << 20, 4096);
   std::vector<std::byte> buf(4096);

@@ -40,15 +40,22 @@ double AdaptiveRateController::Update(const LatencyHistogram& interval) {
   if (merged.count() < options_.min_samples) return rate_;
   window_p99_us_ = static_cast<double>(merged.Percentile(99)) / 1e3;
   if (window_p99_us_ > options_.target_p99_us) {
+    last_decrease_from_ = rate_;
     rate_ = std::max(options_.min_mb_per_s, rate_ * options_.decrease_factor);
     ++decreases_;
     // The window's older intervals were read at the old rate: judge the new
     // one on its own intervals.
     window_.clear();
   } else {
-    const double step = decreases_ == 0
-                            ? rate_ * (options_.slow_start_factor - 1)
-                            : std::max(rate_ * options_.increase_fraction, options_.max_mb_per_s / 200);
+    const double min_step = options_.max_mb_per_s / 200;
+    double step;
+    if (decreases_ == 0) {
+      step = rate_ * (options_.slow_start_factor - 1);
+    } else if (rate_ < last_decrease_from_) {
+      step = std::max((last_decrease_from_ - rate_) / 2, min_step);
+    } else {
+      step = std::max(rate_ * options_.increase_fraction, min_step);
+    }
     rate_ = std::min(options_.max_mb_per_s, rate_ + step);
     ++increases_;
   }

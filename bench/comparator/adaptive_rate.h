@@ -7,11 +7,15 @@
 // latencies; the controller judges the p99 of the last `window_intervals`
 // intervals merged (a sliding window), and moves multiplicatively both ways:
 //  - p99 above the target: rate *= decrease_factor (at least min_mb_per_s);
-//  - at or below: rate *= 1 + increase_fraction, by at least max / 200 (at
-//    most max_mb_per_s); until the first decrease, rate *= slow_start_factor
-//    instead (TCP's slow start: a backup of a few seconds lasts a few dozen
-//    intervals, and creeping up 5% a time from max / 4 spent most of them
-//    far below the knee: 49 MB/s of 145 on average in a 5.5 s backup);
+//  - at or below: below the rate of the last decrease, half the way back to
+//    it (BIC-TCP's binary search: a decrease that a stall caused, not the
+//    rate, is undone in three intervals, where 5% steps took five to regain
+//    20%); at or above it, rate *= 1 + increase_fraction, by at least
+//    max / 200 (probing for a higher knee); at most max_mb_per_s. Until the
+//    first decrease, rate *= slow_start_factor instead (TCP's slow start: a
+//    backup of a few seconds lasts a few dozen intervals, and creeping up 5% a
+//    time from max / 4 spent most of them far below the knee: 49 MB/s of 145
+//    on average in a 5.5 s backup);
 //  - fewer than min_samples latencies in the window: nothing changes (a p99
 //    of a handful of samples is noise).
 // Why a window: a rate above the knee raises the p99 of every interval, while
@@ -20,10 +24,9 @@
 // and each such stall cost 20% of the rate, more than 5% steps regain: one
 // run sat at 30 MB/s below a knee of over 100. Over two intervals merged a
 // stall's few requests stay under the 1%.
-// Steps in proportion to the rate keep the probing above the knee to about
-// one interval in ln(1/decrease) / ln(1 + increase) (~1 in 5 by default)
-// whatever the knee's size, where a fixed step overshoots a small knee on
-// every other interval.
+// Steps in proportion to the rate keep the probing scaled to the knee,
+// whatever its size, where a fixed step overshoots a small knee on every
+// other interval.
 //
 // Thread safety: a value; one caller.
 #pragma once
@@ -66,6 +69,7 @@ class AdaptiveRateController {
   AdaptiveRateOptions options_;
   double rate_ = 0;
   double window_p99_us_ = 0;
+  double last_decrease_from_ = 0;  // the rate the last decrease left (0: none yet)
   std::deque<LatencyHistogram> window_;  // the last window_intervals intervals
   uint64_t decreases_ = 0;
   uint64_t increases_ = 0;
