@@ -210,13 +210,14 @@ struct BackupJob::Impl {
   // only resolves where a chunk's blocks lie and a worker reads them: for a
   // snapshot set, the ESSD backend copying outside the disk's I/O path; for a
   // physical one, the device's DMA, with the volume's QoS still charged on
-  // the pool's thread (read_qos). Else reads go through the pool.
+  // the pool's thread (ReadQos). Else reads go through the pool.
   bool read_off_thread = false;
   // Physical backups read off the pool's thread: the volume's limiter (null:
-  // unlimited profile), and when each read it granted completes — such a
-  // read counts against max_reads_in_flight until then, as one waiting in the
-  // pool's admission queue would, and the copy ends only once all have.
-  QosLimiter* read_qos = nullptr;
+  // snapshot sets, reads through the pool, unlimited profile; asked at each
+  // read, as Volume::Submit does), and when each read it granted completes —
+  // such a read counts against max_reads_in_flight until then, as one waiting
+  // in the pool's admission queue would, and the copy ends only once all have.
+  QosLimiter* ReadQos() const { return read_off_thread && live != nullptr ? live->qos() : nullptr; }
   std::vector<int64_t> qos_completions;
   bool reserved = false;
   bool snapshot_created = false;
@@ -272,7 +273,7 @@ struct BackupJob::Impl {
   void AbortStart();
   bool Step();
   void SubmitReads();
-  // Drops the granted reads (read_qos) that are complete; true when at most
+  // Drops the granted reads (ReadQos) that are complete; true when at most
   // `n` are still pending.
   bool QosReadsPendingAtMost(size_t n);
   // One piece of a chunk: a read submitted to the pool, or (read_off_thread)
@@ -390,11 +391,7 @@ Status BackupJob::Impl::TakeSnapshotAndPlan() {
   read_off_thread = pool.device().SupportsConcurrentReads();
   if (IsPhysical(set.type)) {
     SNAPDISK_ASSIGN_OR_RETURN(live, pool.OpenVolume(volume.name));
-    if (read_off_thread) {
-      read_qos = live->qos();
-    } else {
-      snapshot->ChargeQosTo(live);
-    }
+    if (!read_off_thread) snapshot->ChargeQosTo(live);
   }
 
   std::string from;
@@ -737,9 +734,8 @@ void BackupJob::Impl::SubmitReads() {
       }
       break;
     }
-    if (read_qos != nullptr) {
-      qos_completions.push_back(
-          read_qos->Reserve(IoOp::kRead, length, pool.clock().NowNs()).complete_ns);
+    if (QosLimiter* qos = ReadQos()) {
+      qos_completions.push_back(qos->Reserve(IoOp::kRead, length, pool.clock().NowNs()).complete_ns);
     }
     chunk.pieces.push_back(Piece{offset, length, chunk.used_bytes});
     chunk.used_bytes += length;
