@@ -1061,11 +1061,13 @@ void BackupJob::Impl::Wait() {
     pool.Poll(1);
     return;
   }
+  // The next granted read to complete (past ones dropped first: a stale one
+  // made the wait below 0 and the driving loop spin).
   int64_t timeout_ns = 5'000'000;
   int64_t qos_next_ns = 0;
-  if (!qos_completions.empty()) {
+  if (!QosReadsPendingAtMost(0)) {
     qos_next_ns = *std::min_element(qos_completions.begin(), qos_completions.end());
-    timeout_ns = std::clamp<int64_t>(qos_next_ns - pool.clock().NowNs(), 0, timeout_ns);
+    timeout_ns = std::min(timeout_ns, qos_next_ns - pool.clock().NowNs());
   }
   if (pipeline->pending() > 0) {
     pipeline->WaitForOutput(timeout_ns);

@@ -365,6 +365,15 @@ double SimulatedP99(double rate, double knee) {
   return rate <= knee ? 200 : 200 * (1 + 4 * (rate - knee) / knee);
 }
 
+// A controller as the comparator makes one for that disk: the target 1.15x
+// its 200 us baseline, the ceiling PL1's headroom beside 3000 x 8 KiB IOPS.
+Result<AdaptiveRateController> DiskController() {
+  AdaptiveRateOptions o;
+  o.target_p99_us = 230;
+  o.max_mb_per_s = 146;
+  return AdaptiveRateController::Make(o);
+}
+
 // One control interval of `n` latencies: `late` of them at `late_us`, the
 // rest at `us`.
 LatencyHistogram Interval(double us, uint64_t n = 500, uint64_t late = 0, double late_us = 0) {
@@ -376,10 +385,7 @@ LatencyHistogram Interval(double us, uint64_t n = 500, uint64_t late = 0, double
 
 TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
   for (double knee : {20.0, 100.0, 140.0}) {
-    AdaptiveRateOptions o;
-    o.target_p99_us = 230;  // 1.15x the 200 us baseline
-    o.max_mb_per_s = 146;
-    auto c = AdaptiveRateController::Make(o);
+    auto c = DiskController();
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     double sum = 0;
     int over = 0;
@@ -405,10 +411,7 @@ TEST(AdaptiveRateTest, SettlesBelowTheKneeAndUsesMostOfIt) {
 // from the first interval, is what the comparator's bar measures.
 TEST(AdaptiveRateTest, ABackupOfAFewSecondsAveragesMostOfTheKnee) {
   for (double knee : {60.0, 100.0, 130.0}) {
-    AdaptiveRateOptions o;
-    o.target_p99_us = 230;
-    o.max_mb_per_s = 146;
-    auto c = AdaptiveRateController::Make(o);
+    auto c = DiskController();
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     double sum = 0;
     constexpr int kIntervals = 12;  // 3 s of 250 ms intervals
@@ -425,10 +428,7 @@ TEST(AdaptiveRateTest, ABackupOfAFewSecondsAveragesMostOfTheKnee) {
 // single intervals must not hold the rate far below the knee.
 TEST(AdaptiveRateTest, SingleNoisyIntervalsDoNotHoldTheRateDown) {
   const double knee = 100;
-  AdaptiveRateOptions o;
-  o.target_p99_us = 230;
-  o.max_mb_per_s = 146;
-  auto c = AdaptiveRateController::Make(o);
+  auto c = DiskController();
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   double sum = 0;
   constexpr int kIntervals = 40;
