@@ -586,10 +586,12 @@ TEST(CompareCliTest, AFioJobOverNbdIsTheForeground) {
   if (!testing::BuiltWithSanitizers()) {
     // The full reads through the QoS budget fio's requests need. fio, closed
     // loop, waits for its requests before it sends more: it shows that as
-    // fewer IOPS (from 800 to 390-450 here, 800 during the snapshot's; ~140
-    // in builds whose backups committed at their start) and as latency.
+    // latency and as fewer IOPS (from 800 to 390-450 while the server's
+    // thread read the full's data; 607 against the snapshot's 790 once its
+    // workers read it, the QoS grants taken on that thread; ~140 in builds
+    // whose backups committed at their start).
     EXPECT_LT(doc["backups"][1]["during"]["iops"].get<double>(),
-              0.75 * doc["backups"][0]["during"]["iops"].get<double>());
+              0.9 * doc["backups"][0]["during"]["iops"].get<double>());
     EXPECT_GT(doc["backups"][1]["during"]["p99_us"].get<double>(),
               2 * doc["backups"][0]["during"]["p99_us"].get<double>());
   }
