@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "disk/clock.h"
+#include "disk/thread_placement.h"
 
 namespace snapdisk {
 
@@ -33,6 +34,8 @@ MemoryDevice::MemoryDevice(uint64_t size_bytes, uint32_t sector_size_bytes, uint
 }
 
 MemoryDevice::~MemoryDevice() {
+  KeepPagesReady(0);
+  for (std::byte* page : taken_) delete[] page;
   for (std::atomic<Leaf*>& slot : leaves_) {
     Leaf* leaf = slot.load();
     if (leaf == nullptr) continue;
@@ -76,14 +79,7 @@ void MemoryDevice::WriteBytes(uint64_t offset, uint64_t length, const std::byte*
         leaf = new Leaf;
         slot.store(leaf, std::memory_order_release);
       }
-      if (spare_pages_.empty()) {
-        page = new std::byte[kPageBytes]();  // zeros
-      } else {
-        page = spare_pages_.back().release();
-        spare_pages_.pop_back();
-        // What the write does not cover reads as zeros.
-        if (n < kPageBytes) std::memset(page, 0, kPageBytes);
-      }
+      page = TakeFreshPage(/*zero_needed=*/n < kPageBytes);
       leaf->pages[index % kLeafPages].store(page, std::memory_order_release);
       ++allocated_pages_;
     }
@@ -91,6 +87,67 @@ void MemoryDevice::WriteBytes(uint64_t offset, uint64_t length, const std::byte*
     in += n;
     offset += n;
     length -= n;
+  }
+}
+
+std::byte* MemoryDevice::TakeFreshPage(bool zero_needed) {
+  if (!spare_pages_.empty()) {
+    std::byte* page = spare_pages_.back().release();
+    spare_pages_.pop_back();
+    // What the write does not cover reads as zeros.
+    if (zero_needed) std::memset(page, 0, kPageBytes);
+    return page;
+  }
+  if (taken_.empty() && ready_thread_.joinable()) {
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    const size_t n = std::min(kReadyBatch, ready_.size());
+    taken_.assign(ready_.end() - n, ready_.end());
+    ready_.resize(ready_.size() - n);
+    ready_cv_.notify_one();
+  }
+  if (!taken_.empty()) {
+    std::byte* page = taken_.back();
+    taken_.pop_back();
+    return page;
+  }
+  return new std::byte[kPageBytes]();  // zeros
+}
+
+void MemoryDevice::KeepPagesReady(size_t pages) {
+  if (ready_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(ready_mu_);
+      ready_stop_ = true;
+    }
+    ready_cv_.notify_one();
+    ready_thread_.join();
+    for (std::byte* page : ready_) delete[] page;
+    ready_.clear();
+    ready_stop_ = false;
+  }
+  ready_target_ = pages;
+  if (pages > 0) {
+    ready_thread_ = std::thread([this, cpus = CpusBesideThisThread()] {
+      MoveThisThreadTo(cpus);
+      LowerThisThreadToLowest();
+      FillReadyPages();
+    });
+  }
+}
+
+void MemoryDevice::FillReadyPages() {
+  std::unique_lock<std::mutex> lock(ready_mu_);
+  while (!ready_stop_) {
+    if (ready_.size() >= ready_target_) {
+      ready_cv_.wait(lock);
+      continue;
+    }
+    const size_t n = std::min(kReadyBatch, ready_target_ - ready_.size());
+    lock.unlock();
+    std::vector<std::byte*> fresh(n);
+    for (std::byte*& page : fresh) page = new std::byte[kPageBytes]();  // zeroed: faulted in
+    lock.lock();
+    ready_.insert(ready_.end(), fresh.begin(), fresh.end());
   }
 }
 

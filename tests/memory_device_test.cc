@@ -88,6 +88,33 @@ TEST(MemoryDeviceTest, AReusedPageReadsAsZerosBesideWhatIsWritten) {
   for (std::byte b : back) ASSERT_EQ(b, std::byte{0});
 }
 
+// Pages made ready by the supplier thread are zeros beside what a write
+// covers, whether the supplier keeps up or the writes outrun it; stopping and
+// restarting it loses nothing.
+TEST(MemoryDeviceTest, PagesKeptReadyReadAsZerosBesideWhatIsWritten) {
+  auto dev = NewDevice(64 << 20, 512);
+  dev->KeepPagesReady(256);
+  const auto small = PatternBytes(6, 512);
+  constexpr uint64_t kPages = 4096;  // more than the supplier keeps ready
+  for (uint64_t page = 0; page < kPages; ++page) {
+    ASSERT_TRUE(dev->Write(page * 4096 + (page % 8) * 512, small).ok());
+    if (page == kPages / 2) {
+      dev->KeepPagesReady(0);  // stop, then go on with a new one
+      dev->KeepPagesReady(64);
+    }
+  }
+  EXPECT_EQ(dev->allocated_bytes(), kPages * 4096);
+  std::vector<std::byte> back(4096);
+  for (uint64_t page = 0; page < kPages; ++page) {
+    ASSERT_TRUE(dev->Read(page * 4096, back).ok());
+    const size_t at = (page % 8) * 512;
+    for (size_t i = 0; i < 4096; ++i) {
+      const std::byte want = i >= at && i < at + 512 ? small[i - at] : std::byte{0};
+      ASSERT_EQ(back[i], want) << "page " << page << " byte " << i;
+    }
+  }
+}  // the destructor stops the supplier and frees what it kept ready
+
 TEST(MemoryDeviceTest, BadRequestsAreInvalidArgumentWithoutCallback) {
   auto dev = NewDevice(1 << 20, 4096);
   std::vector<std::byte> buf(4096);
