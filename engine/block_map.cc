@@ -210,6 +210,31 @@ Status BlockMap::ReleaseRef(const MapEntry& ref, int level, SpaceMap::FreeKind d
   return Status::OK();
 }
 
+void BlockMap::ReleaseLater(TreeRoot& root) {
+  if (root.entry.pbn != 0) deferred_.push_back({root.entry, root.height - 1});
+  root.entry = MapEntry{};
+}
+
+Status BlockMap::ReleaseSome(size_t max_refs) {
+  for (size_t done = 0; done < max_refs && !deferred_.empty(); ++done) {
+    const DeferredRef d = deferred_.back();
+    deferred_.pop_back();
+    if (d.level < 0) {
+      SNAPDISK_RETURN_IF_ERROR(ReleaseData(d.ref.pbn));
+      continue;
+    }
+    SNAPDISK_ASSIGN_OR_RETURN(CachedBlock * node, LoadNode(d.ref));
+    SNAPDISK_ASSIGN_OR_RETURN(uint32_t left, space_.Decrement(d.ref.pbn));
+    if (left > 0) continue;
+    const MapEntry* children = Entries(node);
+    for (uint32_t i = 0; i < fanout_; ++i) {
+      if (children[i].pbn != 0) deferred_.push_back({children[i], d.level - 1});
+    }
+    cache_.Erase(d.ref.pbn);  // its children are on the stack
+  }
+  return Status::OK();
+}
+
 Status BlockMap::Release(TreeRoot& root) {
   Status s = ReleaseRef(root.entry, root.height - 1);
   root.entry = MapEntry{};

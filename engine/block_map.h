@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <unordered_map>
+#include <vector>
 
 #include "disk/block_device.h"
 #include "engine/block_cache.h"
@@ -68,6 +69,18 @@ class BlockMap {
   // Drops the root's reference; frees every node and data block it alone held.
   // `root` becomes empty.
   Status Release(TreeRoot& root);
+  // Release in slices: drops the root's reference now and frees what it
+  // alone held later, in ReleaseSome() (each node or data reference it held
+  // counts one). Until then those blocks stay allocated; nothing else changes
+  // them (a node shared with another tree is shadowed before any change).
+  // Finish before a commit: the committed counts must match the trees.
+  void ReleaseLater(TreeRoot& root);
+  // Drops up to `max_refs` of the references ReleaseLater left. Errors as
+  // Release (the pool must then fail). Cost: O(max_refs).
+  Status ReleaseSome(size_t max_refs);
+  // References ReleaseLater left to drop (0: none).
+  size_t deferred_releases() const { return deferred_.size(); }
+
   // Drops one reference to a data block (freed at 0, then punched or kept
   // for reuse as `kind` says).
   Status ReleaseData(uint64_t pbn, SpaceMap::FreeKind kind = SpaceMap::FreeKind::kPunch);
@@ -140,6 +153,13 @@ class BlockMap {
   const int fanout_bits_;
   AlignedBuffer zero_node_;
   std::unordered_map<uint64_t, uint64_t> written_this_commit_;  // pbn -> checksum
+  // ReleaseLater's work: references to drop, with the level they point at
+  // (-1: data). A stack: a node's children are dropped before its siblings.
+  struct DeferredRef {
+    format::MapEntry ref;
+    int level;
+  };
+  std::vector<DeferredRef> deferred_;
 };
 
 }  // namespace snapdisk

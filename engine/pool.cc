@@ -324,6 +324,7 @@ void Pool::FreeSlot(size_t slot) {
     aux_by_key_.erase(AuxKey(r.kind, r.parent_id, r.name));
     if (r.kind == Kind::kLog) {
       log_slot_by_volume_.erase(r.parent_id);
+      logs_over_limit_.erase(slot);
       if (auto it = log_pending_.find(slot); it != log_pending_.end()) {
         log_pending_records_ -= it->second.size();
         log_pending_.erase(it);
@@ -412,6 +413,8 @@ Status Pool::Commit() {
 Status Pool::CommitLocked(bool force) {
   DrainDevice();
   SNAPDISK_RETURN_IF_ERROR(failure_);
+  // Background deletions first: the counts committed must match the trees.
+  SNAPDISK_RETURN_IF_ERROR(map_->ReleaseSome(SIZE_MAX));
   // Cooling blocks (freed by the last commit) are released by the next one:
   // commit even when nothing else changed, so freed space shows up.
   // (Pending log records mark their log's root dirty.)

@@ -185,7 +185,18 @@ class Pool {
   Result<SnapshotInfo> CreateSnapshot(std::string_view volume, std::string_view name);
   // O(blocks only the snapshot holds). Busy while the snapshot is open with
   // reads in flight or in use.
-  Status DeleteSnapshot(std::string_view volume, std::string_view name);
+  // kInBackground: the snapshot is gone at once (as with kNow: its name is
+  // free, it is not listed, the deletion is durable at the next commit), and
+  // the blocks only it held are freed in slices of kReleaseRefsPerPoll by
+  // Poll — the pool's thread then never stops for more than a slice — and
+  // at the latest by the next commit, which finishes what is left first.
+  // Their space comes back later accordingly.
+  enum class Release : uint8_t { kNow, kInBackground };
+  Status DeleteSnapshot(std::string_view volume, std::string_view name,
+                        Release release = Release::kNow);
+  // Map and data references a kInBackground deletion frees per Poll: ~50-100
+  // us of the pool's thread.
+  static constexpr size_t kReleaseRefsPerPoll = 4096;
   // A read-only handle on the snapshot (reads and flush; writes, trims and
   // write-zeroes are InvalidArgument). Pool-owned, like OpenVolume's.
   Result<Volume*> OpenSnapshot(std::string_view volume, std::string_view name);
@@ -242,9 +253,11 @@ class Pool {
   // record survives any crash.
   //
   // Without a policy (SetLogRequired false), the log keeps at most
-  // `PoolOptions::log_unshipped_limit_bytes` of referenced data: beyond it the
-  // oldest records are dropped at commit, and LogInfo::dropped_through says
-  // so (a later segment then reports the gap). With a policy nothing is
+  // `PoolOptions::log_unshipped_limit_bytes` of referenced data: past it the
+  // oldest records are dropped until a quarter of the limit is free — by
+  // Poll, kLogDropBlocksPerPoll references at a time, or by the next commit,
+  // whichever comes first — and LogInfo::dropped_through says so (a later
+  // segment then reports the gap). With a policy nothing is
   // dropped unshipped and the log cannot be turned off.
   struct LogRecord {
     uint64_t index = 0;  // position in the volume's log: 1, 2, ... (never reused)
@@ -368,7 +381,8 @@ class Pool {
   uint32_t Poll(uint32_t min_completions);
   // Volume requests accepted and not yet completed, over all volumes.
   uint32_t in_flight() const { return requests_in_flight_; }
-  // When the next QoS admission or held completion is due (the pool's clock;
+  // When the next QoS admission or held completion is due, or now while a
+  // background deletion has blocks left to free (the pool's clock;
   // INT64_MAX: none). The pool has no fd for these timers: an event loop
   // that sleeps on the device's eventfd wakes by then and calls Poll.
   int64_t NextTimerNs() const;
@@ -466,6 +480,15 @@ class Pool {
   // pool is full).
   uint64_t UnrequiredLogBlocks() const;
   Status DropLogThrough(size_t log_slot, uint64_t through_index);
+  // The oldest records of logs_over_limit_ whose data starts below
+  // min(first block + max_blocks, the log's target), for Poll: a commit that
+  // dropped 112 MiB of references at once held the pool's thread ~1 ms.
+  Status DropLogsOverLimit(uint64_t max_blocks);
+  Status DropLogBelow(size_t slot, uint64_t target_block);
+  static constexpr uint64_t kLogDropBlocksPerPoll = 2048;
+  // Logs without a policy past the limit, by slot: the first data block
+  // their dropping stops at (a quarter of the limit free).
+  std::map<size_t, uint64_t> logs_over_limit_;
   // Hydration maps (engine/hydration.cc). The state of a hydrating volume,
   // loaded; null when the volume is not hydrating. OpenVolume loads it first
   // (LoadHydration), so every I/O path finds it loaded.
@@ -527,6 +550,8 @@ class Pool {
   void PumpBacklog();
   // Moves due QoS timers on; returns the next pending timer (INT64_MAX: none).
   int64_t RunTimers();
+  // NextTimerNs without background work: QoS timers only.
+  int64_t NextQosTimerNs() const;
   uint32_t AsyncDeviceLimit() const;
   IoRequest* GetDeviceRequest();
   PendingIo* GetIo();

@@ -386,6 +386,13 @@ void Pool::CompleteIo(PendingIo* io, Status status) {
 int Pool::background_event_fd() const { return fetcher_->event_fd(); }
 
 int64_t Pool::NextTimerNs() const {
+  if ((map_->deferred_releases() > 0 || !logs_over_limit_.empty()) && failure_.ok()) {
+    return clock().NowNs();  // background work to do
+  }
+  return NextQosTimerNs();
+}
+
+int64_t Pool::NextQosTimerNs() const {
   int64_t next = INT64_MAX;
   if (!admissions_.empty()) next = admissions_.begin()->first;
   if (!held_completions_.empty()) next = std::min(next, held_completions_.begin()->first);
@@ -404,7 +411,7 @@ int64_t Pool::RunTimers() {
     completed_.push_back(held_completions_.begin()->second);
     held_completions_.erase(held_completions_.begin());
   }
-  return NextTimerNs();
+  return NextQosTimerNs();
 }
 
 Status Pool::ReadMapped(PendingIo* io, uint64_t first_vbn, uint64_t count, std::byte* dest) {
@@ -844,6 +851,17 @@ uint32_t Pool::Poll(uint32_t min_completions) {
     } else {
       break;  // nothing can make progress (cannot happen while requests are consistent)
     }
+  }
+  // Slices of background work: a log past its limit, a snapshot deletion
+  // (DeleteSnapshot kInBackground).
+  if (!logs_over_limit_.empty() && failure_.ok()) {
+    if (Status s = DropLogsOverLimit(kLogDropBlocksPerPoll); !s.ok()) {
+      logs_over_limit_.clear();  // the next commit drops what is over the limit
+      if (!failure_.ok()) unreported_failure_ = s;
+    }
+  }
+  if (map_->deferred_releases() > 0 && failure_.ok()) {
+    if (Status s = map_->ReleaseSome(kReleaseRefsPerPoll); !s.ok()) unreported_failure_ = Fail(s);
   }
   cache_->Trim();
   return delivered;

@@ -150,6 +150,11 @@ Status Pool::AppendLog(const Volume& volume, VolumeOp op, uint64_t offset_bytes,
       SNAPDISK_CHECK(old.pbn == 0, "log data blocks are appended, never replaced");
     }
     log.log_next_block += blocks->size();
+    const uint64_t limit_blocks = options_.log_unshipped_limit_bytes / block_bytes_;
+    if ((log.log_flags & kLogRequired) == 0 &&
+        log.log_next_block - log.log_first_block > limit_blocks) {
+      logs_over_limit_.try_emplace(slot, log.log_next_block - limit_blocks * 3 / 4);
+    }
   }
   ++log.log_next_index;
   log_pending_[slot].push_back(rec);
@@ -169,6 +174,49 @@ uint64_t Pool::UnrequiredLogBlocks() const {
   return blocks;
 }
 
+// Drops the oldest records of the log in `slot` whose data starts below
+// `target_block` (records' first blocks grow with their index, so a binary
+// search finds the cut), noting them as dropped unshipped.
+Status Pool::DropLogBelow(size_t slot, uint64_t target_block) {
+  const Record& log = records_[slot];
+  uint64_t lo = log.log_first_index, hi = log.log_next_index;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    SNAPDISK_ASSIGN_OR_RETURN(LogRecord r, ReadLogRecord(slot, mid));
+    if (r.first_log_block >= target_block) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  if (lo > log.log_first_index) {
+    const uint64_t through = lo - 1;
+    SNAPDISK_RETURN_IF_ERROR(DropLogThrough(slot, through));
+    records_[slot].log_dropped_through = through;
+  }
+  return Status::OK();
+}
+
+Status Pool::DropLogsOverLimit(uint64_t max_blocks) {
+  for (auto it = logs_over_limit_.begin(); it != logs_over_limit_.end();) {
+    const Record& log = records_[it->first];
+    const bool live = log.id != 0 && log.kind == Kind::kLog && (log.log_flags & kLogRequired) == 0;
+    const uint64_t first_before = log.log_first_index;
+    if (live && log.log_first_index < log.log_next_index && log.log_first_block < it->second) {
+      SNAPDISK_RETURN_IF_ERROR(
+          DropLogBelow(it->first, std::min(it->second, log.log_first_block + max_blocks)));
+      // More next time, as long as each slice drops something (a log emptied
+      // meanwhile, by a shipment or turned off, starts its blocks over).
+      if (log.log_first_index > first_before && log.log_first_index < log.log_next_index &&
+          log.log_first_block < it->second) {
+        return Status::OK();
+      }
+    }
+    it = logs_over_limit_.erase(it);
+  }
+  return Status::OK();
+}
+
 Status Pool::CommitLogs() {
   // Under space pressure, logs nobody requires keep nothing.
   const uint64_t limit_blocks =
@@ -178,26 +226,10 @@ Status Pool::CommitLogs() {
     const Record& log = records_[slot];
     if ((log.log_flags & kLogRequired) != 0) continue;
     if (log.log_next_block - log.log_first_block <= limit_blocks) continue;
-    // Over the limit with nobody to ship it: drop the oldest records until a
-    // quarter of the limit is free again. Records' first blocks grow with
-    // their index, so a binary search finds the cut.
-    const uint64_t target_block = log.log_next_block - limit_blocks * 3 / 4;
-    // (With a limit of 0 every record goes.)
-    uint64_t lo = log.log_first_index, hi = log.log_next_index;
-    while (lo < hi) {
-      const uint64_t mid = lo + (hi - lo) / 2;
-      SNAPDISK_ASSIGN_OR_RETURN(LogRecord r, ReadLogRecord(slot, mid));
-      if (r.first_log_block >= target_block) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    if (lo > log.log_first_index) {
-      const uint64_t through = lo - 1;
-      SNAPDISK_RETURN_IF_ERROR(DropLogThrough(slot, through));
-      records_[slot].log_dropped_through = through;
-    }
+    // Over the limit with nobody to ship it, and Poll has not dropped enough
+    // yet: drop the oldest records until a quarter of the limit is free
+    // again. (With a limit of 0 every record goes.)
+    SNAPDISK_RETURN_IF_ERROR(DropLogBelow(slot, log.log_next_block - limit_blocks * 3 / 4));
   }
 
   const uint32_t per_block = block_bytes_ / kLogRecordBytes;

@@ -51,14 +51,17 @@ Result<SnapshotInfo> Pool::CreateSnapshot(std::string_view volume, std::string_v
   return MakeSnapshotInfo(records_[slot]);
 }
 
-Status Pool::DeleteSnapshot(std::string_view volume, std::string_view name) {
+Status Pool::DeleteSnapshot(std::string_view volume, std::string_view name, Release release) {
   SNAPDISK_RETURN_IF_ERROR(CheckHealthy());
   SNAPDISK_ASSIGN_OR_RETURN(size_t vol_slot, FindVolumeSlot(volume));
   SNAPDISK_ASSIGN_OR_RETURN(size_t slot, FindSnapshotSlot(records_[vol_slot].id, name));
   SNAPDISK_RETURN_IF_ERROR(CheckIdle(records_[slot]));
   volumes_.erase(records_[slot].id);
-  Status s = map_->Release(records_[slot].root);
-  if (!s.ok()) return Fail(s);
+  if (release == Release::kInBackground) {
+    map_->ReleaseLater(records_[slot].root);  // Poll and the next commit free it
+  } else if (Status s = map_->Release(records_[slot].root); !s.ok()) {
+    return Fail(s);
+  }
   FreeSlot(slot);
   return Status::OK();
 }

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "disk/clock.h"
 #include "engine/fsck.h"
 #include "engine/volume.h"
 #include "support/pool_fixture.h"
@@ -211,6 +212,64 @@ TEST(PoolTest, DeleteFreesSpaceAndNoLeaks) {
   auto fsck = Fsck::Check(*pool);
   ASSERT_TRUE(fsck.ok()) << fsck.status().ToString();
   EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+}
+
+// A snapshot deleted in the background is gone at once; Poll frees its
+// blocks a slice at a time, a commit finishes what is left, and a crash at
+// any point leaves a consistent pool (the deletion is durable only with the
+// next commit).
+TEST(PoolTest, ABackgroundSnapshotDeletionFreesInSlicesAndCommitsWhole) {
+  auto dev = NewMemoryDevice(256 * kMiB);
+  auto pool = MustCreatePool(*dev);
+  ASSERT_TRUE(pool->CreateVolume("v", 64 * kMiB).ok());
+  ASSERT_TRUE(pool->SetLogEnabled("v", false).ok());  // its references would keep the blocks
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(v->Write(0, PatternBytes(1, 32 * kMiB)).ok());
+  ASSERT_TRUE(pool->Commit().ok());
+  const uint64_t used_before_snapshot = pool->Info().used_bytes;
+  for (const char* name : {"a", "b"}) {
+    ASSERT_TRUE(pool->CreateSnapshot("v", name).ok());
+    // The snapshot now alone holds 32 MiB: 8192 data references, more
+    // than two slices of Pool::kReleaseRefsPerPoll.
+    ASSERT_TRUE(v->Write(0, PatternBytes(name[0], 32 * kMiB)).ok());
+  }
+  ASSERT_TRUE(pool->Commit().ok());
+  const uint64_t used_with_snapshots = pool->Info().used_bytes;
+  ASSERT_GE(used_with_snapshots, used_before_snapshot + 64 * kMiB);
+
+  ASSERT_TRUE(pool->DeleteSnapshot("v", "a", Pool::Release::kInBackground).ok());
+  EXPECT_EQ(pool->ListSnapshots("v")->size(), 1u);
+  EXPECT_TRUE(pool->OpenSnapshot("v", "a").status().IsNotFound());
+  const int64_t due_ns = pool->NextTimerNs();
+  EXPECT_LE(due_ns, SystemClock::Get().NowNs()) << "background work is due";
+  EXPECT_EQ(pool->Info().used_bytes, used_with_snapshots) << "nothing freed before a Poll";
+  pool->Poll(0);
+  const uint64_t after_one_slice = pool->Info().used_bytes;
+  EXPECT_LT(after_one_slice, used_with_snapshots);
+  EXPECT_GT(after_one_slice, used_with_snapshots - 32 * kMiB) << "one slice frees part of it";
+  // A crash now: the last commit holds the snapshot whole.
+  {
+    auto crashed = dev->Clone();
+    auto reopened = MustOpenPool(*crashed);
+    EXPECT_EQ(reopened->ListSnapshots("v")->size(), 2u);
+    auto fsck = Fsck::Check(*reopened);
+    ASSERT_TRUE(fsck.ok()) << fsck.status().ToString();
+    EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+  }
+  while (pool->NextTimerNs() != INT64_MAX) pool->Poll(0);
+  EXPECT_LE(pool->Info().used_bytes, used_with_snapshots - 32 * kMiB);
+  // The other one without Polls: the commit frees it whole first.
+  ASSERT_TRUE(pool->DeleteSnapshot("v", "b", Pool::Release::kInBackground).ok());
+  ASSERT_TRUE(pool->Commit().ok());
+  EXPECT_EQ(pool->NextTimerNs(), INT64_MAX);
+  EXPECT_LE(pool->Info().used_bytes, used_before_snapshot + kMiB);
+  auto crashed = dev->Clone();
+  auto reopened = MustOpenPool(*crashed);
+  EXPECT_TRUE(reopened->ListSnapshots("v")->empty());
+  auto fsck = Fsck::Check(*reopened);
+  ASSERT_TRUE(fsck.ok()) << fsck.status().ToString();
+  EXPECT_TRUE(fsck->clean()) << fsck->ToString();
+  EXPECT_EQ(ReadAll(**reopened->OpenVolume("v"), 0, 32 * kMiB), PatternBytes('b', 32 * kMiB));
 }
 
 TEST(PoolTest, FsckAndScrubCleanWithSharedBlocks) {

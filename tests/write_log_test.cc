@@ -144,12 +144,19 @@ TEST(WriteLogTest, DroppingShippedRecordsFreesTheirBlocks) {
   ExpectFsckClean(*pool);
 }
 
-TEST(WriteLogTest, WithoutAPolicyTheLogKeepsAtMostItsLimitAndSaysWhatItDropped) {
-  auto dev = NewMemoryDevice(64 * kMiB);
+// A pool whose logs without a policy keep at most 1 MiB, with an 8 MiB
+// volume "v".
+std::unique_ptr<Pool> PoolWithSmallLogLimit(BlockDevice& dev) {
   PoolOptions options;
   options.log_unshipped_limit_bytes = 1 * kMiB;
-  auto pool = MustCreatePool(*dev, options);
-  ASSERT_TRUE(pool->CreateVolume("v", 8 * kMiB).ok());
+  auto pool = MustCreatePool(dev, options);
+  EXPECT_TRUE(pool->CreateVolume("v", 8 * kMiB).ok());
+  return pool;
+}
+
+TEST(WriteLogTest, WithoutAPolicyTheLogKeepsAtMostItsLimitAndSaysWhatItDropped) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto pool = PoolWithSmallLogLimit(*dev);
   Volume* v = *pool->OpenVolume("v");
   for (int i = 0; i < 64; ++i) {
     ASSERT_TRUE(v->Write(uint64_t(i) * 65536, PatternBytes(i, 65536)).ok());
@@ -166,6 +173,34 @@ TEST(WriteLogTest, WithoutAPolicyTheLogKeepsAtMostItsLimitAndSaysWhatItDropped) 
     ASSERT_TRUE(v->Flush().ok());
   }
   EXPECT_GE(pool->GetLogInfo("v")->referenced_bytes, 4 * kMiB);
+  ExpectFsckClean(*pool);
+}
+
+// Past its limit the log is trimmed by Poll in slices, between requests,
+// not by one long drop in the next commit (which held the pool's thread).
+TEST(WriteLogTest, ALogPastItsLimitIsTrimmedByPollWithoutACommit) {
+  auto dev = NewMemoryDevice(64 * kMiB);
+  auto pool = PoolWithSmallLogLimit(*dev);
+  Volume* v = *pool->OpenVolume("v");
+  ASSERT_TRUE(pool->Commit().ok());
+  const uint64_t generation = pool->Info().generation;
+  uint64_t max_referenced = 0;
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(v->Write(uint64_t(i) * 65536, PatternBytes(i, 65536)).ok());  // polls; no flush
+    max_referenced = std::max(max_referenced, pool->GetLogInfo("v")->referenced_bytes);
+  }
+  EXPECT_EQ(pool->Info().generation, generation) << "nothing committed";
+  const auto info = *pool->GetLogInfo("v");
+  EXPECT_LE(max_referenced, 1 * kMiB);
+  EXPECT_GT(info.dropped_through, 0u);
+  EXPECT_EQ(info.first_index, info.dropped_through + 1);
+  EXPECT_EQ(pool->NextTimerNs(), INT64_MAX) << "no background work left";
+  // What is kept reads back: the newest records' data.
+  const auto records = AllRecords(*pool, "v");
+  ASSERT_FALSE(records.empty());
+  std::vector<std::byte> data(records.back().length_bytes);
+  ASSERT_TRUE(pool->ReadLogData("v", records.back(), data).ok());
+  EXPECT_EQ(data, PatternBytes(63, 65536));
   ExpectFsckClean(*pool);
 }
 

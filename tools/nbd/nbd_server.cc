@@ -1374,7 +1374,10 @@ void Server::StepControlJobs() {
 void Server::DriveEngine() {
   // After the device's eventfd was read, Poll even with nothing in flight:
   // the device signals once between Polls (file_device.h).
-  if (pool_->in_flight() > 0 || device_event_read_) (void)pool_->Poll(0);
+  // And while the pool has background work (a snapshot deletion's slices).
+  if (pool_->in_flight() > 0 || device_event_read_ || pool_->NextTimerNs() != INT64_MAX) {
+    (void)pool_->Poll(0);
+  }
   device_event_read_ = false;
 }
 
@@ -1432,6 +1435,8 @@ void Server::Reap() {
 // completions (the pool has no fd for those).
 int64_t Server::TimeoutNs() const {
   if (!completed_.empty() || !dirty_.empty()) return 0;
+  // Background work of the pool (due now when nothing is in flight).
+  if (pool_ != nullptr && pool_->in_flight() == 0 && pool_->NextTimerNs() != INT64_MAX) return 0;
   const bool jobs = !control_jobs_.empty() || (fills_ != nullptr && !fills_->idle()) ||
                     (policies_ != nullptr && policies_->running());
   int64_t job_ns = jobs ? kJobTurnNs : -1;
