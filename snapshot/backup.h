@@ -98,7 +98,10 @@ struct BackupOptions {
   // take CPU from the workload it is meant not to disturb; physical backups
   // no — they run in the customer's own process. The comparator sets it for
   // every method: it measures the disk's latency, and the backups' CPU is
-  // another machine's (the host's, the backend's) everywhere but here.
+  // another machine's (the host's, the backend's) everywhere but here. With
+  // it, when the thread that starts the job is pinned to some CPUs, the
+  // workers run on the others (disk/thread_placement.h; the comparator pins
+  // its pool's thread).
   std::optional<bool> lowest_priority;
 };
 
@@ -130,9 +133,11 @@ class LogBackupJob;
 // device that copies inside Submit (the in-memory one: ~0.3-0.7 ms per MiB)
 // four 1 MiB reads per step held the comparator's workload for 2.7 ms each
 // time, and a log backup's step (8 MiB of records read synchronously) for
-// 13-15 ms. On an io_uring device a step's submissions take microseconds
-// and never reach it.
-inline constexpr int64_t kBackupStepBudgetNs = 500'000;
+// 13-15 ms. A budget of 500 us was itself the longest wait of the
+// comparator's workload during a snapshot backup (its p99 is ~220 us): 100
+// us. On an io_uring device a step's submissions take microseconds and never
+// reach it.
+inline constexpr int64_t kBackupStepBudgetNs = 100'000;
 
 class BackupJob {
  public:
@@ -163,8 +168,12 @@ class BackupJob {
   // The step that finishes it records the task in the volume's history
   // (snapshot/backup_history.h: done, failed or cancelled; committed).
   // Never waits for I/O or the workers; the caller also drives Pool::Poll.
-  // The step that finishes the job commits the pool (after creating or
-  // deleting backup snapshots), which waits for the device.
+  // The step that finishes the job commits the pool (the set's snapshot is
+  // durable from then on), which waits for the device, then deletes the
+  // backup snapshots the set supersedes with Pool::Release::kInBackground:
+  // gone at once, their blocks freed by Poll in slices, the deletion durable
+  // with the next commit (a crash before it brings them back; the next job
+  // deletes them again).
   bool Step();
   // Step and Poll until finished; calls `progress` about every 100 ms (return
   // false to cancel).

@@ -1,11 +1,8 @@
 #include "snapshot/chunk_pipeline.h"
 
-#include <sched.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <chrono>
+
+#include "disk/thread_placement.h"
 
 namespace snapdisk {
 
@@ -38,34 +35,12 @@ Status ShareExisting(WormStore& store, const WormObjectInfo& object, int64_t unt
   return Status::OK();
 }
 
-// The lowest CPU priority (SCHED_IDLE, or nice 19 where refused) and the
-// lowest best-effort disk priority (level 7): the thread gets what others
-// leave. On Linux SCHED_IDLE is a weight (3 against nice 0's 1024), not
-// starvation: under full load the thread still progresses, slowly. Chosen
-// over nice 19 because a waking normal thread preempts it at once, while a
-// nice-19 thread keeps its slice: the comparator's p99 during a snapshot
-// backup was 5.3 ms with nice-19 workers against 1.6 and 2.0 ms with
-// SCHED_IDLE (same build). Not ioprio idle: that class can starve. Failures
-// leave the thread as it was.
-void LowerThisThreadToLowest() {
-  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  const sched_param none{};
-  if (::sched_setscheduler(tid, SCHED_IDLE, &none) != 0) {
-    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19);
-  }
-  constexpr int kIoprioWhoProcess = 1;  // with a thread id: that thread
-  constexpr int kIoprioClassBestEffort = 2;
-  constexpr int kIoprioClassShift = 13;
-  constexpr int kLowestLevel = 7;
-  (void)::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid,
-                  (kIoprioClassBestEffort << kIoprioClassShift) | kLowestLevel);
-}
-
 }  // namespace
 
 ChunkPipeline::ChunkPipeline(WormStore& store, const Options& options)
     : store_(store), options_(options) {
   SNAPDISK_CHECK(options.worker_threads >= 1 && options.buffers >= 1, "pipeline without workers");
+  SNAPDISK_CHECK(::sem_init(&work_sem_, 0, 0) == 0, "sem_init failed");
   buffer_storage_.reserve(options.buffers);
   spare_buffers_.reserve(options.buffers);
   free_buffers_.reserve(options.buffers);
@@ -90,8 +65,9 @@ ChunkPipeline::~ChunkPipeline() {
     stopping_ = true;
     queue_.clear();
   }
-  work_cv_.notify_all();
+  for (size_t i = 0; i < workers_.size(); ++i) ::sem_post(&work_sem_);
   for (std::thread& t : workers_) t.join();
+  ::sem_destroy(&work_sem_);
 }
 
 void ChunkPipeline::Exchange(bool wait) {
@@ -101,7 +77,7 @@ void ChunkPipeline::Exchange(bool wait) {
   } else if (!lock.try_lock()) {
     return;  // a worker holds it: the next call exchanges
   }
-  const bool queued = !outbox_.empty();
+  const size_t queued = outbox_.size();
   for (Task& t : outbox_) queue_.push_back(std::move(t));
   outbox_.clear();
   spare_buffers_.insert(spare_buffers_.end(), free_buffers_.begin(), free_buffers_.end());
@@ -109,7 +85,7 @@ void ChunkPipeline::Exchange(bool wait) {
   for (Output& o : outputs_) inbox_.push_back(std::move(o));
   outputs_.clear();
   lock.unlock();
-  if (queued) work_cv_.notify_all();
+  for (size_t i = 0; i < queued; ++i) ::sem_post(&work_sem_);  // never blocks
 }
 
 std::byte* ChunkPipeline::AcquireBuffer() {
@@ -187,12 +163,19 @@ void ChunkPipeline::Cancel() {
 constexpr size_t kMaxRememberedChunks = 65536;
 
 void ChunkPipeline::WorkerLoop() {
+  MoveThisThreadTo(options_.worker_cpus);
   if (options_.lowest_priority) LowerThisThreadToLowest();
   std::vector<std::byte> encode_buffer;
-  std::unique_lock<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
   while (true) {
-    work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping
+    while (::sem_wait(&work_sem_) != 0) {
+    }  // EINTR
+    lock.lock();
+    if (stopping_) return;
+    if (queue_.empty()) {  // its task was cancelled
+      lock.unlock();
+      continue;
+    }
     Task task = std::move(queue_.front());
     queue_.pop_front();
     ++running_;
@@ -246,6 +229,7 @@ void ChunkPipeline::WorkerLoop() {
     if (task.buffer != nullptr) free_buffers_.push_back(task.buffer);
     outputs_.push_back(std::move(out));
     output_cv_.notify_all();
+    lock.unlock();
   }
 }
 

@@ -23,7 +23,17 @@
 // outputs back only when the shared lock is free (try_lock), else at its
 // next call — a worker at the lowest priority that lost its CPU while
 // holding the lock held the pool's thread for 2-9 ms when the owner waited.
+// For the same reason the owner wakes workers with a semaphore, never a
+// condition variable: glibc's pthread_cond_broadcast waits until the
+// waiters it woke before have run, and a woken SCHED_IDLE worker may not
+// run for a scheduler slice (measured: the comparator's pool thread blocked
+// 4-8 ms in a broadcast while a snapshot backup started).
+//
+// CPUs: Options::worker_cpus (a job gives the CPUs beside its pinned pool
+// thread: disk/thread_placement.h).
 #pragma once
+
+#include <semaphore.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -62,6 +72,9 @@ class ChunkPipeline {
     // The workers run at the lowest CPU and I/O priority (BackupOptions::
     // lowest_priority); best effort.
     bool lowest_priority = false;
+    // The CPUs the workers run on (empty: any). A job whose pool thread is
+    // pinned gives the others (CpusBesideThisThread, disk/thread_placement.h).
+    std::vector<int> worker_cpus;
   };
 
   struct Output {
@@ -140,7 +153,7 @@ class ChunkPipeline {
   bool cancelled_ = false;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;       // tasks queued, or stopping
+  sem_t work_sem_;                        // one post per queued task; per worker at stop
   std::condition_variable output_cv_;     // an output is ready, or nothing pending
   std::vector<std::byte*> free_buffers_;  // returned by workers; guarded by mu_
   std::deque<Task> queue_;                // guarded by mu_

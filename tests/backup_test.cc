@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "disk/clock.h"
@@ -415,9 +416,15 @@ TEST_F(BackupTest, AStepStopsSubmittingReadsAtItsTimeBudget) {
     auto job = BackupJob::Start(*pool_, *store_, "vol", o);
     EXPECT_TRUE(job.ok()) << job.status().ToString();
     if (!job.ok()) return 0;
-    (void)(*job)->Step();
-    pool_->Poll(0);  // the reads' completions (the copies were made at Submit)
-    const uint64_t read = (*job)->progress().read_bytes;
+    // The first step that submits anything: earlier ones find the job's
+    // workers still starting (they are made off the pool's thread).
+    uint64_t read = 0;
+    for (int i = 0; i < 5000 && read == 0; ++i) {
+      (void)(*job)->Step();
+      pool_->Poll(0);  // the reads' completions (the copies were made at Submit)
+      read = (*job)->progress().read_bytes;
+      if (read == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     Result<BackupSet> set = (*job)->Run();
     EXPECT_TRUE(set.ok()) << set.status().ToString();
     if (set.ok()) ExpectRestores(set->id, "vol", oracle);

@@ -1,6 +1,8 @@
 #include "bench/comparator/compare.h"
 
+#include <sched.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -39,6 +41,37 @@ constexpr int64_t kControlIntervalNs = 250'000'000;  // full-adaptive
 constexpr const char* kVolume = "db";
 // full-adaptive's slowest: the rate that reads written[0] in this long.
 constexpr double kAdaptiveMaxSeconds = 60;
+// Zeroed pages the in-memory pool keeps ready for first writes (64 MiB):
+// seconds of the default workload's new blocks, refilled as it takes them.
+constexpr size_t kReadyPages = 16384;
+// Pins the calling thread — the pool's and the workload's — to the CPU it
+// is on for the guard's life, so that the backup's workers (lowest
+// priority) run on the other CPUs (ChunkPipeline, "CPUs"): the copy runs
+// beside the disk, as ESSD's backend copies on its own hardware, and not in
+// the scheduler slices SCHED_IDLE threads still get on the workload's CPU.
+// Nothing on a one-CPU machine.
+class PinToThisCpu {
+ public:
+  PinToThisCpu() {
+    if (::sysconf(_SC_NPROCESSORS_ONLN) < 2 || ::sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
+    const int cpu = ::sched_getcpu();
+    if (cpu < 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pinned_ = ::sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinToThisCpu() {
+    if (pinned_) (void)::sched_setaffinity(0, sizeof(saved_), &saved_);
+  }
+  PinToThisCpu(const PinToThisCpu&) = delete;
+  PinToThisCpu& operator=(const PinToThisCpu&) = delete;
+
+ private:
+  cpu_set_t saved_;
+  bool pinned_ = false;
+};
+
 // The workload's phases in a backup experiment.
 constexpr int kBefore = 0;
 constexpr int kDuring = 1;
@@ -120,6 +153,9 @@ Result<std::unique_ptr<Scratch>> MakeScratch(const std::string& dir, uint64_t po
   po.max_requests = 16384;
   if (in_memory) {
     SNAPDISK_ASSIGN_OR_RETURN(s->memory, MemoryDevice::Create(pool_bytes / 4096 * 4096));
+    // A disk's never-written sectors cost nothing extra; fresh memory does
+    // (an allocation and a page fault): keep pages ready, off the pool's thread.
+    s->memory->KeepPagesReady(kReadyPages);
     SNAPDISK_ASSIGN_OR_RETURN(s->memory_pool, Pool::Create(*s->memory, po));
     return s;
   }
@@ -300,6 +336,7 @@ Result<BackupRun> RunBackupExperiment(const Scenario& sc, const EssdProfile& pro
                                       ProgressTracker& progress) {
   Clock& clock = SystemClock::Get();
   const uint64_t written = sc.written.front();
+  const PinToThisCpu pin;
   // In memory: the latency the workload sees is the ESSD profile's, not the
   // host file system's. (Every commit holds the pool's thread for its two
   // flushes: a backup's commit took ~30 ms on an O_DIRECT sparse file here,
