@@ -99,7 +99,7 @@ TEST(BackupSetCodecTest, ChunkCorruptionIsDetectedAndNamesTheChunk) {
       {"reserved", [](auto& o) { o[6] = std::byte{1}; }},
       {"length", [](auto& o) { o[8] ^= std::byte{1}; }},
       {"huge length", [](auto& o) { o[11] = std::byte{0x7f}; }},
-      {"truncated frame", [](auto& o) { o.resize(o.size() - 5); }},
+      {"truncated frame", [](auto& o) { o.erase(o.end() - 5, o.end()); }},
       {"trailing bytes", [](auto& o) { o.push_back(std::byte{0}); }},
       {"frame body", [](auto& o) { o[o.size() / 2] ^= std::byte{0x10}; }},
       {"frame end", [](auto& o) { o[o.size() - 1] ^= std::byte{0x01}; }},
