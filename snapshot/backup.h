@@ -95,8 +95,9 @@ struct BackupOptions {
   // slowly, under full load. Best effort: where the system refuses, they run
   // at normal priority. Unset: snapshot backups yes — ESSD's backend copies a
   // snapshot on other hardware, and on one machine the copy would otherwise
-  // take CPU from the workload it is meant not to disturb; physical backups
-  // no — they run in the customer's own process. The comparator sets it for
+  // take CPU from the workload it is meant not to disturb; physical and log
+  // backups no — they run in the customer's own process (log backups took
+  // no notice of this option before 2026-12-07). The comparator sets it for
   // every method: it measures the disk's latency, and the backups' CPU is
   // another machine's (the host's, the backend's) everywhere but here. With
   // it, when the thread that starts the job is pinned to some CPUs, the

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "disk/clock.h"
+#include "disk/thread_placement.h"
 #include "engine/format.h"
 #include "snapshot/chunk_pipeline.h"
 
@@ -475,6 +476,11 @@ Result<std::unique_ptr<LogBackupJob>> LogBackupJob::Start(Pool& pool, WormStore&
   po.zstd_level = store.config().zstd_level;
   po.retain_until_unix_ns = RetainUntilUnixNs(options, impl->started_unix_ns);
   po.stored_bytes = &impl->stored_bytes;
+  // As BackupJob's: unset means normal priority here (the log is the
+  // customer's data path); the comparator asks for the lowest, and then the
+  // workers also keep off a pinned pool thread's CPU.
+  po.lowest_priority = options.lowest_priority.value_or(false);
+  if (po.lowest_priority) po.worker_cpus = CpusBesideThisThread();
   impl->pipeline = std::make_unique<ChunkPipeline>(store, po);
   // Check the chain's start now, so a gap is reported at once: run until the
   // first segment is open (or the job ends).
